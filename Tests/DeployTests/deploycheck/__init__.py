@@ -1,0 +1,1 @@
+"""Offline checks of Strata's deploy/ manifests (see validate_manifests.py)."""

@@ -1,0 +1,201 @@
+"""Cluster-wide cross-references: names that must agree, and the API access each sidecar needs."""
+
+import re
+
+from . import facts
+from .crd_schemas import CLUSTER_SCOPED
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+CLONE_STRATEGY_ANNOTATION = "cdi.kubevirt.io/clone-strategy"
+DEFAULT_SNAPSHOT_CLASS_ANNOTATION = "snapshot.storage.kubernetes.io/is-default-class"
+
+
+def of_kind(manifests, kind):
+    return [m for m in manifests if m.kind == kind]
+
+
+def check_metadata(manifests, findings, known_namespaces):
+    """Names are DNS subdomains; namespaced objects name an existing namespace, others none."""
+    seen = set()
+    for m in manifests:
+        where = m.where()
+        findings.check(m.name and len(m.name) <= 253 and _DNS_SUBDOMAIN.match(m.name), where,
+                       f"name {m.name!r} is not a DNS subdomain")
+        key = (m.api_version, m.kind, m.namespace, m.name)
+        findings.check(key not in seen, where, "defined twice")
+        seen.add(key)
+        if m.kind in CLUSTER_SCOPED:
+            findings.check(m.namespace is None, where, "cluster-scoped object has a namespace")
+        else:
+            findings.check(m.namespace in known_namespaces, where,
+                           f"namespace {m.namespace!r} is not created here")
+
+
+def check_csidriver(manifests, findings):
+    """The CSIDriver object, whose name every other reference must equal. Returns the name."""
+    drivers = of_kind(manifests, "CSIDriver")
+    if not findings.check(len(drivers) == 1, "deploy/", f"expected one CSIDriver, "
+                          f"found {len(drivers)}"):
+        return None
+    driver = drivers[0]
+    spec = driver.data.get("spec") or {}
+    findings.check(driver.name == facts.DRIVER_NAME, driver.where(),
+                   f"name is not {facts.DRIVER_NAME}")
+    findings.check(spec.get("attachRequired") is False, driver.where(),
+                   "attachRequired must be false: there is no ControllerPublishVolume")
+    modes = spec.get("volumeLifecycleModes") or ["Persistent"]
+    findings.check("Persistent" in modes, driver.where(), "Persistent lifecycle missing")
+    return driver.name
+
+
+def check_storage_classes(manifests, driver_name, findings):
+    classes = of_kind(manifests, "StorageClass")
+    findings.check(classes, "deploy/", "no StorageClass")
+    for sc in classes:
+        where, data = sc.where(), sc.data
+        findings.check(data.get("provisioner") == driver_name, where,
+                       f"provisioner {data.get('provisioner')!r} is not the CSIDriver "
+                       f"{driver_name!r} (CDI would fall back to host-assisted copy)")
+        annotations = (data.get("metadata") or {}).get("annotations") or {}
+        findings.check(annotations.get(CLONE_STRATEGY_ANNOTATION) == "csi-clone", where,
+                       f"annotation {CLONE_STRATEGY_ANNOTATION} is not csi-clone")
+        findings.check(data.get("allowVolumeExpansion") is True, where,
+                       "allowVolumeExpansion must be true (clones to larger sizes expand)")
+        findings.check(data.get("volumeBindingMode") == "WaitForFirstConsumer", where,
+                       "volumeBindingMode must be WaitForFirstConsumer: volumes are node-local "
+                       "and the provisioner runs with --node-deployment-immediate-binding=false")
+        _check_parameters(data.get("parameters") or {}, where, findings)
+    return classes
+
+
+def _check_parameters(parameters, where, findings):
+    for key, value in parameters.items():
+        if key == "clusterSize":
+            low, high = facts.CLUSTER_SIZE_RANGE
+            size = int(value) if str(value).isdigit() else -1
+            findings.check(low <= size <= high and size & (size - 1) == 0, where,
+                           f"clusterSize {value!r} is not a power of two in {low}..{high}")
+        elif key == "csi.storage.k8s.io/fstype":
+            findings.check(value in facts.FS_TYPES, where, f"fstype {value!r} is not "
+                           f"{sorted(facts.FS_TYPES)}")
+        else:
+            findings.check(key.startswith("csi.storage.k8s.io/"), where,
+                           f"parameter {key!r} is unknown: the driver rejects it")
+
+
+def check_snapshot_classes(manifests, driver_name, findings):
+    classes = of_kind(manifests, "VolumeSnapshotClass")
+    findings.check(classes, "deploy/", "no VolumeSnapshotClass")
+    defaults = 0
+    for vsc in classes:
+        findings.check(vsc.data.get("driver") == driver_name, vsc.where(),
+                       f"driver {vsc.data.get('driver')!r} is not the CSIDriver {driver_name!r}")
+        annotations = (vsc.data.get("metadata") or {}).get("annotations") or {}
+        defaults += annotations.get(DEFAULT_SNAPSHOT_CLASS_ANNOTATION) == "true"
+    findings.check(defaults == 1, "deploy/", f"{defaults} default VolumeSnapshotClasses for "
+                   f"{driver_name}, expected one")
+    return classes
+
+
+def check_storage_profiles(profiles, classes, snapshot_classes, findings):
+    """The CDI StorageProfile patch must name our class and say what CDI cannot guess."""
+    findings.check(profiles, "deploy/cdi/", "no StorageProfile")
+    class_names = {sc.name: sc for sc in classes}
+    for profile in profiles:
+        where, spec = profile.where(), profile.data.get("spec") or {}
+        sc = class_names.get(profile.name)
+        findings.check(sc, where, f"no StorageClass named {profile.name} (a StorageProfile is "
+                       "named after its class)")
+        sets = spec.get("claimPropertySets") or []
+        findings.check(sets, where, "claimPropertySets is empty")
+        seen_modes = set()
+        for entry in sets:
+            for mode in entry.get("accessModes") or []:
+                findings.check(mode in facts.SINGLE_NODE_ACCESS_MODES, where,
+                               f"access mode {mode} is not single-node")
+            seen_modes.add(entry.get("volumeMode"))
+        findings.check(seen_modes == {"Block", "Filesystem"}, where,
+                       f"claimPropertySets cover {sorted(map(str, seen_modes))}, "
+                       "not Block and Filesystem")
+        findings.check(spec.get("dataImportCronSourceFormat") == "snapshot", where,
+                       "dataImportCronSourceFormat must be snapshot")
+        if "snapshotClass" in spec:
+            findings.check(spec["snapshotClass"] in {v.name for v in snapshot_classes}, where,
+                           f"snapshotClass {spec['snapshotClass']} is not defined")
+        if sc and "cloneStrategy" in spec:
+            annotation = ((sc.data.get("metadata") or {}).get("annotations") or {}).get(
+                CLONE_STRATEGY_ANNOTATION)
+            findings.check(spec["cloneStrategy"] == annotation, where,
+                           "cloneStrategy disagrees with the StorageClass annotation")
+
+
+def check_rbac(manifests, plugin, findings):
+    """Each sidecar in the node pod is granted every rule it needs through its ServiceAccount."""
+    pod_namespace = plugin.manifest.namespace
+    account = plugin.pod.get("serviceAccountName", "default")
+    where = plugin.manifest.where()
+    accounts = {(m.namespace, m.name) for m in of_kind(manifests, "ServiceAccount")}
+    findings.check((pod_namespace, account) in accounts, where,
+                   f"serviceAccountName {account} is not defined in {pod_namespace}")
+
+    roles = {("ClusterRole", None, m.name): m for m in of_kind(manifests, "ClusterRole")}
+    roles.update({("Role", m.namespace, m.name): m for m in of_kind(manifests, "Role")})
+    granted = []  # (namespace or None for cluster-wide, rule)
+    for binding in of_kind(manifests, "ClusterRoleBinding") + of_kind(manifests, "RoleBinding"):
+        ref = binding.data.get("roleRef") or {}
+        scope = binding.namespace  # None for a ClusterRoleBinding
+        role_key = (ref.get("kind"), scope if ref.get("kind") == "Role" else None, ref.get("name"))
+        role = roles.get(role_key)
+        findings.check(role, binding.where(), f"roleRef {ref.get('kind')}/{ref.get('name')} "
+                       "is not defined")
+        for subject in binding.data.get("subjects") or []:
+            if subject.get("kind") == "ServiceAccount":
+                findings.check((subject.get("namespace"), subject.get("name")) in accounts,
+                               binding.where(), f"subject {subject.get('namespace')}/"
+                               f"{subject.get('name')} is not a defined ServiceAccount")
+        binds_pod = any(s.get("kind") == "ServiceAccount" and s.get("name") == account
+                        and s.get("namespace") == pod_namespace
+                        for s in binding.data.get("subjects") or [])
+        if role and binds_pod:
+            granted += [(scope, rule) for rule in role.data.get("rules") or []]
+
+    for key in plugin.sidecars:
+        for group, resource, verbs in facts.SIDECARS[key].rules:
+            for verb in sorted(verbs):
+                findings.check(_allows(granted, None, group, resource, verb), where,
+                               f"{key} needs {verb} on {resource or '?'}"
+                               f"{'.' + group if group else ''} cluster-wide; no rule grants it")
+    group, resource, verbs = facts.LEADER_ELECTION_RULE
+    for key, namespace in plugin.lease_namespaces.items():
+        for verb in sorted(verbs):
+            findings.check(_allows(granted, namespace, group, resource, verb), where,
+                           f"{key} (--leader-election) needs {verb} on {resource}.{group} in "
+                           f"namespace {namespace}; no rule grants it")
+
+
+def _allows(granted, namespace, group, resource, verb):
+    for scope, rule in granted:
+        if scope is not None and scope != namespace:
+            continue
+        if rule.get("resourceNames"):
+            continue
+        if (_has(rule.get("apiGroups"), group) and _has(rule.get("resources"), resource)
+                and _has(rule.get("verbs"), verb)):
+            return True
+    return False
+
+
+def _has(values, wanted):
+    values = values or []
+    return wanted in values or "*" in values
+
+
+def check_pod_security(manifests, plugin, findings):
+    """A privileged pod needs a namespace whose Pod Security level admits it."""
+    namespaces = {m.name: m for m in of_kind(manifests, "Namespace")}
+    namespace = namespaces.get(plugin.manifest.namespace)
+    if findings.check(namespace, plugin.manifest.where(), "its namespace is not created here"):
+        labels = (namespace.data.get("metadata") or {}).get("labels") or {}
+        findings.check(labels.get("pod-security.kubernetes.io/enforce") == "privileged",
+                       namespace.where(), "pod-security.kubernetes.io/enforce must be privileged "
+                       "for the privileged node plugin")

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Validates Strata's deploy/ directory offline.
+
+    python3 Tests/DeployTests/validate_manifests.py deploy/ [--strata-help FILE]
+
+Renders deploy/ and deploy/cdi/ as `kubectl apply -k` would, loads deploy/examples/, validates
+every object against Kubernetes' schemas (kubernetes-validate's strict schemas for core kinds,
+deploycheck/crd_schemas.py for CRDs), then checks the cross-references that break an install
+without an error at apply time. The strata-csi flags come from --strata-help FILE, else from
+`$STRATA_CSI_BINARY --help`, else from the fallback list in deploycheck/facts.py.
+
+Needs PyYAML, jsonschema, referencing and kubernetes-validate; no network, no cluster.
+Exit status 0 when everything holds, 1 when something does not (each problem on its own line).
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from deploycheck import documents, examples, node, wiring  # noqa: E402
+from deploycheck.driver_flags import driver_flags  # noqa: E402
+from deploycheck.findings import Findings  # noqa: E402
+from deploycheck.loading import (load_directory, render_kustomization,  # noqa: E402
+                                 strip_render_marks)
+from deploycheck.schemas import Validator  # noqa: E402
+
+
+def validate(deploy_dir, help_file=None):
+    findings = Findings()
+    root = os.path.dirname(os.path.abspath(deploy_dir))
+    core = render_kustomization(deploy_dir, findings, root)
+    cdi = render_kustomization(os.path.join(deploy_dir, "cdi"), findings, root)
+    examples_dir = os.path.join(deploy_dir, "examples")
+    example_files = sorted(f for f in os.listdir(examples_dir) if f.endswith((".yaml", ".yml")))
+    sample = load_directory(examples_dir, findings, root)
+
+    validator = Validator()
+    for manifest in core + cdi + sample:
+        validator.validate(manifest, strip_render_marks(manifest.data), findings)
+
+    installed = core + cdi
+    namespaces = {m.name for m in installed if m.kind == "Namespace"}
+    wiring.check_metadata(installed, findings, namespaces)
+    wiring.check_metadata(sample, findings, namespaces | {"default"} |
+                          {m.name for m in sample if m.kind == "Namespace"})
+
+    driver_name = wiring.check_csidriver(installed, findings)
+    classes = wiring.check_storage_classes(installed, driver_name, findings)
+    snapshot_classes = wiring.check_snapshot_classes(installed, driver_name, findings)
+    wiring.check_storage_profiles(wiring.of_kind(installed, "StorageProfile"), classes,
+                                  snapshot_classes, findings)
+
+    manifest = node.find_node_plugin(installed, findings)
+    flags, flag_source = driver_flags(help_file, findings)
+    if manifest is not None:
+        plugin = node.check_node_plugin(manifest, (flags, flag_source), driver_name, findings)
+        wiring.check_rbac(installed, plugin, findings)
+        wiring.check_pod_security(installed, plugin, findings)
+
+    examples.check_examples(sample, {sc.name for sc in classes},
+                            {v.name for v in snapshot_classes}, findings)
+    documents.check_readme(deploy_dir, example_files, findings)
+    documents.check_containerfile(deploy_dir, findings)
+
+    summary = (f"{len(core) + len(cdi) + len(sample)} objects, Kubernetes schemas "
+               f"{', '.join(validator.versions)}, strata-csi flags from {flag_source}")
+    return findings, summary
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1].strip())
+    parser.add_argument("deploy_dir", nargs="?", default="deploy")
+    parser.add_argument("--strata-help", metavar="FILE",
+                        help="a file holding `strata-csi --help` output")
+    options = parser.parse_args()
+    findings, summary = validate(options.deploy_dir.rstrip("/"), options.strata_help)
+    for error in findings.errors:
+        print(f"FAIL {error}")
+    verdict = "ok" if not findings.errors else f"{len(findings.errors)} problems"
+    print(f"deploy manifests: {findings.checks} checks, {verdict} ({summary})")
+    return 1 if findings.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
