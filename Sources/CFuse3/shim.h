@@ -1,3 +1,39 @@
-// libfuse3's low-level API, as Debian's libfuse3-dev ships it.
-#define FUSE_USE_VERSION 35
+// libfuse3's low-level API, as Debian's libfuse3-dev ships it, plus the few Linux
+// definitions NodeHost needs that Swift cannot import directly (variadic ioctl,
+// function-like macros such as makedev and _IOR, O_DIRECT behind _GNU_SOURCE).
+#ifndef STRATA_CFUSE3_SHIM_H
+#define STRATA_CFUSE3_SHIM_H
+
+// 3.12 gives the fuse_loop_cfg_* API (thread counts for the multi-threaded loop).
+#define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
+
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <sys/sysmacros.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <linux/loop.h>
+
+/// ioctl with a pointer argument (Swift cannot call the variadic ioctl).
+static inline int strata_ioctl_ptr(int fd, unsigned long request, void *argument) {
+    return ioctl(fd, request, argument);
+}
+
+/// ioctl with an integer argument.
+static inline int strata_ioctl_int(int fd, unsigned long request, unsigned long argument) {
+    return ioctl(fd, request, argument);
+}
+
+static inline unsigned long strata_blkgetsize64(void) { return BLKGETSIZE64; }
+/// O_DIRECT without _GNU_SOURCE (glibc always defines the reserved spelling).
+static inline int strata_o_direct(void) { return __O_DIRECT; }
+
+static inline dev_t strata_makedev(unsigned int major_number, unsigned int minor_number) {
+    return makedev(major_number, minor_number);
+}
+static inline unsigned int strata_major(dev_t device) { return major(device); }
+static inline unsigned int strata_minor(dev_t device) { return minor(device); }
+
+#endif

@@ -1,0 +1,297 @@
+import CFuse3
+import Glibc
+import Logging
+import Synchronization
+
+/// Serves block backends to the kernel as regular files of one FUSE filesystem, so that a loop
+/// device can sit on each. The filesystem is libfuse's low-level API run by a multi-threaded
+/// loop on its own threads; files are opened in direct-I/O mode, so the kernel keeps no page
+/// cache of its own for them (the block device above has one) and every read sees the backend.
+///
+/// Lifecycle: `start()` mounts (after lazily unmounting a stale mount a crashed process left
+/// at the same place), `stop()` unmounts and waits for the threads. Call `stop()` before
+/// dropping the exporter: the running session keeps it alive.
+public final class FuseExporter: Sendable {
+    /// Tuning for the FUSE session.
+    public struct Options: Sendable {
+        /// The largest read or write the kernel sends in one request (max_read, max_write, and
+        /// max_pages); 1 MiB is libfuse 3's ceiling.
+        public var maxTransferSize: Int
+        /// Worker threads of the session loop.
+        public var maxThreads: Int
+        /// Asynchronous requests (loop direct I/O, readahead) the kernel keeps in flight.
+        public var maxBackground: Int
+        /// Seconds the kernel may cache names and attributes. Sizes only change through
+        /// `refreshSize(name:)`, which invalidates explicitly, so this can be long.
+        public var attributeTimeout: Double
+
+        public init(maxTransferSize: Int = 1 << 20, maxThreads: Int = 16, maxBackground: Int = 64, attributeTimeout: Double = 3600) {
+            self.maxTransferSize = maxTransferSize
+            self.maxThreads = maxThreads
+            self.maxBackground = maxBackground
+            self.attributeTimeout = attributeTimeout
+        }
+    }
+
+    /// The filesystem type as /proc/self/mountinfo shows it.
+    public static let filesystemType = "fuse.strata"
+
+    /// Where the filesystem is mounted; exported files are `<mountPoint>/<name>`.
+    public let mountPoint: String
+    let options: Options
+    let logger: Logger
+    let buffers: BufferPool
+    let startTime: timespec
+    private let state = Mutex(State())
+
+    private struct State: ~Copyable {
+        var phase = Phase.idle
+        var session: SessionPointer?
+        /// Our mount as mountinfo showed it right after mounting (its device is the connection).
+        var mount: MountInfo?
+        var replacedStaleMounts: [MountInfo] = []
+        var loop: LoopCompletion?
+        var byName: [String: ExportedFile] = [:]
+        var byInode: [UInt64: ExportedFile] = [:]
+        var nextInode: UInt64 = 2
+    }
+
+    private enum Phase { case idle, running, stopped }
+
+    public init(mountPoint: String, options: Options = Options(), logger: Logger = Logger(label: "strata.nodehost.fuse")) {
+        var path = mountPoint
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        self.mountPoint = path
+        self.options = options
+        self.logger = logger
+        self.buffers = BufferPool(bufferSize: options.maxTransferSize, retained: options.maxThreads)
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        self.startTime = now
+    }
+
+    // MARK: Exports
+
+    /// Exports `backend` as `<mountPoint>/<name>` and returns that path. Adding the same
+    /// backend under the same name again returns the same path; another backend under a
+    /// taken name is refused.
+    @discardableResult
+    public func add(name: String, backend: any BlockBackend) throws -> String {
+        try ExportedFile.validate(name: name)
+        let session: SessionPointer? = try state.withLock { state in
+            guard state.phase != .stopped else { throw NodeHostError(.notRunning, "exporter at \(mountPoint) is stopped") }
+            if let existing = state.byName[name] {
+                guard existing.backend === backend else {
+                    throw NodeHostError(.alreadyExists, "\(name) is already exported with another backend")
+                }
+                return nil
+            }
+            let file = ExportedFile(name: name, inode: state.nextInode, backend: backend)
+            state.nextInode += 1
+            state.byName[name] = file
+            state.byInode[file.inode] = file
+            return state.session
+        }
+        // Outside the lock: the kernel may need our workers (which take it) to finish a lookup.
+        if let session { invalidateEntry(name, session: session) }
+        return path(of: name)
+    }
+
+    /// Stops exporting `name`. Refused with `busy` while the kernel holds the file open (a loop
+    /// device is attached) unless `force`, in which case open handles keep working until
+    /// released. Removing a name that is not exported succeeds.
+    public func remove(name: String, force: Bool = false) throws {
+        try ExportedFile.validate(name: name)
+        let session: SessionPointer? = try state.withLock { state in
+            guard let file = state.byName[name] else { return nil }
+            let handles = file.openHandles.load(ordering: .relaxed)
+            if handles > 0 && !force {
+                throw NodeHostError(.busy, "\(name) is open \(handles) time(s) (is a loop device still attached?)")
+            }
+            state.byName[name] = nil
+            state.byInode[file.inode] = nil
+            return state.session
+        }
+        if let session { invalidateEntry(name, session: session) }
+    }
+
+    /// Makes the kernel see the backend's current size (after an online expansion): drops the
+    /// cached attributes and asks again. Returns the size the kernel now reports.
+    @discardableResult
+    public func refreshSize(name: String) throws -> UInt64 {
+        try ExportedFile.validate(name: name)
+        let (session, file) = try state.withLock { state in
+            guard let file = state.byName[name] else { throw NodeHostError(.notFound, "\(name) is not exported") }
+            guard let session = state.session, state.phase == .running else {
+                throw NodeHostError(.notRunning, "exporter at \(mountPoint) is not running")
+            }
+            return (session, file)
+        }
+        let result = fuse_lowlevel_notify_inval_inode(session.pointer, fuse_ino_t(file.inode), -1, 0)
+        if result != 0 && result != -ENOENT {
+            throw Syscall.failure("invalidate attributes of \(name)", errno: -result)
+        }
+        // The loop driver reads the inode's cached size, so make the kernel fetch it now.
+        let attributes = try Syscall.status(of: path(of: name))
+        return UInt64(attributes.st_size)
+    }
+
+    /// The path of an exported name (whether or not it is exported).
+    public func path(of name: String) -> String {
+        mountPoint == "/" ? "/\(name)" : "\(mountPoint)/\(name)"
+    }
+
+    /// The exported names, sorted.
+    public var names: [String] {
+        state.withLock { $0.byName.keys.sorted() }
+    }
+
+    /// True while the session loop is serving requests; false before `start()`, after
+    /// `stop()`, or once the connection died (aborted, or the mount was forced away).
+    public var isServing: Bool {
+        state.withLock { state in
+            guard state.phase == .running, let loop = state.loop else { return false }
+            return !loop.isFinished
+        }
+    }
+
+    /// The device number (as `stat` reports `st_dev`) of this exporter's filesystem; loop devices
+    /// over its files report it as their backing device.
+    public var filesystemDevice: UInt64? {
+        state.withLock { $0.mount?.deviceNumber }
+    }
+
+    /// FUSE mounts a previous process left at `mountPoint`, lazily unmounted by `start()`. Loop
+    /// devices still bound to their files (`LoopAttacher.attachments(onFilesystem:)` with their
+    /// `deviceNumber`) fail all I/O and must be torn down and attached again.
+    public var replacedStaleMounts: [MountInfo] {
+        state.withLock { $0.replacedStaleMounts }
+    }
+
+    // MARK: Used by the FUSE callbacks
+
+    func file(inode: UInt64) -> ExportedFile? {
+        state.withLock { $0.byInode[inode] }
+    }
+
+    func file(named name: String) -> ExportedFile? {
+        state.withLock { $0.byName[name] }
+    }
+
+    func allFiles() -> [ExportedFile] {
+        state.withLock { state in state.byName.values.sorted { $0.name < $1.name } }
+    }
+
+    private func invalidateEntry(_ name: String, session: SessionPointer) {
+        let result = name.withCString { fuse_lowlevel_notify_inval_entry(session.pointer, fuse_ino_t(FUSE_ROOT_ID), $0, strlen($0)) }
+        if result != 0 && result != -ENOENT {
+            logger.debug("invalidating the entry \(name) failed", metadata: ["errno": "\(-result)"])
+        }
+    }
+
+    // MARK: Lifecycle
+
+    /// Mounts the filesystem and starts serving. A FUSE mount already at `mountPoint` (left by
+    /// a crashed process) is lazily unmounted first; any other mount there is refused.
+    public func start() throws {
+        try state.withLock { state in
+            guard state.phase == .idle else { throw NodeHostError(.alreadyExists, "exporter at \(mountPoint) was already started") }
+            state.replacedStaleMounts = try removeStaleMounts()
+            try Syscall.makeDirectories(mountPoint, mode: 0o700)
+            let userdata = Unmanaged.passRetained(self).toOpaque()
+            guard let session = FuseSession.create(exporter: userdata, options: options) else {
+                Unmanaged<FuseExporter>.fromOpaque(userdata).release()
+                throw NodeHostError(.systemCall, "fuse_session_new failed for \(mountPoint) (see the libfuse log)")
+            }
+            guard fuse_session_mount(session.pointer, mountPoint) == 0 else {
+                fuse_session_destroy(session.pointer)
+                Unmanaged<FuseExporter>.fromOpaque(userdata).release()
+                throw NodeHostError(.systemCall, "mounting FUSE at \(mountPoint) failed (is /dev/fuse available? see the libfuse log)")
+            }
+            state.mount = try MountTable.mounts(at: mountPoint).last
+            state.session = session
+            state.loop = FuseSession.runLoop(session, maxThreads: options.maxThreads, logger: logger)
+            state.phase = .running
+        }
+        logger.info("FUSE export filesystem mounted", metadata: ["mountPoint": "\(mountPoint)"])
+    }
+
+    /// Unmounts and waits for the session threads, then frees the session. If a loop device
+    /// still holds an exported file open, the connection is aborted (a forced unmount), that
+    /// device fails I/O from then on, and the mount is detached lazily: detach devices first.
+    /// Calling `stop()` again does nothing.
+    public func stop() {
+        let taken: (SessionPointer, MountInfo?, LoopCompletion)? = state.withLock { state in
+            defer { state.phase = .stopped }
+            guard state.phase == .running, let session = state.session, let loop = state.loop else { return nil }
+            state.session = nil
+            return (session, state.mount, loop)
+        }
+        guard let (session, mount, loop) = taken else { return }
+        if let mount, isOurs(mount) {
+            do {
+                try Syscall.unmount(mountPoint, flags: 0)
+            } catch {
+                let open = allFiles().filter { $0.openHandles.load(ordering: .relaxed) > 0 }.map(\.name)
+                logger.warning("FUSE export busy at stop; aborting the connection, open files fail from now on",
+                               metadata: ["open": "\(open)", "error": "\(error)"])
+                // A forced unmount aborts a FUSE connection even when it stays busy.
+                try? Syscall.unmount(mountPoint, flags: Int32(MNT_FORCE))
+                if isOurs(mount) { try? Syscall.unmount(mountPoint, flags: Int32(MNT_DETACH)) }
+            }
+        }
+        // Our mount may have been detached by someone else: abort through fusectl if mounted.
+        var waited = 0.0
+        while !loop.wait(seconds: 0.2) {
+            if let mount { Self.abortConnection(of: mount, logger: logger) }
+            waited += 0.2
+            if waited >= 10 {
+                logger.error("FUSE session threads did not end; leaking the session", metadata: ["mountPoint": "\(mountPoint)"])
+                return
+            }
+        }
+        fuse_session_destroy(session.pointer)
+        // Balances the retain taken in start(): libfuse will not call back any more.
+        Unmanaged.passUnretained(self).release()
+        logger.info("FUSE export filesystem stopped", metadata: ["mountPoint": "\(mountPoint)"])
+    }
+
+    /// Whether the visible mount at our mount point is still the one we made.
+    private func isOurs(_ mount: MountInfo) -> Bool {
+        guard let top = try? MountTable.mounts(at: mountPoint).last else { return false }
+        return top.major == mount.major && top.minor == mount.minor && top.fsType == mount.fsType
+    }
+
+    /// Lazily unmounts FUSE mounts left at our mount point by a previous process.
+    private func removeStaleMounts() throws -> [MountInfo] {
+        var removed: [MountInfo] = []
+        for mount in try MountTable.mounts(at: mountPoint).reversed() {
+            guard mount.fsType.hasPrefix("fuse") else {
+                throw NodeHostError(.alreadyExists, "\(mountPoint) is already a \(mount.fsType) mount of \(mount.source)")
+            }
+            logger.warning("lazily unmounting a stale FUSE mount", metadata: [
+                "mountPoint": "\(mountPoint)", "fsType": "\(mount.fsType)", "device": "\(mount.major):\(mount.minor)",
+            ])
+            do {
+                try Syscall.unmount(mountPoint, flags: Int32(MNT_DETACH))
+            } catch let error as NodeHostError where error.errno == EINVAL {
+                // Already gone.
+            }
+            removed.append(mount)
+        }
+        return removed
+    }
+
+    /// Aborts a FUSE connection through fusectl (/sys/fs/fuse/connections), when mounted:
+    /// pending and future requests fail with ENOTCONN and the session's reads end.
+    static func abortConnection(of mount: MountInfo, logger: Logger) {
+        let path = "/sys/fs/fuse/connections/\((mount.major << 20) | mount.minor)/abort"
+        guard access(path, W_OK) == 0 else { return }
+        do {
+            try Syscall.writeText("1", to: path)
+            logger.warning("aborted FUSE connection", metadata: ["device": "\(mount.major):\(mount.minor)"])
+        } catch {
+            logger.debug("could not abort FUSE connection", metadata: ["device": "\(mount.major):\(mount.minor)", "error": "\(error)"])
+        }
+    }
+}

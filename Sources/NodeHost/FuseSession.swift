@@ -1,0 +1,139 @@
+import CFuse3
+import Dispatch
+import Foundation
+import Glibc
+import Logging
+import Synchronization
+
+/// A libfuse session pointer that may cross threads (libfuse synchronises internally).
+struct SessionPointer: @unchecked Sendable {
+    let pointer: OpaquePointer
+}
+
+/// Tells whether the session loop thread has returned, and lets `stop()` wait for it.
+final class LoopCompletion: Sendable {
+    private let finished = Atomic<Bool>(false)
+    private let signal = DispatchSemaphore(value: 0)
+
+    var isFinished: Bool { finished.load(ordering: .acquiring) }
+
+    func finish() {
+        finished.store(true, ordering: .releasing)
+        signal.signal()
+    }
+
+    /// Waits up to `seconds`; true once the loop has returned.
+    func wait(seconds: Double) -> Bool {
+        if isFinished { return true }
+        _ = signal.wait(timeout: .now() + seconds)
+        return isFinished
+    }
+}
+
+/// Creating a libfuse session and running its multi-threaded loop.
+enum FuseSession {
+    /// A new (not yet mounted) session whose callbacks reach the exporter through `exporter`.
+    static func create(exporter: UnsafeMutableRawPointer, options: FuseExporter.Options) -> SessionPointer? {
+        _ = logHandlerInstalled
+        let mountOptions = [
+            "allow_other",  // kubelet and the loop driver are not necessarily the process that mounted
+            "default_permissions",  // the kernel checks the 0600 root-only modes
+            "fsname=strata",
+            "subtype=strata",
+            "max_read=\(options.maxTransferSize)",
+        ].joined(separator: ",")
+        let arguments = ["strata-fuse", "-o", mountOptions]
+        var cStrings = arguments.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        return cStrings.withUnsafeMutableBufferPointer { argv -> SessionPointer? in
+            var args = fuse_args(argc: Int32(argv.count), argv: argv.baseAddress, allocated: 0)
+            defer { fuse_opt_free_args(&args) }
+            var operations = FuseOperations.makeTable()
+            guard let session = fuse_session_new(&args, &operations, MemoryLayout<fuse_lowlevel_ops>.size, exporter) else {
+                return nil
+            }
+            return SessionPointer(pointer: session)
+        }
+    }
+
+    /// Runs `fuse_session_loop_mt` on a thread of its own; it returns once the connection
+    /// ends (unmount or abort).
+    static func runLoop(_ session: SessionPointer, maxThreads: Int, logger: Logger) -> LoopCompletion {
+        let completion = LoopCompletion()
+        let thread = Thread {
+            let config = fuse_loop_cfg_create()
+            fuse_loop_cfg_set_max_threads(config, UInt32(maxThreads))
+            fuse_loop_cfg_set_idle_threads(config, UInt32(maxThreads))
+            let result = fuse_session_loop_mt(session.pointer, config)
+            fuse_loop_cfg_destroy(config)
+            if result != 0 {
+                logger.warning("FUSE session loop ended with an error", metadata: ["result": "\(result)"])
+            } else {
+                logger.debug("FUSE session loop ended")
+            }
+            completion.finish()
+        }
+        thread.name = "strata-fuse"
+        thread.start()
+        return completion
+    }
+
+    /// Routes libfuse's own messages (normally printed to stderr) into swift-log, once.
+    private static let logHandlerInstalled: Void = {
+        fuse_set_log_func { level, format, arguments in
+            guard let format, let arguments else { return }
+            var buffer = [CChar](repeating: 0, count: 1024)
+            _ = vsnprintf(&buffer, buffer.count, format, arguments)
+            let length = buffer.firstIndex(of: 0) ?? buffer.count
+            let message = String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            switch level {
+            case FUSE_LOG_EMERG, FUSE_LOG_ALERT, FUSE_LOG_CRIT, FUSE_LOG_ERR:
+                libfuseLogger.error("\(message)")
+            case FUSE_LOG_WARNING, FUSE_LOG_NOTICE:
+                libfuseLogger.warning("\(message)")
+            default:
+                libfuseLogger.debug("\(message)")
+            }
+        }
+    }()
+}
+
+private let libfuseLogger = Logger(label: "strata.nodehost.libfuse")
+
+/// Reusable I/O buffers, so a 1 MiB read does not cost an mmap and page faults each time.
+final class BufferPool: Sendable {
+    let bufferSize: Int
+    private let retained: Int
+    private let free = Mutex<[Int]>([])
+
+    init(bufferSize: Int, retained: Int) {
+        self.bufferSize = bufferSize
+        self.retained = retained
+    }
+
+    deinit {
+        free.withLock { addresses in
+            for address in addresses { UnsafeMutableRawPointer(bitPattern: address)?.deallocate() }
+        }
+    }
+
+    /// Runs `body` with a buffer of at least `count` bytes.
+    func withBuffer<T>(count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> T) rethrows -> T {
+        if count > bufferSize {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
+            defer { buffer.deallocate() }
+            return try body(buffer)
+        }
+        let pointer = free.withLock { $0.popLast() }.flatMap { UnsafeMutableRawPointer(bitPattern: $0) }
+            ?? UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 4096)
+        defer {
+            let kept = free.withLock { addresses -> Bool in
+                guard addresses.count < retained else { return false }
+                addresses.append(Int(bitPattern: pointer))
+                return true
+            }
+            if !kept { pointer.deallocate() }
+        }
+        return try body(UnsafeMutableRawBufferPointer(start: pointer, count: count))
+    }
+}

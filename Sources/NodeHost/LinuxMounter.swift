@@ -1,0 +1,195 @@
+import Foundation
+import Glibc
+import Logging
+
+/// `Mounter` with mount(2)/umount2(2), /proc/self/mountinfo, blkid, mkfs.ext4, mkfs.xfs,
+/// resize2fs and xfs_growfs.
+public struct LinuxMounter: Mounter {
+    /// Adds "nouuid" when mounting xfs: clones of one snapshot share a filesystem UUID, and
+    /// xfs refuses to mount a second filesystem with a UUID already mounted.
+    public var xfsNoUUID: Bool
+    public var logger: Logger
+
+    public init(xfsNoUUID: Bool = true, logger: Logger = Logger(label: "strata.nodehost.mount")) {
+        self.xfsNoUUID = xfsNoUUID
+        self.logger = logger
+    }
+
+    // MARK: Mounting
+
+    public func mount(source: String, target: String, fsType: String, options: [String], readOnly: Bool) throws {
+        let device = try Syscall.status(of: source)
+        if let current = try mountInfo(for: target) {
+            // Already mounted: fine when it is this device with the same access.
+            let mounted = try Syscall.status(of: target)
+            guard device.st_mode & S_IFMT == S_IFBLK, mounted.st_dev == device.st_rdev else {
+                throw NodeHostError(.alreadyExists, "\(target) is already a mount of \(current.source) (\(current.fsType))")
+            }
+            guard current.isReadOnly == readOnly else {
+                throw NodeHostError(.alreadyExists, "\(target) is already mounted from \(source) with readOnly=\(current.isReadOnly)")
+            }
+            return
+        }
+        try Syscall.makeDirectories(target)
+        var words = options
+        if fsType == FilesystemType.xfs.rawValue && xfsNoUUID && !words.contains("nouuid") { words.append("nouuid") }
+        var (flags, data) = try MountOptions.parse(words)
+        if readOnly { flags |= UInt(MS_RDONLY) }
+        try Syscall.mount(source: source, target: target, fsType: fsType, flags: flags, data: data.isEmpty ? nil : data)
+        logger.info("mounted", metadata: ["source": "\(source)", "target": "\(target)", "fsType": "\(fsType)", "readOnly": "\(readOnly)"])
+    }
+
+    public func bindMount(source: String, target: String, readOnly: Bool) throws {
+        let origin = try Syscall.status(of: source)
+        let isDirectory = origin.st_mode & S_IFMT == S_IFDIR
+        if let current = try mountInfo(for: target) {
+            let mounted = try Syscall.status(of: target)
+            guard mounted.st_dev == origin.st_dev, mounted.st_ino == origin.st_ino else {
+                throw NodeHostError(.alreadyExists, "\(target) is already a mount of \(current.source) (\(current.fsType))")
+            }
+            guard current.isReadOnly == readOnly else {
+                throw NodeHostError(.alreadyExists, "\(target) is already bound to \(source) with readOnly=\(current.isReadOnly)")
+            }
+            return
+        }
+        try createTarget(target, directory: isDirectory)
+        try Syscall.mount(source: source, target: target, fsType: nil, flags: UInt(MS_BIND), data: nil)
+        if readOnly {
+            // MS_RDONLY is ignored on the first bind; it takes a remount of the bind. Keep the
+            // flags the bind inherited (nosuid, nodev…), or the kernel may refuse to drop them.
+            do {
+                let inherited = try MountOptions.flags(of: target)
+                try Syscall.mount(source: nil, target: target, fsType: nil,
+                                  flags: UInt(MS_REMOUNT | MS_BIND | MS_RDONLY) | inherited, data: nil)
+            } catch {
+                try? Syscall.unmount(target, flags: 0)
+                throw error
+            }
+        }
+        logger.info("bind-mounted", metadata: ["source": "\(source)", "target": "\(target)", "readOnly": "\(readOnly)"])
+    }
+
+    public func unmount(target: String) throws {
+        // Several mounts may be stacked on the target (a retried mount): remove them all.
+        for _ in 0..<16 {
+            guard try mountInfo(for: target) != nil else { return }
+            do {
+                try Syscall.unmount(target, flags: 0)
+                logger.info("unmounted", metadata: ["target": "\(target)"])
+            } catch let error as NodeHostError where error.errno == EINVAL || error.errno == ENOENT {
+                return
+            }
+        }
+        throw NodeHostError(.busy, "\(target) is still mounted after 16 unmounts")
+    }
+
+    public func isMountPoint(_ path: String) throws -> Bool {
+        try mountInfo(for: path) != nil
+    }
+
+    public func mountInfo(for path: String) throws -> MountInfo? {
+        try MountTable.mounts(at: path).last
+    }
+
+    private func createTarget(_ target: String, directory: Bool) throws {
+        if directory {
+            try Syscall.makeDirectories(target)
+            return
+        }
+        let parent = (target as NSString).deletingLastPathComponent
+        if !parent.isEmpty { try Syscall.makeDirectories(parent) }
+        let fd = try Syscall.open(target, O_WRONLY | O_CREAT, mode: 0o640)
+        Syscall.close(fd)
+    }
+
+    // MARK: Filesystems
+
+    public func probeFilesystem(device: String) throws -> String? {
+        // Open it ourselves first: blkid answers "nothing found" (2) for a device it cannot
+        // read, and "nothing found" is what allows formatting.
+        let status = try Syscall.status(of: device)
+        guard status.st_mode & S_IFMT == S_IFBLK || status.st_mode & S_IFMT == S_IFREG else {
+            throw NodeHostError(.invalidArgument, "\(device) is not a block device")
+        }
+        let head = try Syscall.withFile(device, O_RDONLY) { fd in try Self.readHead(fd: fd, device: device) }
+        let output = try Command.run("blkid", ["-p", "-o", "export", device])
+        switch output.status {
+        case 0:
+            let values = Dictionary(
+                output.standardOutput.split(separator: "\n").compactMap { line -> (String, String)? in
+                    guard let equals = line.firstIndex(of: "=") else { return nil }
+                    return (String(line[..<equals]), String(line[line.index(after: equals)...]))
+                },
+                uniquingKeysWith: { first, _ in first }
+            )
+            if let type = values["TYPE"] { return type }
+            if let table = values["PTTYPE"] { return "\(table) partition table" }
+            return "unknown signature"
+        case 2:
+            // No signature. Still refuse if the start of the device holds anything but zeros.
+            return head.allSatisfy({ $0 == 0 }) ? nil : "unknown data"
+        default:
+            let detail = output.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
+            if output.status == 8 { return "ambiguous signatures" }
+            throw NodeHostError(.commandFailed, "blkid -p \(device) exited \(output.status): \(detail)")
+        }
+    }
+
+    /// The first 128 KiB of a device.
+    private static func readHead(fd: Int32, device: String) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 128 * 1024)
+        var filled = 0
+        while filled < bytes.count {
+            let count = try bytes.withUnsafeMutableBytes { buffer in
+                try Syscall.retrying("read \(device)") { pread(fd, buffer.baseAddress! + filled, buffer.count - filled, off_t(filled)) }
+            }
+            if count == 0 { break }
+            filled += count
+        }
+        return Array(bytes[0..<filled])
+    }
+
+    @discardableResult
+    public func format(device: String, fsType: FilesystemType, options: [String]) throws -> FormatOutcome {
+        if let found = try probeFilesystem(device: device) {
+            if found == fsType.rawValue {
+                logger.info("already formatted; not formatting", metadata: ["device": "\(device)", "fsType": "\(found)"])
+                return .alreadyFormatted
+            }
+            throw NodeHostError(.notBlank, "\(device) holds \(found); refusing to format it as \(fsType.rawValue)")
+        }
+        switch fsType {
+        case .ext4: try Command.check("mkfs.ext4", ["-F", "-q"] + options + [device])
+        case .xfs: try Command.check("mkfs.xfs", ["-f", "-q"] + options + [device])
+        }
+        logger.info("formatted", metadata: ["device": "\(device)", "fsType": "\(fsType.rawValue)"])
+        return .formatted
+    }
+
+    public func growFilesystem(device: String, mountPoint: String, fsType: FilesystemType) throws {
+        switch fsType {
+        case .ext4: try Command.check("resize2fs", [device])
+        case .xfs: try Command.check("xfs_growfs", ["-d", mountPoint])
+        }
+        logger.info("filesystem grown", metadata: ["device": "\(device)", "mountPoint": "\(mountPoint)"])
+    }
+
+    public func filesystemStats(path: String) throws -> FilesystemStats {
+        let status = try Syscall.filesystemStatus(of: path)
+        let unit = UInt64(status.f_frsize)
+        let blocks = UInt64(status.f_blocks), free = UInt64(status.f_bfree)
+        let inodes = UInt64(status.f_files), freeInodes = UInt64(status.f_ffree)
+        return FilesystemStats(
+            totalBytes: blocks * unit,
+            availableBytes: UInt64(status.f_bavail) * unit,
+            usedBytes: (blocks - min(free, blocks)) * unit,
+            totalInodes: inodes,
+            freeInodes: freeInodes,
+            usedInodes: inodes - min(freeInodes, inodes)
+        )
+    }
+
+    public func blockDeviceSize(device: String) throws -> UInt64 {
+        try BlockDevice.size(of: device)
+    }
+}

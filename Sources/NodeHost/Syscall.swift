@@ -1,0 +1,151 @@
+import CFuse3
+import Glibc
+
+/// The one place NodeHost talks to the kernel directly: each wrapper retries on EINTR and
+/// turns a failure into a `NodeHostError` that names the call, its subject and the errno.
+enum Syscall {
+    /// Runs `body` until it stops failing with EINTR; throws on any other -1.
+    @discardableResult
+    static func retrying<T: BinaryInteger>(_ what: @autoclosure () -> String, _ body: () -> T) throws -> T {
+        while true {
+            let result = body()
+            if result != -1 { return result }
+            let error = Glibc.errno
+            if error == EINTR { continue }
+            throw failure(what(), errno: error)
+        }
+    }
+
+    /// A structured error for a failed call, its code chosen from the errno.
+    static func failure(_ what: String, errno error: Int32) -> NodeHostError {
+        let code: NodeHostError.Code
+        switch error {
+        case ENOENT, ENXIO, ENODEV: code = .notFound
+        case EBUSY: code = .busy
+        case EEXIST: code = .alreadyExists
+        case ENOSPC, ENOMEM, EMFILE, ENFILE: code = .resourceExhausted
+        case ENOTTY, EOPNOTSUPP, ENOSYS: code = .unsupported
+        default: code = .systemCall
+        }
+        return NodeHostError(code, what, errno: error)
+    }
+
+    static func open(_ path: String, _ flags: Int32, mode: mode_t = 0) throws -> Int32 {
+        try retrying("open \(path)") { Glibc.open(path, flags | O_CLOEXEC, mode) }
+    }
+
+    static func close(_ fd: Int32) {
+        _ = Glibc.close(fd)
+    }
+
+    /// Opens `path`, runs `body` with the descriptor, and closes it whatever happens.
+    @discardableResult
+    static func withFile<T>(_ path: String, _ flags: Int32, _ body: (Int32) throws -> T) throws -> T {
+        let fd = try open(path, flags)
+        defer { close(fd) }
+        return try body(fd)
+    }
+
+    static func ioctl(_ fd: Int32, _ request: UInt, pointer: UnsafeMutableRawPointer, _ what: @autoclosure () -> String) throws {
+        try retrying(what()) { strata_ioctl_ptr(fd, request, pointer) }
+    }
+
+    @discardableResult
+    static func ioctl(_ fd: Int32, _ request: UInt, value: UInt, _ what: @autoclosure () -> String) throws -> Int32 {
+        try retrying(what()) { strata_ioctl_int(fd, request, value) }
+    }
+
+    static func status(of path: String) throws -> stat {
+        var result = stat()
+        try retrying("stat \(path)") { Int32(stat(path, &result)) }
+        return result
+    }
+
+    /// `stat`, or nil when the path does not exist.
+    static func statusIfPresent(of path: String) throws -> stat? {
+        var result = stat()
+        if stat(path, &result) == 0 { return result }
+        if Glibc.errno == ENOENT || Glibc.errno == ENOTDIR { return nil }
+        throw failure("stat \(path)", errno: Glibc.errno)
+    }
+
+    static func filesystemStatus(of path: String) throws -> statvfs {
+        var result = statvfs()
+        try retrying("statvfs \(path)") { Int32(statvfs(path, &result)) }
+        return result
+    }
+
+    static func mount(source: String?, target: String, fsType: String?, flags: UInt, data: String?) throws {
+        let what = "mount \(source ?? "none") on \(target)" + (fsType.map { " type \($0)" } ?? "")
+        try retrying(what) { Glibc.mount(source, target, fsType, flags, data) }
+    }
+
+    static func unmount(_ target: String, flags: Int32) throws {
+        try retrying("umount \(target)") { Glibc.umount2(target, flags) }
+    }
+
+    /// `mkdir -p`: creates each missing component; existing directories are fine.
+    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+        var built = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            built += "/" + component
+            if Glibc.mkdir(built, mode) != 0 && Glibc.errno != EEXIST {
+                throw failure("mkdir \(built)", errno: Glibc.errno)
+            }
+        }
+    }
+
+    static func makeNode(_ path: String, mode: mode_t, device: dev_t) throws {
+        if Glibc.mknod(path, mode, device) != 0 && Glibc.errno != EEXIST {
+            throw failure("mknod \(path)", errno: Glibc.errno)
+        }
+    }
+
+    /// Writes `text` to an existing file such as a sysfs attribute.
+    static func writeText(_ text: String, to path: String) throws {
+        try withFile(path, O_WRONLY) { fd in
+            var bytes = Array(text.utf8)
+            try retrying("write \(path)") { Glibc.write(fd, &bytes, bytes.count) }
+        }
+    }
+
+    /// Reads a small text file (sysfs, procfs) whole; nil when it does not exist.
+    static func readText(_ path: String) throws -> String? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if Glibc.errno == ENOENT || Glibc.errno == ENOTDIR || Glibc.errno == ENXIO { return nil }
+            throw failure("open \(path)", errno: Glibc.errno)
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = try retrying("read \(path)") { Glibc.read(fd, &chunk, chunk.count) }
+            if count == 0 { break }
+            bytes += chunk[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The names in a directory, without "." and ".."; empty when it does not exist.
+    static func directoryEntries(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// The canonical absolute path, or the path as given when it cannot be resolved
+    /// (a dead FUSE mount answers ENOTCONN to every lookup).
+    static func canonicalPath(_ path: String) -> String {
+        guard let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+}
