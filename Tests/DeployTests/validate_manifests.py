@@ -32,17 +32,21 @@ def validate(deploy_dir, help_file=None):
     root = os.path.dirname(os.path.abspath(deploy_dir))
     core = render_kustomization(deploy_dir, findings, root)
     cdi = render_kustomization(os.path.join(deploy_dir, "cdi"), findings, root)
+    snapshots = render_kustomization(os.path.join(deploy_dir, "snapshot-controller"), findings,
+                                     root)
     examples_dir = os.path.join(deploy_dir, "examples")
     example_files = sorted(f for f in os.listdir(examples_dir) if f.endswith((".yaml", ".yml")))
     sample = load_directory(examples_dir, findings, root)
 
     validator = Validator()
-    for manifest in core + cdi + sample:
+    for manifest in core + cdi + snapshots + sample:
         validator.validate(manifest, strip_render_marks(manifest.data), findings)
 
     installed = core + cdi
     namespaces = {m.name for m in installed if m.kind == "Namespace"}
     wiring.check_metadata(installed, findings, namespaces)
+    wiring.check_metadata(snapshots, findings, set())
+    wiring.check_snapshot_controller_access(snapshots, findings)
     wiring.check_metadata(sample, findings, namespaces | {"default"} |
                           {m.name for m in sample if m.kind == "Namespace"})
 
@@ -64,7 +68,7 @@ def validate(deploy_dir, help_file=None):
     documents.check_readme(deploy_dir, example_files, findings)
     documents.check_containerfile(deploy_dir, findings)
 
-    summary = (f"{len(core) + len(cdi) + len(sample)} objects, Kubernetes schemas "
+    summary = (f"{len(core) + len(cdi) + len(snapshots) + len(sample)} objects, Kubernetes schemas "
                f"{', '.join(validator.versions)}, strata-csi flags from {flag_source}")
     return findings, summary
 

@@ -36,6 +36,7 @@ def check_examples(examples, class_names, snapshot_class_names, findings):
     sources = {}    # (namespace, name) -> size: DataSources kept by a DataImportCron
     namespaces = {m.name for m in examples if m.kind == "Namespace"} | {"default"}
     pending = []    # (Disk) to resolve once everything is indexed
+    claims = []     # Pods, whose claims are resolved once everything is indexed
 
     for m in examples:
         spec = m.data.get("spec") or {}
@@ -46,6 +47,12 @@ def check_examples(examples, class_names, snapshot_class_names, findings):
             disk = Disk(m.where(), m.namespace, m.name, spec)
             disks[(m.namespace, m.name)] = disk
             pending.append(disk)
+        elif m.kind == "PersistentVolumeClaim":
+            disk = Disk(m.where(), m.namespace, m.name, {"storage": spec})
+            disks[(m.namespace, m.name)] = disk
+            pending.append(disk)
+        elif m.kind == "Pod":
+            claims.append(m)
         elif m.kind == "VolumeSnapshot":
             snapshots[(m.namespace, m.name)] = m
             findings.check(spec.get("volumeSnapshotClassName") in snapshot_class_names, m.where(),
@@ -76,6 +83,12 @@ def check_examples(examples, class_names, snapshot_class_names, findings):
     for disk in pending:
         _check_storage(disk, class_names, findings)
         _check_source(disk, disks, snapshots, sources, findings)
+    for pod in claims:
+        for volume in (pod.data.get("spec") or {}).get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim:
+                findings.check((pod.namespace, claim) in disks, pod.where(),
+                               f"claim {claim} is not made by any example")
 
 
 def _check_storage(disk, class_names, findings):

@@ -199,3 +199,19 @@ def check_pod_security(manifests, plugin, findings):
         findings.check(labels.get("pod-security.kubernetes.io/enforce") == "privileged",
                        namespace.where(), "pod-security.kubernetes.io/enforce must be privileged "
                        "for the privileged node plugin")
+
+
+def check_snapshot_controller_access(manifests, findings):
+    """deploy/snapshot-controller grants the snapshot-controller's account read access to Nodes."""
+    roles = {m.name: m for m in of_kind(manifests, "ClusterRole")}
+    granted = False
+    for binding in of_kind(manifests, "ClusterRoleBinding"):
+        role = roles.get((binding.data.get("roleRef") or {}).get("name"))
+        to_account = any(s.get("kind") == "ServiceAccount" and s.get("namespace")
+                         for s in binding.data.get("subjects") or [])
+        rules = [(None, rule) for rule in (role.data.get("rules") or [])] if role else []
+        if to_account and all(_allows(rules, None, "", "nodes", verb)
+                              for verb in ("get", "list", "watch")):
+            granted = True
+    findings.check(granted, "deploy/snapshot-controller/", "no binding grants a ServiceAccount "
+                   "get, list and watch on nodes (distributed snapshotting needs them)")
