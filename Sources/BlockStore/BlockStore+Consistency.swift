@@ -1,0 +1,146 @@
+import Logging
+
+/// Reconciling the catalog with the layer files at open, and checking that they agree.
+extension BlockStore {
+    /// Runs before the store is used: a catalog row whose files are missing is `.corrupt` (and
+    /// nothing is touched); layer files with no row are removed; dirty maps are recovered.
+    /// Returns the highest layer number seen in a file name.
+    static func reconcile(catalog: Catalog, layers: LayerDirectory, logger: Logger) throws -> Int64 {
+        let rows = try catalog.read { try $0.allLayers() }
+        let (files, _) = try layers.listFiles()
+        let missing = rows.filter { files[$0.id] != [.data, .map] }.map(\.id)
+        guard missing.isEmpty else {
+            throw StoreError(.corrupt, "the catalog lists layers whose files are missing: \(missing)")
+        }
+        let known = Set(rows.map(\.id))
+        let orphans = files.keys.filter { !known.contains($0) }.sorted()
+        for layerID in orphans {
+            logger.notice("collecting layer \(layerID): its files have no catalog row")
+            try layers.removeLayer(layerID)
+        }
+        if !orphans.isEmpty { try SystemDirectory.synchronize(layers.path) }
+        for row in rows {
+            let files = try layers.openLayer(row.id, writable: !row.frozen)
+            defer { files.close() }
+            let header = try files.map.readHeader()
+            guard header.layerID == row.id, header.clusterSize == row.clusterSize else {
+                throw StoreError(.corrupt, "the map of layer \(row.id) describes layer \(header.layerID), cluster size \(header.clusterSize)")
+            }
+            guard header.dirty else { continue }
+            guard !row.frozen else { throw StoreError(.corrupt, "frozen layer \(row.id) has a dirty map") }
+            let bytes = try recoverDirtyMap(files, clusterSize: Int(row.clusterSize))
+            try catalog.write { try $0.setAllocatedBytes(bytes, ofLayer: row.id) }
+            try files.map.setDirty(false)
+            logger.notice("recovered the dirty map of layer \(row.id)")
+        }
+        return (orphans + files.keys).max() ?? 0
+    }
+
+    /// A dirty map lags its data file: clusters written but never mapped are garbage from writes
+    /// no flush acknowledged. Punches them out (restoring "unmapped reads zeros") and returns the
+    /// bytes the map holds.
+    private static func recoverDirtyMap(_ files: LayerFiles, clusterSize: Int) throws -> UInt64 {
+        var mapped = Set<Int>()
+        try files.map.forEachEntry { cluster, state in
+            if state == .data { mapped.insert(cluster) }
+        }
+        let fileSize = try files.data.size()
+        var offset: UInt64 = 0
+        var punched = 0
+        while offset < fileSize, let start = files.data.nextData(from: offset) {
+            let end = min(files.data.nextHole(from: start), fileSize)
+            var cluster = Int(start / UInt64(clusterSize))
+            while UInt64(cluster) * UInt64(clusterSize) < end {
+                if !mapped.contains(cluster) {
+                    try files.data.punchHole(at: UInt64(cluster) * UInt64(clusterSize), length: UInt64(clusterSize))
+                    punched += 1
+                }
+                cluster += 1
+            }
+            offset = max(end, start + 1)
+        }
+        if punched > 0 { try files.data.synchronizeData() }
+        return UInt64(mapped.count) * UInt64(clusterSize)
+    }
+
+    /// Compares the catalog with the files and with itself. Heads of volumes open right now may
+    /// legitimately be dirty and are not reported as such.
+    public func checkConsistency() throws -> ConsistencyReport {
+        try controlLock.withLock { _ in
+            try throwIfClosed()
+            var report = ConsistencyReport()
+            let (layers, volumes, snapshots, counted) = try catalog.read { db in
+                (try db.allLayers(), try db.allVolumeRows(), try db.allSnapshotRows(), try db.countedReferences())
+            }
+            let byID = Dictionary(uniqueKeysWithValues: layers.map { ($0.id, $0) })
+            let (files, _) = try layerDirectory.listFiles()
+            report.orphanFiles = files.keys.filter { byID[$0] == nil }.sorted().flatMap { id in
+                files[id]!.map { layerDirectory.fileName(id, $0) }.sorted()
+            }
+            let openHeads = state.withLock { state in Set(state.open.keys) }
+            let openHeadLayers = Set(volumes.filter { openHeads.contains($0.id) }.map(\.headLayerID))
+            for layer in layers {
+                if files[layer.id] != [.data, .map] { report.missingLayerFiles.append(layer.id); continue }
+                let expected = counted[layer.id] ?? 0
+                if layer.refCount != expected {
+                    report.referenceMismatches.append(.init(layerID: layer.id, recorded: layer.refCount, expected: expected))
+                }
+                if layer.refCount <= 0 || expected == 0 { report.danglingLayers.append(layer.id) }
+                if let parent = layer.parentID {
+                    if let parentRow = byID[parent] {
+                        if !parentRow.frozen || parentRow.depth + 1 != layer.depth { report.brokenReferences.append("layer \(layer.id) over \(parent)") }
+                    } else {
+                        report.danglingLayers.append(layer.id)
+                    }
+                } else if layer.depth != 1 {
+                    report.brokenReferences.append("layer \(layer.id) has depth \(layer.depth) without parent")
+                }
+                do {
+                    let map = AllocationMapFile(file: try SystemFile.open(layerDirectory.mapPath(layer.id), readOnly: true))
+                    defer { map.file.close() }
+                    let header = try map.readHeader()
+                    if header.layerID != layer.id || header.clusterSize != layer.clusterSize {
+                        report.corruptMaps.append(layer.id)
+                    } else if header.dirty && !openHeadLayers.contains(layer.id) {
+                        report.dirtyMaps.append(layer.id)
+                    }
+                } catch {
+                    report.corruptMaps.append(layer.id)
+                }
+            }
+            for volume in volumes {
+                if let head = byID[volume.headLayerID] {
+                    if head.frozen { report.brokenReferences.append("volume \(volume.id) has frozen head \(head.id)") }
+                } else {
+                    report.brokenReferences.append("volume \(volume.id) → missing layer \(volume.headLayerID)")
+                }
+            }
+            for snapshot in snapshots {
+                if let layer = byID[snapshot.layerID] {
+                    if !layer.frozen { report.brokenReferences.append("snapshot \(snapshot.id) on writable layer \(layer.id)") }
+                } else {
+                    report.brokenReferences.append("snapshot \(snapshot.id) → missing layer \(snapshot.layerID)")
+                }
+            }
+            return report
+        }
+    }
+
+    /// Recorded reference count of every layer (for tests and diagnostics).
+    public func layerReferenceCounts() throws -> [Int64: Int] {
+        try catalog.read { db in Dictionary(uniqueKeysWithValues: try db.allLayers().map { ($0.id, $0.refCount) }) }
+    }
+
+    /// Total space of the pool and what the store has allocated and promised.
+    public func capacity() throws -> PoolCapacity {
+        let space = try SystemDirectory.space(of: directory)
+        let (allocated, provisioned) = try catalog.read { db -> (UInt64, UInt64) in
+            var allocated: UInt64 = 0
+            for layer in try db.allLayers() { allocated += layer.allocatedBytes }
+            var provisioned: UInt64 = 0
+            for volume in try db.allVolumeRows() { provisioned += volume.size }
+            return (allocated, provisioned)
+        }
+        return PoolCapacity(totalBytes: space.total, freeBytes: space.free, allocatedBytes: allocated, provisionedBytes: provisioned)
+    }
+}

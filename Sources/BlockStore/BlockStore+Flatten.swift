@@ -1,0 +1,92 @@
+import Dispatch
+
+/// Flatten: copy everything a volume inherits into its own head and detach it from its parents.
+extension BlockStore {
+    /// Makes a volume self-contained (chain depth 1). I/O on the volume goes on meanwhile; the
+    /// parents' layers are released (and freed if nothing else needs them).
+    public func flatten(volumeID: String) throws {
+        guard Identifier.isVolumeID(volumeID) else { throw StoreError.notFound("volume \(volumeID)") }
+        try flattenLock.withLock { _ in
+            state.withLock { _ = $0.cancelledFlattens.remove(volumeID) }
+            _ = try flattenHoldingLock(volumeID)
+        }
+    }
+
+    /// Returns false when cancelled (volume deleted or store closing).
+    private func flattenHoldingLock(_ volumeID: String) throws -> Bool {
+        let volume = try acquireOpenVolume(volumeID, external: false)
+        var result: Result<Bool, any Error> = .success(false)
+        do {
+            let shouldStop = { [self] in
+                state.withLock { $0.closed || $0.cancelledFlattens.contains(volumeID) }
+            }
+            if try volume.copyUpInheritedClusters(shouldStop: shouldStop) {
+                try finishFlatten(volume, shouldStop: shouldStop)
+                result = .success(true)
+            }
+        } catch {
+            result = .failure(error)
+        }
+        do {
+            try releaseOpenVolume(volume, external: false)
+        } catch {
+            if case .success = result { result = .failure(error) }
+        }
+        return try result.get()
+    }
+
+    private func finishFlatten(_ volume: OpenVolume, shouldStop: () -> Bool) throws {
+        try controlLock.withLock { _ in
+            guard !shouldStop() else { return }
+            var freed: [Int64] = []
+            try volume.finishFlatten { headLayerID, headBytes in
+                freed = try catalog.write { db -> [Int64] in
+                    guard let row = try db.volumeRow(id: volume.volumeID), row.headLayerID == headLayerID else {
+                        throw StoreError(.busy, "volume \(volume.volumeID) changed during flatten")
+                    }
+                    let head = try db.requireLayer(headLayerID)
+                    try db.setAllocatedBytes(headBytes, ofLayer: headLayerID)
+                    guard let parentID = head.parentID else { return [] }
+                    try db.detachLayerFromParent(headLayerID)
+                    var freed = try db.releaseReference(to: parentID)
+                    if let hidden = row.hiddenSnapshotID, let snapshot = try db.snapshotRow(id: hidden) {
+                        try db.deleteSnapshotRow(id: hidden)
+                        try db.clearHiddenSnapshot(ofVolume: row.id)
+                        freed += try db.releaseReference(to: snapshot.layerID)
+                    }
+                    return freed
+                }
+            }
+            removeLayerFiles(freed)
+        }
+    }
+
+    /// Starts a background flatten when a volume crossed the soft depth limit.
+    func scheduleFlattenIfDeep(_ volume: Volume) {
+        guard options.backgroundFlatten, volume.chainDepth > options.softChainDepthLimit else { return }
+        let id = volume.id
+        let scheduled = state.withLock { state -> Bool in
+            guard !state.closed, !state.scheduledFlattens.contains(id) else { return false }
+            state.scheduledFlattens.insert(id)
+            state.cancelledFlattens.remove(id)
+            return true
+        }
+        guard scheduled else { return }
+        logger.info("volume \(id) is \(volume.chainDepth) layers deep, flattening in the background")
+        backgroundQueue.async(group: backgroundWork) { [self] in
+            defer { state.withLock { _ = $0.scheduledFlattens.remove(id) } }
+            do {
+                try flattenLock.withLock { _ in _ = try flattenHoldingLock(id) }
+            } catch let error as StoreError where error.code == .notFound {
+                // Deleted before its turn.
+            } catch {
+                logger.warning("background flatten of \(id) failed: \(error)")
+            }
+        }
+    }
+
+    /// Waits until background flattens scheduled so far have finished (for tests and shutdown).
+    public func waitForBackgroundWork() {
+        backgroundWork.wait()
+    }
+}

@@ -1,0 +1,258 @@
+import Foundation
+import GRDB
+
+/// Creating, reading, growing, listing and deleting volumes.
+extension BlockStore {
+    /// Largest number of clusters in a volume (bounds the memory of an open volume's index).
+    static let maximumClusterCount: UInt64 = 1 << 32
+
+    /// Creates a volume, empty or from a snapshot or another volume. Idempotent by name: the same
+    /// name with the same size, cluster size, source and parameters returns the existing volume;
+    /// the same name with anything different is `.alreadyExists`. O(1) in size and clone count.
+    public func createVolume(
+        name: String, size: UInt64, clusterSize: UInt32? = nil, source: VolumeSource? = nil,
+        parameters: [String: String] = [:]
+    ) throws -> Volume {
+        try Self.validateName(name)
+        guard size > 0 else { throw StoreError(.invalidArgument, "volume size must be positive") }
+        if let clusterSize, !Self.isValidClusterSize(clusterSize) {
+            throw StoreError(.invalidArgument, "cluster size \(clusterSize) is not a power of two in 4 KiB–1 MiB")
+        }
+        return try controlLock.withLock { _ in
+            try throwIfClosed()
+            if let existing = try catalog.read({ try $0.volumeRow(named: name) }) {
+                let effectiveClusterSize = clusterSize ?? (source == nil ? options.defaultClusterSize : existing.clusterSize)
+                guard existing.size == size, existing.clusterSize == effectiveClusterSize, existing.source == source,
+                    existing.parameters == parameters
+                else { throw StoreError(.alreadyExists, "a different volume named \(name) exists") }
+                return try catalog.read { try makeVolume(existing, $0) }
+            }
+            switch source {
+            case nil:
+                let clusterSize = clusterSize ?? options.defaultClusterSize
+                try Self.checkSize(size, clusterSize: clusterSize)
+                return try insertVolumeLocked(
+                    name: name, size: size, clusterSize: clusterSize, parentLayerID: nil, source: nil,
+                    parameters: parameters)
+            case .snapshot(let snapshotID):
+                return try createCloneOfSnapshotLocked(
+                    name: name, size: size, clusterSize: clusterSize, snapshotID: snapshotID, parameters: parameters)
+            case .volume(let volumeID):
+                return try createCloneOfVolumeLocked(
+                    name: name, size: size, clusterSize: clusterSize, volumeID: volumeID, parameters: parameters)
+            }
+        }
+    }
+
+    private func createCloneOfSnapshotLocked(
+        name: String, size: UInt64, clusterSize: UInt32?, snapshotID: String, parameters: [String: String]
+    ) throws -> Volume {
+        guard Identifier.isSnapshotID(snapshotID) else { throw StoreError.notFound("snapshot \(snapshotID)") }
+        let (snapshot, layer) = try catalog.read { db -> (SnapshotRow, LayerRow) in
+            guard let snapshot = try db.snapshotRow(id: snapshotID), !snapshot.hidden else {
+                throw StoreError.notFound("snapshot \(snapshotID)")
+            }
+            return (snapshot, try db.requireLayer(snapshot.layerID))
+        }
+        try checkCloneShape(size: size, clusterSize: clusterSize, sourceSize: snapshot.size, sourceClusterSize: layer.clusterSize)
+        try checkDepth(layer.depth + 1)
+        let volume = try insertVolumeLocked(
+            name: name, size: size, clusterSize: layer.clusterSize, parentLayerID: layer.id,
+            source: .snapshot(id: snapshotID), parameters: parameters)
+        scheduleFlattenIfDeep(volume)
+        return volume
+    }
+
+    /// A clone of a volume: an implicit hidden snapshot of the source, then a clone of it.
+    private func createCloneOfVolumeLocked(
+        name: String, size: UInt64, clusterSize: UInt32?, volumeID: String, parameters: [String: String]
+    ) throws -> Volume {
+        guard Identifier.isVolumeID(volumeID) else { throw StoreError.notFound("volume \(volumeID)") }
+        let (sourceRow, sourceHead) = try catalog.read { db -> (VolumeRow, LayerRow) in
+            guard let row = try db.volumeRow(id: volumeID) else { throw StoreError.notFound("volume \(volumeID)") }
+            return (row, try db.requireLayer(row.headLayerID))
+        }
+        try checkCloneShape(size: size, clusterSize: clusterSize, sourceSize: sourceRow.size, sourceClusterSize: sourceRow.clusterSize)
+        try checkDepth(sourceHead.depth + 1)
+        let cloneHeadID = allocateLayerID()
+        try layerDirectory.createLayer(cloneHeadID, clusterSize: sourceRow.clusterSize)
+        let cloneID = Identifier.newVolumeID()
+        let hiddenSnapshotID = Identifier.newSnapshotID()
+        let createdAt = Self.now()
+        do {
+            try freezeHeadsLocked([sourceRow]) { db, frozen in
+                let frozenLayer = frozen[0]
+                try db.insertSnapshot(SnapshotRow(
+                    id: hiddenSnapshotID, name: nil, sourceVolumeID: volumeID, layerID: frozenLayer.id,
+                    size: sourceRow.size, groupID: nil, hidden: true, createdAt: createdAt))
+                try db.addReference(to: frozenLayer.id)
+                try db.insertLayer(LayerRow(
+                    id: cloneHeadID, parentID: frozenLayer.id, depth: frozenLayer.depth + 1, clusterSize: sourceRow.clusterSize,
+                    frozen: false, refCount: 1, allocatedBytes: 0, createdAt: createdAt))
+                try db.addReference(to: frozenLayer.id)
+                try db.insertVolume(VolumeRow(
+                    id: cloneID, name: name, size: size, clusterSize: sourceRow.clusterSize, headLayerID: cloneHeadID,
+                    source: .volume(id: volumeID), hiddenSnapshotID: hiddenSnapshotID, parameters: parameters,
+                    createdAt: createdAt))
+            }
+        } catch {
+            removeLayerFiles([cloneHeadID])
+            throw error
+        }
+        let volume = try catalog.read { db in try makeVolume(try db.volumeRow(id: cloneID)!, db) }
+        scheduleFlattenIfDeep(volume)
+        if let source = try? catalog.read({ db in try makeVolume(try db.volumeRow(id: volumeID)!, db) }) {
+            scheduleFlattenIfDeep(source)
+        }
+        return volume
+    }
+
+    /// Creates a fresh head layer (over `parentLayerID` when cloning) and the volume row, in one transaction.
+    private func insertVolumeLocked(
+        name: String, size: UInt64, clusterSize: UInt32, parentLayerID: Int64?, source: VolumeSource?,
+        parameters: [String: String]
+    ) throws -> Volume {
+        let headID = allocateLayerID()
+        try layerDirectory.createLayer(headID, clusterSize: clusterSize)
+        let volumeID = Identifier.newVolumeID()
+        let createdAt = Self.now()
+        do {
+            return try catalog.write { db in
+                var depth = 1
+                if let parentLayerID {
+                    depth = try db.requireLayer(parentLayerID).depth + 1
+                    try db.addReference(to: parentLayerID)
+                }
+                try db.insertLayer(LayerRow(
+                    id: headID, parentID: parentLayerID, depth: depth, clusterSize: clusterSize, frozen: false,
+                    refCount: 1, allocatedBytes: 0, createdAt: createdAt))
+                try db.insertVolume(VolumeRow(
+                    id: volumeID, name: name, size: size, clusterSize: clusterSize, headLayerID: headID, source: source,
+                    hiddenSnapshotID: nil, parameters: parameters, createdAt: createdAt))
+                return try makeVolume(try db.volumeRow(id: volumeID)!, db)
+            }
+        } catch {
+            removeLayerFiles([headID])
+            throw error
+        }
+    }
+
+    public func volume(id: String) throws -> Volume {
+        guard Identifier.isVolumeID(id) else { throw StoreError.notFound("volume \(id)") }
+        return try catalog.read { db in
+            guard let row = try db.volumeRow(id: id) else { throw StoreError.notFound("volume \(id)") }
+            return try makeVolume(row, db)
+        }
+    }
+
+    public func volume(named name: String) throws -> Volume? {
+        try catalog.read { db in try db.volumeRow(named: name).map { try makeVolume($0, db) } }
+    }
+
+    /// Grows a volume (open or not); a smaller size is `.outOfRange`, the same size a no-op.
+    public func expandVolume(id: String, to newSize: UInt64) throws -> Volume {
+        guard Identifier.isVolumeID(id) else { throw StoreError.notFound("volume \(id)") }
+        return try controlLock.withLock { _ in
+            try throwIfClosed()
+            guard let row = try catalog.read({ try $0.volumeRow(id: id) }) else { throw StoreError.notFound("volume \(id)") }
+            guard newSize >= row.size else {
+                throw StoreError(.outOfRange, "volume \(id) is \(row.size) bytes; volumes never shrink (asked \(newSize))")
+            }
+            if newSize > row.size {
+                try Self.checkSize(newSize, clusterSize: row.clusterSize)
+                let commit = { try self.catalog.write { try $0.setSize(newSize, ofVolume: id) } }
+                if let open = openVolume(id) { try open.expand(to: newSize, commit: commit) } else { try commit() }
+            }
+            return try volume(id: id)
+        }
+    }
+
+    /// Deletes a volume. Its snapshots and clones keep the layers they need; the volume's own
+    /// layers are freed when nothing else references them. `.busy` while a handle is open.
+    public func deleteVolume(id: String) throws {
+        guard Identifier.isVolumeID(id) else { throw StoreError.notFound("volume \(id)") }
+        try controlLock.withLock { _ in
+            try throwIfClosed()
+            guard let row = try catalog.read({ try $0.volumeRow(id: id) }) else { throw StoreError.notFound("volume \(id)") }
+            let handles = state.withLock { state -> Int in
+                guard let entry = state.open[id] else { return 0 }
+                if entry.handles == 0 { state.cancelledFlattens.insert(id) }
+                return entry.handles
+            }
+            guard handles == 0 else { throw StoreError(.busy, "volume \(id) is open (\(handles) handles)") }
+            let freed = try catalog.write { db -> [Int64] in
+                try db.deleteVolumeRow(id: id)
+                var freed = try db.releaseReference(to: row.headLayerID)
+                if let hidden = row.hiddenSnapshotID, let snapshot = try db.snapshotRow(id: hidden) {
+                    try db.deleteSnapshotRow(id: hidden)
+                    freed += try db.releaseReference(to: snapshot.layerID)
+                }
+                return freed
+            }
+            removeLayerFiles(freed)
+        }
+    }
+
+    /// Volumes in creation order. The cursor is opaque; a malformed one is `.invalidArgument`.
+    /// A `limit` of zero or less means no limit.
+    public func listVolumes(after cursor: String?, limit: Int) throws -> Page<Volume> {
+        let after = try Self.parseCursor(cursor)
+        let pageSize = limit > 0 ? limit : Int.max - 1
+        return try catalog.read { db in
+            let rows = try db.volumeRows(afterSeq: after, limit: pageSize + 1)
+            let items = try rows.prefix(pageSize).map { try makeVolume($0, db) }
+            let next = rows.count > pageSize ? rows[pageSize - 1].seq : nil
+            return Page(items: items, nextCursor: next.map(String.init))
+        }
+    }
+
+    // MARK: Helpers
+
+    func makeVolume(_ row: VolumeRow, _ db: Database) throws -> Volume {
+        let head = try db.requireLayer(row.headLayerID)
+        var allocated = head.allocatedBytes
+        if let open = openVolume(row.id), let live = open.liveHeadAllocation(), live.layerID == head.id {
+            allocated = live.bytes
+        }
+        return Volume(
+            id: row.id, name: row.name, size: row.size, clusterSize: row.clusterSize, source: row.source,
+            createdAt: Date(timeIntervalSince1970: row.createdAt), chainDepth: head.depth, allocatedBytes: allocated,
+            parameters: row.parameters)
+    }
+
+    func checkDepth(_ depth: Int) throws {
+        guard depth <= options.hardChainDepthLimit else {
+            throw StoreError(.chainDepthLimit, "the chain would be \(depth) layers deep, the limit is \(options.hardChainDepthLimit)")
+        }
+    }
+
+    private func checkCloneShape(size: UInt64, clusterSize: UInt32?, sourceSize: UInt64, sourceClusterSize: UInt32) throws {
+        guard size >= sourceSize else {
+            throw StoreError(.outOfRange, "a clone of \(sourceSize) bytes cannot be \(size) bytes")
+        }
+        if let clusterSize, clusterSize != sourceClusterSize {
+            throw StoreError(.invalidArgument, "a clone keeps its source's cluster size \(sourceClusterSize)")
+        }
+        try Self.checkSize(size, clusterSize: sourceClusterSize)
+    }
+
+    static func checkSize(_ size: UInt64, clusterSize: UInt32) throws {
+        guard (size + UInt64(clusterSize) - 1) / UInt64(clusterSize) <= maximumClusterCount, size < 1 << 62 else {
+            throw StoreError(.outOfRange, "\(size) bytes is more than \(maximumClusterCount) clusters of \(clusterSize)")
+        }
+    }
+
+    static func validateName(_ name: String) throws {
+        guard !name.isEmpty, name.utf8.count <= 1024, !name.utf8.contains(0) else {
+            throw StoreError(.invalidArgument, "a name must be 1–1024 bytes without NUL")
+        }
+    }
+
+    static func parseCursor(_ cursor: String?) throws -> Int64 {
+        guard let cursor, !cursor.isEmpty else { return 0 }
+        guard cursor.utf8.count <= 19, cursor.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let value = Int64(cursor) else {
+            throw StoreError(.invalidArgument, "malformed cursor")
+        }
+        return value
+    }
+}

@@ -1,0 +1,283 @@
+import Foundation
+import GRDB
+
+/// The SQLite catalog (GRDB, WAL, synchronous=FULL): layers, volumes, snapshots.
+/// Every change of the store's structure is one transaction here.
+final class Catalog: Sendable {
+    private let pool: DatabasePool
+
+    init(path: String) throws {
+        var configuration = Configuration()
+        configuration.label = "strata.catalog"
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            // WAL's default (NORMAL) can lose the last commits on power loss; a catalog change the
+            // caller was told succeeded must survive.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch {
+            throw Self.storeError(error, "opening the catalog")
+        }
+    }
+
+    func close() {
+        try? pool.close()
+    }
+
+    func read<T>(_ body: (Database) throws -> T) throws -> T {
+        do {
+            return try pool.read(body)
+        } catch {
+            throw Self.storeError(error, "reading the catalog")
+        }
+    }
+
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
+        do {
+            return try pool.write(body)
+        } catch {
+            throw Self.storeError(error, "writing the catalog")
+        }
+    }
+
+    private static func storeError(_ error: any Error, _ context: String) -> StoreError {
+        if let error = error as? StoreError { return error }
+        if let error = error as? DatabaseError {
+            switch error.resultCode {
+            case .SQLITE_FULL: return StoreError(.noSpace, context, underlying: error)
+            case .SQLITE_BUSY, .SQLITE_LOCKED: return StoreError(.busy, context, underlying: error)
+            case .SQLITE_CORRUPT, .SQLITE_NOTADB: return StoreError(.corrupt, context, underlying: error)
+            default: break
+            }
+        }
+        return StoreError(.io, context, underlying: error)
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE layers (
+                    id INTEGER PRIMARY KEY,
+                    parent_id INTEGER REFERENCES layers(id),
+                    depth INTEGER NOT NULL,
+                    cluster_size INTEGER NOT NULL,
+                    frozen INTEGER NOT NULL,
+                    ref_count INTEGER NOT NULL,
+                    allocated_bytes INTEGER NOT NULL DEFAULT 0,
+                    created_at REAL NOT NULL
+                );
+                CREATE INDEX layers_parent ON layers(parent_id);
+                CREATE TABLE volumes (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    name TEXT NOT NULL UNIQUE,
+                    size INTEGER NOT NULL,
+                    cluster_size INTEGER NOT NULL,
+                    head_layer_id INTEGER NOT NULL REFERENCES layers(id),
+                    source_kind TEXT,
+                    source_id TEXT,
+                    hidden_snapshot_id TEXT,
+                    parameters TEXT NOT NULL,
+                    created_at REAL NOT NULL
+                );
+                CREATE TABLE snapshots (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    name TEXT UNIQUE,
+                    source_volume_id TEXT NOT NULL,
+                    layer_id INTEGER NOT NULL REFERENCES layers(id),
+                    size INTEGER NOT NULL,
+                    group_id TEXT,
+                    hidden INTEGER NOT NULL,
+                    created_at REAL NOT NULL
+                );
+                CREATE INDEX snapshots_source ON snapshots(source_volume_id);
+                CREATE INDEX snapshots_layer ON snapshots(layer_id);
+                CREATE INDEX volumes_head ON volumes(head_layer_id);
+                """)
+        }
+        return migrator
+    }
+}
+
+/// Catalog queries, used inside `Catalog.read` / `Catalog.write` transactions.
+extension Database {
+    // MARK: Layers
+
+    func layer(_ id: Int64) throws -> LayerRow? {
+        try Row.fetchOne(self, sql: "SELECT * FROM layers WHERE id = ?", arguments: [id]).map(LayerRow.init(row:))
+    }
+
+    func requireLayer(_ id: Int64) throws -> LayerRow {
+        guard let layer = try layer(id) else { throw StoreError(.corrupt, "layer \(id) is missing from the catalog") }
+        return layer
+    }
+
+    func allLayers() throws -> [LayerRow] {
+        try Row.fetchAll(self, sql: "SELECT * FROM layers ORDER BY id").map(LayerRow.init(row:))
+    }
+
+    func maxLayerID() throws -> Int64 {
+        try Int64.fetchOne(self, sql: "SELECT MAX(id) FROM layers") ?? 0
+    }
+
+    func insertLayer(_ layer: LayerRow) throws {
+        try execute(
+            sql: """
+                INSERT INTO layers (id, parent_id, depth, cluster_size, frozen, ref_count, allocated_bytes, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [layer.id, layer.parentID, layer.depth, Int64(layer.clusterSize), layer.frozen, layer.refCount,
+                        Int64(layer.allocatedBytes), layer.createdAt])
+    }
+
+    func freezeLayer(_ id: Int64) throws {
+        try execute(sql: "UPDATE layers SET frozen = 1 WHERE id = ?", arguments: [id])
+    }
+
+    func setAllocatedBytes(_ bytes: UInt64, ofLayer id: Int64) throws {
+        try execute(sql: "UPDATE layers SET allocated_bytes = ? WHERE id = ?", arguments: [Int64(bytes), id])
+    }
+
+    func detachLayerFromParent(_ id: Int64) throws {
+        try execute(sql: "UPDATE layers SET parent_id = NULL, depth = 1 WHERE id = ?", arguments: [id])
+    }
+
+    func addReference(to id: Int64) throws {
+        try execute(sql: "UPDATE layers SET ref_count = ref_count + 1 WHERE id = ?", arguments: [id])
+    }
+
+    /// Drops one reference; a layer left with none is deleted and drops its parent's reference in
+    /// turn. Returns the deleted layers, whose files the caller removes after the commit.
+    func releaseReference(to id: Int64) throws -> [Int64] {
+        var freed: [Int64] = []
+        var next: Int64? = id
+        while let current = next {
+            let layer = try requireLayer(current)
+            guard layer.refCount > 1 else {
+                try execute(sql: "DELETE FROM layers WHERE id = ?", arguments: [current])
+                freed.append(current)
+                next = layer.parentID
+                continue
+            }
+            try execute(sql: "UPDATE layers SET ref_count = ref_count - 1 WHERE id = ?", arguments: [current])
+            next = nil
+        }
+        return freed
+    }
+
+    /// References each layer should have, counted from the rows that point at it.
+    func countedReferences() throws -> [Int64: Int] {
+        var counts: [Int64: Int] = [:]
+        for id in try Int64.fetchAll(self, sql: "SELECT head_layer_id FROM volumes") { counts[id, default: 0] += 1 }
+        for id in try Int64.fetchAll(self, sql: "SELECT layer_id FROM snapshots") { counts[id, default: 0] += 1 }
+        for id in try Int64.fetchAll(self, sql: "SELECT parent_id FROM layers WHERE parent_id IS NOT NULL") {
+            counts[id, default: 0] += 1
+        }
+        return counts
+    }
+
+    /// The chain of a layer, bottom (oldest) first.
+    func chain(endingAt id: Int64) throws -> [LayerRow] {
+        var chain: [LayerRow] = []
+        var next: Int64? = id
+        while let current = next {
+            let layer = try requireLayer(current)
+            chain.append(layer)
+            next = layer.parentID
+            guard chain.count <= 1 << 16 else { throw StoreError(.corrupt, "layer chain of \(id) loops") }
+        }
+        return chain.reversed()
+    }
+
+    // MARK: Volumes
+
+    func volumeRow(id: String) throws -> VolumeRow? {
+        try Row.fetchOne(self, sql: "SELECT * FROM volumes WHERE id = ?", arguments: [id]).map(VolumeRow.init(row:))
+    }
+
+    func volumeRow(named name: String) throws -> VolumeRow? {
+        try Row.fetchOne(self, sql: "SELECT * FROM volumes WHERE name = ?", arguments: [name]).map(VolumeRow.init(row:))
+    }
+
+    func volumeRows(afterSeq seq: Int64, limit: Int) throws -> [VolumeRow] {
+        try Row.fetchAll(self, sql: "SELECT * FROM volumes WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [seq, limit])
+            .map(VolumeRow.init(row:))
+    }
+
+    func allVolumeRows() throws -> [VolumeRow] {
+        try Row.fetchAll(self, sql: "SELECT * FROM volumes ORDER BY seq").map(VolumeRow.init(row:))
+    }
+
+    func insertVolume(_ volume: VolumeRow) throws {
+        try execute(
+            sql: """
+                INSERT INTO volumes (id, name, size, cluster_size, head_layer_id, source_kind, source_id,
+                                     hidden_snapshot_id, parameters, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [volume.id, volume.name, Int64(volume.size), Int64(volume.clusterSize), volume.headLayerID,
+                        volume.sourceKind, volume.sourceID, volume.hiddenSnapshotID,
+                        VolumeRow.encodeParameters(volume.parameters), volume.createdAt])
+    }
+
+    func deleteVolumeRow(id: String) throws {
+        try execute(sql: "DELETE FROM volumes WHERE id = ?", arguments: [id])
+    }
+
+    func setHead(_ layerID: Int64, ofVolume id: String) throws {
+        try execute(sql: "UPDATE volumes SET head_layer_id = ? WHERE id = ?", arguments: [layerID, id])
+    }
+
+    func setSize(_ size: UInt64, ofVolume id: String) throws {
+        try execute(sql: "UPDATE volumes SET size = ? WHERE id = ?", arguments: [Int64(size), id])
+    }
+
+    func clearHiddenSnapshot(ofVolume id: String) throws {
+        try execute(sql: "UPDATE volumes SET hidden_snapshot_id = NULL WHERE id = ?", arguments: [id])
+    }
+
+    // MARK: Snapshots
+
+    func snapshotRow(id: String) throws -> SnapshotRow? {
+        try Row.fetchOne(self, sql: "SELECT * FROM snapshots WHERE id = ?", arguments: [id]).map(SnapshotRow.init(row:))
+    }
+
+    func snapshotRow(named name: String) throws -> SnapshotRow? {
+        try Row.fetchOne(self, sql: "SELECT * FROM snapshots WHERE name = ?", arguments: [name]).map(SnapshotRow.init(row:))
+    }
+
+    func visibleSnapshotRows(afterSeq seq: Int64, limit: Int, sourceVolumeID: String?) throws -> [SnapshotRow] {
+        if let sourceVolumeID {
+            return try Row.fetchAll(
+                self, sql: "SELECT * FROM snapshots WHERE hidden = 0 AND seq > ? AND source_volume_id = ? ORDER BY seq LIMIT ?",
+                arguments: [seq, sourceVolumeID, limit]
+            ).map(SnapshotRow.init(row:))
+        }
+        return try Row.fetchAll(
+            self, sql: "SELECT * FROM snapshots WHERE hidden = 0 AND seq > ? ORDER BY seq LIMIT ?", arguments: [seq, limit]
+        ).map(SnapshotRow.init(row:))
+    }
+
+    func allSnapshotRows() throws -> [SnapshotRow] {
+        try Row.fetchAll(self, sql: "SELECT * FROM snapshots ORDER BY seq").map(SnapshotRow.init(row:))
+    }
+
+    func insertSnapshot(_ snapshot: SnapshotRow) throws {
+        try execute(
+            sql: """
+                INSERT INTO snapshots (id, name, source_volume_id, layer_id, size, group_id, hidden, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [snapshot.id, snapshot.name, snapshot.sourceVolumeID, snapshot.layerID, Int64(snapshot.size),
+                        snapshot.groupID, snapshot.hidden, snapshot.createdAt])
+    }
+
+    func deleteSnapshotRow(id: String) throws {
+        try execute(sql: "DELETE FROM snapshots WHERE id = ?", arguments: [id])
+    }
+}

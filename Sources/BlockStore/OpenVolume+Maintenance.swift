@@ -1,0 +1,188 @@
+/// Flush, head changes, growth, flatten and close of an open volume.
+extension OpenVolume {
+    /// Head map pages captured for writing, with the head they belong to.
+    struct CapturedMap {
+        var head: LayerFiles
+        var chunks: [Int]
+        var pages: UnsafeMutableRawBufferPointer
+        var headBytes: UInt64
+
+        func release() { pages.deallocate() }
+    }
+
+    /// Makes every write that returned before this call durable: data, then map, then catalog
+    /// (`persistAllocation` records the head's allocated bytes when they changed).
+    func flush(persistAllocation: (_ layerID: Int64, _ bytes: UInt64) throws -> Void) throws {
+        try flushLock.withLock { _ in
+            let captured = try structure.withWriteLock { () throws -> CapturedMap in
+                guard !isClosed else { throw StoreError(.invalidArgument, "volume \(volumeID) is closed") }
+                return captureDirtyMap()
+            }
+            defer { captured.release() }
+            try persist(captured, persistAllocation: persistAllocation)
+        }
+    }
+
+    /// Copies the dirty head map pages. Called with `structure` held for writing, so every write
+    /// whose entry is captured has already issued its pwrite; the fdatasync that follows covers it.
+    func captureDirtyMap() -> CapturedMap {
+        let chunks = index.takeDirtyChunks()
+        let pageSize = AllocationMapFile.entriesPerPage
+        let pages = UnsafeMutableRawBufferPointer.allocate(byteCount: max(chunks.count, 1) * pageSize, alignment: 4096)
+        for (number, chunk) in chunks.enumerated() {
+            let page = UnsafeMutableRawBufferPointer(rebasing: pages[number * pageSize..<(number + 1) * pageSize])
+            index.headMapPage(chunk, headPosition: headPosition, into: page)
+        }
+        let headBytes = UInt64(headDataClusters.load(ordering: .relaxed)) * UInt64(clusterSize)
+        return CapturedMap(head: head, chunks: chunks, pages: pages, headBytes: headBytes)
+    }
+
+    /// Writes captured pages in the durable order; on failure the pages are marked dirty again.
+    func persist(_ captured: CapturedMap, persistAllocation: (Int64, UInt64) throws -> Void) throws {
+        do {
+            try captured.head.data.synchronizeData()
+            if !captured.chunks.isEmpty {
+                let pageSize = AllocationMapFile.entriesPerPage
+                for (number, chunk) in captured.chunks.enumerated() {
+                    let page = UnsafeRawBufferPointer(rebasing: captured.pages[number * pageSize..<(number + 1) * pageSize])
+                    try captured.head.map.writePage(chunk, entries: page)
+                }
+                try captured.head.map.file.synchronizeData()
+            }
+        } catch {
+            structure.withWriteLock {
+                if captured.head === head { for chunk in captured.chunks { index.markDirty(chunk) } }
+            }
+            throw error
+        }
+        if captured.headBytes != persistedHeadBytes {
+            try persistAllocation(captured.head.layerID, captured.headBytes)
+            persistedHeadBytes = captured.headBytes
+        }
+    }
+
+    /// Freezes the head and puts `newHead` on top, with no I/O in flight: every write that
+    /// returned is in the frozen layer, every later one goes to the new head.
+    /// `commit` runs the catalog transaction (given the frozen head's allocated bytes); when it
+    /// throws nothing changes.
+    func freezeHead(newHead: LayerFiles, commit: (_ frozenBytes: UInt64) throws -> Void) throws {
+        try flushLock.withLock { _ in
+            try structure.withWriteLock {
+                guard !isClosed else { throw StoreError(.invalidArgument, "volume \(volumeID) is closed") }
+                let captured = captureDirtyMap()
+                defer { captured.release() }
+                try persist(captured) { _, _ in }
+                if headMarkedDirty.load(ordering: .relaxed) {
+                    try head.map.setDirty(false)
+                    headMarkedDirty.store(false, ordering: .relaxed)
+                }
+                try commit(captured.headBytes)
+                layers.append(newHead)
+                headDataClusters.store(0, ordering: .relaxed)
+                persistedHeadBytes = 0
+            }
+        }
+    }
+
+    /// Grows the volume; `commit` records the new size in the catalog first.
+    func expand(to newSize: UInt64, commit: () throws -> Void) throws {
+        try structure.withWriteLock {
+            guard newSize > size else { return }
+            try commit()
+            size = newSize
+            index.grow(toClusterCount: Int((newSize + UInt64(clusterSize) - 1) / UInt64(clusterSize)))
+        }
+    }
+
+    // MARK: Flatten
+
+    /// Copies every cluster the volume inherits into its head, a cluster at a time so I/O goes on.
+    /// Returns false when `shouldStop` asked to give up.
+    func copyUpInheritedClusters(shouldStop: () -> Bool) throws -> Bool {
+        var cluster = 0
+        while true {
+            if shouldStop() { return false }
+            let done = try structure.withReadLock { () throws -> Bool in
+                guard !isClosed else { throw StoreError(.invalidArgument, "volume \(volumeID) is closed") }
+                try markHeadDirtyIfNeeded()
+                let batchEnd = min(index.clusterCount, cluster + 256)
+                while cluster < batchEnd {
+                    try copyUpIfInherited(cluster)
+                    cluster += 1
+                }
+                return cluster >= index.clusterCount
+            }
+            if done { return true }
+        }
+    }
+
+    private func copyUpIfInherited(_ cluster: Int) throws {
+        let headPosition = self.headPosition
+        let slot = cluster % ClusterIndex.chunkSize
+        let entry = index.entry(of: cluster)
+        guard entry.hasData, let owner = entry.position, owner < headPosition else { return }
+        let clusterStart = UInt64(cluster) << UInt64(clusterShift)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: clusterSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        try index.modifyChunk(cluster / ClusterIndex.chunkSize) { entries -> ((), Bool) in
+            let current = IndexEntry(rawValue: entries[slot])
+            guard current.hasData, let owner = current.position, owner < headPosition else { return ((), false) }
+            try layers[owner].data.read(into: buffer, at: clusterStart)
+            do {
+                try head.data.write(UnsafeRawBufferPointer(buffer), at: clusterStart)
+            } catch {
+                try? head.data.punchHole(at: clusterStart, length: UInt64(clusterSize))
+                throw error
+            }
+            entries[slot] = IndexEntry(position: headPosition, state: .data).rawValue
+            headDataClusters.add(1, ordering: .relaxed)
+            return ((), true)
+        }
+    }
+
+    /// Last step of a flatten, with no I/O in flight: copies what is still inherited, makes the
+    /// head durable, runs `commit` (the catalog detaches the head from its parent), then drops the
+    /// lower layers from the chain and renumbers the index. Returns the head's allocated bytes.
+    func finishFlatten(commit: (_ headLayerID: Int64, _ headBytes: UInt64) throws -> Void) throws {
+        try flushLock.withLock { _ in
+            try structure.withWriteLock {
+                guard !isClosed else { throw StoreError(.invalidArgument, "volume \(volumeID) is closed") }
+                guard headPosition > 0 else { return }
+                try markHeadDirtyIfNeeded()
+                for cluster in 0..<index.clusterCount { try copyUpIfInherited(cluster) }
+                let captured = captureDirtyMap()
+                defer { captured.release() }
+                try persist(captured) { _, _ in }
+                try commit(head.layerID, captured.headBytes)
+                persistedHeadBytes = captured.headBytes
+                let oldHeadPosition = headPosition
+                index.transformAll { entry in
+                    entry.position == oldHeadPosition ? IndexEntry(position: 0, state: entry.isZero ? .zero : .data) : .none
+                }
+                let lower = layers.dropLast()
+                layers = [head]
+                for layer in lower { layer.close() }
+            }
+        }
+    }
+
+    // MARK: Close
+
+    /// Final flush, marks the head map clean and closes the files.
+    func close(persistAllocation: (Int64, UInt64) throws -> Void) throws {
+        try flushLock.withLock { _ in
+            try structure.withWriteLock {
+                guard !isClosed else { return }
+                isClosed = true
+                defer { for layer in layers { layer.close() } }
+                let captured = captureDirtyMap()
+                defer { captured.release() }
+                try persist(captured, persistAllocation: persistAllocation)
+                if headMarkedDirty.load(ordering: .relaxed) {
+                    try head.map.setDirty(false)
+                    headMarkedDirty.store(false, ordering: .relaxed)
+                }
+            }
+        }
+    }
+}

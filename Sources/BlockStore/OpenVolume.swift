@@ -1,0 +1,270 @@
+import Synchronization
+
+/// The I/O engine of one open volume, shared by all its handles: the open layer files of its
+/// chain (bottom first, the writable head last) and the cluster index.
+///
+/// Locking: `structure` is held for reading by every read, write and discard, and for writing by
+/// the rare operations that change the chain or the index shape (snapshot, expand, flatten's last
+/// step, flush's capture of dirty map pages). Within I/O, each cluster chunk has its own lock:
+/// readers take it only to look entries up, writers hold it across a copy-up so two partial
+/// writes to one inherited cluster cannot lose each other. `flushLock` serializes flushes and
+/// head changes.
+///
+/// Invariant: in the head's data file, a cluster the head does not hold as data reads as zeros
+/// (never written, punched on discard, or punched by crash recovery).
+final class OpenVolume: @unchecked Sendable {
+    let volumeID: String
+    let clusterSize: Int
+    let clusterShift: Int
+    let structure = ReadWriteLock()
+    let flushLock = Mutex<Void>(())
+    let index: ClusterIndex
+    /// Head clusters holding data, kept current by writes and discards.
+    let headDataClusters = Atomic<Int>(0)
+    /// Whether the head map's header already says dirty (set durably before the first change).
+    let headMarkedDirty = Atomic<Bool>(false)
+    private let dirtyMarkLock = Mutex<Void>(())
+
+    // Guarded by `structure`.
+    var layers: [LayerFiles]
+    var size: UInt64
+    var isClosed = false
+    /// Head allocation last written to the catalog (guarded by `flushLock`).
+    var persistedHeadBytes: UInt64
+
+    var head: LayerFiles { layers[layers.count - 1] }
+    var headPosition: Int { layers.count - 1 }
+
+    init(volumeID: String, layers: [LayerFiles], size: UInt64, clusterSize: UInt32, persistedHeadBytes: UInt64) {
+        self.volumeID = volumeID
+        self.layers = layers
+        self.size = size
+        self.clusterSize = Int(clusterSize)
+        self.clusterShift = Int(clusterSize).trailingZeroBitCount
+        self.persistedHeadBytes = persistedHeadBytes
+        index = ClusterIndex(clusterCount: Int((size + UInt64(clusterSize) - 1) / UInt64(clusterSize)))
+    }
+
+    /// Opens the files of a chain (bottom first) and builds the index from their maps.
+    static func open(
+        volumeID: String, chain: [Int64], size: UInt64, clusterSize: UInt32, persistedHeadBytes: UInt64,
+        directory: LayerDirectory
+    ) throws -> OpenVolume {
+        var layers: [LayerFiles] = []
+        do {
+            for (position, layerID) in chain.enumerated() {
+                layers.append(try directory.openLayer(layerID, writable: position == chain.count - 1))
+            }
+            let volume = OpenVolume(volumeID: volumeID, layers: layers, size: size, clusterSize: clusterSize,
+                                    persistedHeadBytes: persistedHeadBytes)
+            try volume.buildIndex()
+            return volume
+        } catch {
+            for layer in layers { layer.close() }
+            throw error
+        }
+    }
+
+    private func buildIndex() throws {
+        var headData = 0
+        for (position, layer) in layers.enumerated() {
+            let isHead = position == headPosition
+            try layer.map.forEachEntry { cluster, state in
+                guard cluster < index.clusterCount else {
+                    throw StoreError(.corrupt, "layer \(layer.layerID) maps cluster \(cluster) beyond the volume")
+                }
+                index.setUnlocked(cluster, IndexEntry(position: position, state: state))
+                if isHead && state == .data { headData += 1 }
+            }
+        }
+        headDataClusters.store(headData, ordering: .relaxed)
+    }
+
+    // MARK: Reads
+
+    /// Reads a range: runs of clusters answered by one layer become one pread; clusters no layer
+    /// holds, or recorded as zero, are filled with zeros.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        try structure.withReadLock {
+            try checkOpenAndInRange(offset: offset, count: buffer.count)
+            let end = offset + UInt64(buffer.count)
+            var position = offset
+            while position < end {
+                let cluster = Int(position >> UInt64(clusterShift))
+                let (entry, runLength) = run(startingAt: cluster, limit: Int((end - 1) >> UInt64(clusterShift)) - cluster + 1)
+                let runEnd = min(end, UInt64(cluster + runLength) << UInt64(clusterShift))
+                let target = UnsafeMutableRawBufferPointer(
+                    rebasing: buffer[Int(position - offset)..<Int(runEnd - offset)])
+                if entry.hasData, let owner = entry.position {
+                    try layers[owner].data.read(into: target, at: position)
+                } else {
+                    target.initializeMemory(as: UInt8.self, repeating: 0)
+                }
+                position = runEnd
+            }
+        }
+    }
+
+    /// The entry of `cluster` and how many following clusters (up to `limit`) read from the same place.
+    private func run(startingAt cluster: Int, limit: Int) -> (IndexEntry, Int) {
+        let chunkSize = ClusterIndex.chunkSize
+        var first: IndexEntry?
+        var length = 0
+        var current = cluster
+        while length < limit {
+            let chunk = current / chunkSize
+            let stop = index.withChunk(chunk) { entries -> Bool in
+                let upper = min(chunkSize, current % chunkSize + (limit - length))
+                var slot = current % chunkSize
+                while slot < upper {
+                    let entry = IndexEntry(rawValue: entries?[slot] ?? 0)
+                    if let first {
+                        let same = entry == first || (!entry.hasData && !first.hasData)
+                        if !same { return true }
+                    } else {
+                        first = entry
+                    }
+                    length += 1
+                    slot += 1
+                }
+                return false
+            }
+            if stop { break }
+            current = cluster + length
+        }
+        return (first ?? .none, max(length, 1))
+    }
+
+    // MARK: Writes
+
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        try structure.withReadLock {
+            try checkOpenAndInRange(offset: offset, count: bytes.count)
+            guard bytes.count > 0 else { return }
+            try markHeadDirtyIfNeeded()
+            var scratch: UnsafeMutableRawBufferPointer?
+            defer { scratch?.deallocate() }
+            let end = offset + UInt64(bytes.count)
+            var position = offset
+            while position < end {
+                let clusterStart = position & ~UInt64(clusterSize - 1)
+                let pieceEnd = min(end, clusterStart + UInt64(clusterSize))
+                let piece = UnsafeRawBufferPointer(rebasing: bytes[Int(position - offset)..<Int(pieceEnd - offset)])
+                try writeWithinCluster(piece, at: position, scratch: &scratch)
+                position = pieceEnd
+            }
+        }
+    }
+
+    /// Writes bytes that lie inside one cluster, copying the cluster up first when the write is
+    /// partial and the data below would otherwise be lost.
+    func writeWithinCluster(_ piece: UnsafeRawBufferPointer, at position: UInt64,
+                            scratch: inout UnsafeMutableRawBufferPointer?) throws {
+        let cluster = Int(position >> UInt64(clusterShift))
+        let clusterStart = UInt64(cluster) << UInt64(clusterShift)
+        let clusterExtentEnd = min(clusterStart + UInt64(clusterSize), size)
+        let coversCluster = position == clusterStart && position + UInt64(piece.count) >= clusterExtentEnd
+        let headPosition = self.headPosition
+        let head = self.head
+        let slot = cluster % ClusterIndex.chunkSize
+        try index.modifyChunk(cluster / ClusterIndex.chunkSize) { entries -> ((), Bool) in
+            let entry = IndexEntry(rawValue: entries[slot])
+            if entry.position == headPosition && entry.hasData {
+                try head.data.write(piece, at: position)
+                return ((), false)
+            }
+            do {
+                if coversCluster || !entry.hasData {
+                    // Nothing below to keep: the head's region reads zeros, write just the bytes.
+                    try head.data.write(piece, at: position)
+                } else {
+                    let buffer = scratch ?? UnsafeMutableRawBufferPointer.allocate(byteCount: clusterSize, alignment: 4096)
+                    scratch = buffer
+                    try layers[entry.position!].data.read(into: buffer, at: clusterStart)
+                    let inner = Int(position - clusterStart)
+                    UnsafeMutableRawBufferPointer(rebasing: buffer[inner..<inner + piece.count]).copyMemory(from: piece)
+                    try head.data.write(UnsafeRawBufferPointer(buffer), at: clusterStart)
+                }
+            } catch {
+                // Keep the invariant: a cluster the head does not hold reads zeros in its file.
+                try? head.data.punchHole(at: clusterStart, length: UInt64(clusterSize))
+                throw error
+            }
+            entries[slot] = IndexEntry(position: headPosition, state: .data).rawValue
+            headDataClusters.add(1, ordering: .relaxed)
+            return ((), true)
+        }
+    }
+
+    /// Discards a range: whole clusters are released (recorded as zero when a lower layer could
+    /// show through), partial clusters get zeros written.
+    func discard(at offset: UInt64, length: UInt64) throws {
+        try structure.withReadLock {
+            try checkOpenAndInRange(offset: offset, count: Int(clamping: length))
+            guard length > 0 else { return }
+            try markHeadDirtyIfNeeded()
+            var scratch: UnsafeMutableRawBufferPointer?
+            defer { scratch?.deallocate() }
+            let end = offset + length
+            var position = offset
+            while position < end {
+                let clusterStart = position & ~UInt64(clusterSize - 1)
+                let pieceEnd = min(end, clusterStart + UInt64(clusterSize))
+                let clusterExtentEnd = min(clusterStart + UInt64(clusterSize), size)
+                if position == clusterStart && pieceEnd >= clusterExtentEnd {
+                    try releaseCluster(Int(clusterStart >> UInt64(clusterShift)))
+                } else if index.entry(of: Int(clusterStart >> UInt64(clusterShift))).hasData {
+                    let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(pieceEnd - position), alignment: 16)
+                    defer { zeros.deallocate() }
+                    zeros.initializeMemory(as: UInt8.self, repeating: 0)
+                    try writeWithinCluster(UnsafeRawBufferPointer(zeros), at: position, scratch: &scratch)
+                }
+                position = pieceEnd
+            }
+        }
+    }
+
+    private func releaseCluster(_ cluster: Int) throws {
+        let headPosition = self.headPosition
+        let head = self.head
+        let slot = cluster % ClusterIndex.chunkSize
+        try index.modifyChunk(cluster / ClusterIndex.chunkSize) { entries -> ((), Bool) in
+            let entry = IndexEntry(rawValue: entries[slot])
+            guard entry.hasData else { return ((), false) }
+            if entry.position == headPosition {
+                try head.data.punchHole(at: UInt64(cluster) << UInt64(clusterShift), length: UInt64(clusterSize))
+                headDataClusters.subtract(1, ordering: .relaxed)
+            }
+            entries[slot] = headPosition == 0 ? 0 : IndexEntry(position: headPosition, state: .zero).rawValue
+            return ((), true)
+        }
+    }
+
+    // MARK: Helpers
+
+    func checkOpenAndInRange(offset: UInt64, count: Int) throws {
+        guard !isClosed else { throw StoreError(.invalidArgument, "volume \(volumeID) is closed") }
+        guard offset <= size, UInt64(count) <= size - offset else {
+            throw StoreError(.outOfRange, "range \(offset)+\(count) is beyond the volume size \(size)")
+        }
+    }
+
+    /// Durably flags the head map dirty before its first change, so recovery knows to check it.
+    func markHeadDirtyIfNeeded() throws {
+        guard !headMarkedDirty.load(ordering: .acquiring) else { return }
+        try dirtyMarkLock.withLock { _ in
+            guard !headMarkedDirty.load(ordering: .acquiring) else { return }
+            try head.map.setDirty(true)
+            headMarkedDirty.store(true, ordering: .releasing)
+        }
+    }
+}
+
+extension OpenVolume {
+    /// The head layer and its allocated bytes right now, nil once closed.
+    func liveHeadAllocation() -> (layerID: Int64, bytes: UInt64)? {
+        structure.withReadLock {
+            isClosed ? nil : (head.layerID, UInt64(headDataClusters.load(ordering: .relaxed)) * UInt64(clusterSize))
+        }
+    }
+}

@@ -1,0 +1,12 @@
+import ArgumentParser
+
+/// Benchmarks and test workloads for the Strata block store.
+@main
+struct StrataBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "strata-bench",
+        abstract: "Measure the Strata block store.",
+        subcommands: [StoreBenchmarkCommand.self],
+        defaultSubcommand: StoreBenchmarkCommand.self
+    )
+}
