@@ -57,9 +57,9 @@ def validate(deploy_dir, help_file=None):
                                   snapshot_classes, findings)
 
     manifest = node.find_node_plugin(installed, findings)
-    flags, flag_source = driver_flags(help_file, findings)
+    strata_flags = driver_flags(help_file, findings)
     if manifest is not None:
-        plugin = node.check_node_plugin(manifest, (flags, flag_source), driver_name, findings)
+        plugin = node.check_node_plugin(manifest, strata_flags, driver_name, findings)
         wiring.check_rbac(installed, plugin, findings)
         wiring.check_pod_security(installed, plugin, findings)
 
@@ -69,7 +69,7 @@ def validate(deploy_dir, help_file=None):
     documents.check_containerfile(deploy_dir, findings)
 
     summary = (f"{len(core) + len(cdi) + len(snapshots) + len(sample)} objects, Kubernetes schemas "
-               f"{', '.join(validator.versions)}, strata-csi flags from {flag_source}")
+               f"{', '.join(validator.versions)}, strata-csi flags from {strata_flags.source}")
     return findings, summary
 
 

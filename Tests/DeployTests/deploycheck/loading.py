@@ -54,7 +54,8 @@ def load_file(path, findings, root):
     for index, data in enumerate(documents):
         if data is None:
             continue
-        if not findings.check(isinstance(data, dict), f"{rel}#{index}", "document is not a mapping"):
+        if not findings.check(isinstance(data, dict), f"{rel}#{index}",
+                              "document is not a mapping"):
             continue
         manifests.append(Manifest(rel, index, data))
     return manifests
@@ -116,7 +117,8 @@ def load_directory(directory, findings, root):
 def strip_render_marks(data):
     """A copy of an object without the marks rendering added (for schema validation)."""
     if isinstance(data, dict):
-        return {k: strip_render_marks(v) for k, v in data.items() if not k.startswith("x-kustomize")}
+        return {key: strip_render_marks(value) for key, value in data.items()
+                if not key.startswith("x-kustomize")}
     if isinstance(data, list):
         return [strip_render_marks(v) for v in data]
     return data

@@ -93,9 +93,9 @@ def _check_driver(plugin, driver_flags, csidriver_name, findings):
     container, files = plugin.driver, plugin.files
     where = f"{plugin.manifest.where()} container {container.get('name')}"
     args = Arguments(container, where, findings)
-    flags, source = driver_flags
     for flag in args:
-        findings.check(flag in flags, where, f"--{flag} is not a strata-csi flag ({source})")
+        findings.check(flag in driver_flags.flags, where,
+                       f"--{flag} is not a strata-csi flag ({driver_flags.source})")
 
     findings.check((container.get("securityContext") or {}).get("privileged") is True, where,
                    "the driver must be privileged (loop devices, FUSE, mounts)")
@@ -108,14 +108,16 @@ def _check_driver(plugin, driver_flags, csidriver_name, findings):
                    f"{csidriver_name!r}")
 
     mode = args.get("mode", facts.STRATA_CSI_DEFAULTS["mode"])
-    findings.check(mode in facts.STRATA_CSI_MODES, where, f"--mode={mode} is not a mode")
+    findings.check(mode in driver_flags.allowed("mode", facts.STRATA_CSI_MODES), where,
+                   f"--mode={mode} is not a mode")
     has_controller_sidecar = any(
         _sidecar_of(c)[0] in _CONTROLLER_SIDECARS for c in plugin.pod.get("containers") or [])
     if has_controller_sidecar:
         findings.check(mode == "all", where, f"--mode={mode}: the controller sidecars in this "
                        "pod need the Controller and Node services (--mode=all)")
     level = args.get("log-level", "info")
-    findings.check(level in facts.STRATA_CSI_LOG_LEVELS, where, f"--log-level={level} unknown")
+    findings.check(level in driver_flags.allowed("log-level", facts.STRATA_CSI_LOG_LEVELS), where,
+                   f"--log-level={level} unknown")
     if args.get("grace-period") is not None:
         findings.check(args.get("grace-period").isdigit(), where, "--grace-period is not seconds")
 

@@ -114,7 +114,7 @@ def listen_port(endpoint, default=None):
 
 def image_parts(image):
     """('registry/repo', 'tag') of an image reference (tag None when absent)."""
-    name, _, digest = image.partition("@")
+    name = image.partition("@")[0]
     slash = name.rfind("/")
     colon = name.rfind(":")
     if colon > slash:
