@@ -112,6 +112,9 @@ enum ManifestValidator {
         let process = Process()
         process.executableURL = URL(filePath: "/usr/bin/env")
         process.arguments = [python, script.path, deployDirectory.path]
+        // No __pycache__ written into the source tree (parallel runs share it).
+        process.environment = ProcessInfo.processInfo.environment
+            .merging(["PYTHONDONTWRITEBYTECODE": "1"]) { _, new in new }
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe

@@ -19,12 +19,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from deploycheck import documents, examples, node, wiring  # noqa: E402
-from deploycheck.driver_flags import driver_flags  # noqa: E402
-from deploycheck.findings import Findings  # noqa: E402
-from deploycheck.loading import (load_directory, render_kustomization,  # noqa: E402
-                                 strip_render_marks)
-from deploycheck.schemas import Validator  # noqa: E402
+try:
+    from deploycheck import documents, examples, node, wiring
+    from deploycheck.driver_flags import driver_flags
+    from deploycheck.findings import Findings
+    from deploycheck.loading import load_directory, render_kustomization, strip_render_marks
+    from deploycheck.schemas import Validator
+except ImportError as error:
+    sys.exit(f"FAIL {error}: run `python3 -m pip install kubernetes-validate==1.37.0` "
+             "(it brings PyYAML, jsonschema and referencing)")
 
 
 def validate(deploy_dir, help_file=None):
