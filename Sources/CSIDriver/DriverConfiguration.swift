@@ -1,0 +1,68 @@
+import Foundation
+import Logging
+
+/// What an operator chooses when starting the driver; the executable fills it from flags.
+public struct DriverConfiguration: Sendable {
+    /// Which CSI services this process serves.
+    public enum Mode: String, CaseIterable, Sendable {
+        case controller, node, all
+
+        var servesController: Bool { self != .node }
+        var servesNode: Bool { self != .controller }
+    }
+
+    public static let defaultDriverName = "strata.csi.dev"
+    /// Reported as `vendor_version`; bump with each release.
+    public static let version = "0.1.0"
+
+    public var driverName: String
+    public var nodeID: String
+    public var stateDirectory: String
+    public var mode: Mode
+    /// The node plugin refuses staging and target paths outside this directory.
+    public var kubeletDirectory: String
+    /// Where the FUSE export of staged volumes is mounted.
+    public var exportDirectory: String
+    /// How long in-flight RPCs may run after SIGTERM before they are cancelled.
+    public var gracePeriod: Duration
+    public var logger: Logger
+
+    public init(
+        driverName: String = DriverConfiguration.defaultDriverName,
+        nodeID: String,
+        stateDirectory: String,
+        mode: Mode = .all,
+        kubeletDirectory: String = "/var/lib/kubelet",
+        exportDirectory: String? = nil,
+        gracePeriod: Duration = .seconds(10),
+        logger: Logger = Logger(label: "strata")
+    ) {
+        self.driverName = driverName
+        self.nodeID = nodeID
+        self.stateDirectory = stateDirectory
+        self.mode = mode
+        self.kubeletDirectory = kubeletDirectory
+        self.exportDirectory = exportDirectory ?? (stateDirectory as NSString).appendingPathComponent("exports")
+        self.gracePeriod = gracePeriod
+        self.logger = logger
+    }
+
+    /// The topology segment key: volumes live on the node that created them.
+    public static let topologyKey = "topology.strata.csi.dev/node"
+
+    /// A CSI driver name: at most 63 characters, DNS-like, starting and ending alphanumeric.
+    public static func validate(driverName: String) throws(ConfigurationError) {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
+        guard (1...63).contains(driverName.count), driverName.allSatisfy(allowed.contains),
+              let first = driverName.first, let last = driverName.last,
+              first.isLetter || first.isNumber, last.isLetter || last.isNumber
+        else {
+            throw ConfigurationError("driver name \"\(driverName)\" is invalid: use at most 63 letters, digits, '-' and '.', starting and ending with a letter or digit")
+        }
+    }
+}
+
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,91 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+import ArgumentParser
+import CSIDriver
+import Foundation
+import Logging
+
+/// The driver process: parses flags, sets up logging and signals, and runs the CSI server.
+@main
+struct StrataCSI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "strata-csi",
+        abstract: "Strata CSI driver: layered copy-on-write volumes with instant snapshots and clones.",
+        version: DriverConfiguration.version
+    )
+
+    @Option(help: "Where to listen: unix:///path/to/csi.sock (default: <state-dir>/csi.sock).")
+    var endpoint: String?
+
+    @Option(help: "CSI driver name; must equal the StorageClass provisioner.")
+    var drivername = DriverConfiguration.defaultDriverName
+
+    @Option(help: "This node's id, reported by NodeGetInfo and used as the topology segment (default: the hostname).")
+    var nodeid: String?
+
+    @Option(help: "Directory holding the block store (catalog and layer files).")
+    var stateDir = "./strata-data"
+
+    @Option(help: "Which services to serve: controller, node or all.")
+    var mode: DriverConfiguration.Mode = .all
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
+
+    @Option(help: "kubelet's root directory; staging and target paths outside it are refused.")
+    var kubeletDir = "/var/lib/kubelet"
+
+    @Option(help: "Where the FUSE export of staged volumes is mounted (default: <state-dir>/exports).")
+    var exportDir: String?
+
+    @Option(help: "Seconds in-flight calls may run after SIGTERM/SIGINT before they are cancelled.")
+    var gracePeriod: Int = 10
+
+    func validate() throws {
+        guard gracePeriod >= 0 else { throw ValidationError("--grace-period must be zero or more seconds") }
+        do { try DriverConfiguration.validate(driverName: drivername) } catch { throw ValidationError(error.description) }
+    }
+
+    func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        setvbuf(stdout, nil, _IOLBF, 0)
+        var logger = Logger(label: "strata")
+        logger.logLevel = level
+
+        let stateDirectory = URL(fileURLWithPath: stateDir).standardizedFileURL.path
+        let configuration = DriverConfiguration(
+            driverName: drivername,
+            nodeID: nodeid ?? ProcessInfo.processInfo.hostName,
+            stateDirectory: stateDirectory,
+            mode: mode,
+            kubeletDirectory: kubeletDir,
+            exportDirectory: exportDir,
+            gracePeriod: .seconds(gracePeriod),
+            logger: logger
+        )
+        do {
+            let endpoint = try UnixSocketEndpoint(parsing: endpoint ?? "unix://\(stateDirectory)/csi.sock")
+            let server = try DriverServer(configuration: configuration)
+            let shutdown = ShutdownTrigger()
+            let signalSources = installShutdownSignalHandlers(logger: logger) { shutdown.fire() }
+            defer { signalSources.forEach { $0.cancel() } }
+            try await server.serve(on: endpoint, until: shutdown)
+            logger.notice("strata-csi stopped")
+        } catch let error as EndpointError {
+            logger.critical("cannot listen: \(error.description)")
+            throw ExitCode(2)
+        } catch let error as ConfigurationError {
+            logger.critical("invalid configuration: \(error.description)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+extension DriverConfiguration.Mode: ExpressibleByArgument {}
+extension Logger.Level: @retroactive ExpressibleByArgument {}
