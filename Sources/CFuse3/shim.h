@@ -30,6 +30,13 @@ static inline unsigned long strata_blkgetsize64(void) { return BLKGETSIZE64; }
 /// O_DIRECT without _GNU_SOURCE (glibc always defines the reserved spelling).
 static inline int strata_o_direct(void) { return __O_DIRECT; }
 
+// glibc declares fallocate only under _GNU_SOURCE.
+extern int fallocate(int fd, int mode, off_t offset, off_t length);
+/// fallocate(2), for punching holes and zeroing ranges.
+static inline int strata_fallocate(int fd, int mode, off_t offset, off_t length) {
+    return fallocate(fd, mode, offset, length);
+}
+
 static inline dev_t strata_makedev(unsigned int major_number, unsigned int minor_number) {
     return makedev(major_number, minor_number);
 }

@@ -99,20 +99,35 @@ public final class FuseExporter: Sendable {
 
     /// Stops exporting `name`. Refused with `busy` while the kernel holds the file open (a loop
     /// device is attached) unless `force`, in which case open handles keep working until
-    /// released. Removing a name that is not exported succeeds.
-    public func remove(name: String, force: Bool = false) throws {
+    /// released. The kernel sends the release of a closed file asynchronously, so a handle
+    /// closed just before (by a detach) is waited for up to `releaseWait` seconds.
+    /// Removing a name that is not exported succeeds.
+    public func remove(name: String, force: Bool = false, releaseWait: Double = 2) throws {
         try ExportedFile.validate(name: name)
-        let session: SessionPointer? = try state.withLock { state in
-            guard let file = state.byName[name] else { return nil }
-            let handles = file.openHandles.load(ordering: .relaxed)
-            if handles > 0 && !force {
-                throw NodeHostError(.busy, "\(name) is open \(handles) time(s) (is a loop device still attached?)")
+        var clock = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &clock)
+        let deadline = Double(clock.tv_sec) + Double(clock.tv_nsec) / 1e9 + releaseWait
+        while true {
+            let outcome: Result<SessionPointer?, NodeHostError> = state.withLock { state in
+                guard let file = state.byName[name] else { return .success(nil) }
+                let handles = file.openHandles.load(ordering: .relaxed)
+                if handles > 0 && !force {
+                    return .failure(NodeHostError(.busy, "\(name) is open \(handles) time(s) (is a loop device still attached?)"))
+                }
+                state.byName[name] = nil
+                state.byInode[file.inode] = nil
+                return .success(state.session)
             }
-            state.byName[name] = nil
-            state.byInode[file.inode] = nil
-            return state.session
+            switch outcome {
+            case .success(let session):
+                if let session { invalidateEntry(name, session: session) }
+                return
+            case .failure(let busy):
+                clock_gettime(CLOCK_MONOTONIC, &clock)
+                if Double(clock.tv_sec) + Double(clock.tv_nsec) / 1e9 >= deadline { throw busy }
+                usleep(10_000)
+            }
         }
-        if let session { invalidateEntry(name, session: session) }
     }
 
     /// Makes the kernel see the backend's current size (after an online expansion): drops the
