@@ -58,7 +58,10 @@ enum Command {
     static func check(_ tool: String, _ arguments: [String]) throws -> String {
         let output = try run(tool, arguments)
         guard output.status == 0 else {
-            let detail = output.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
+            // One line: the tool's stderr (or stdout when stderr is empty), lines joined by "; ".
+            let text = output.standardError.isEmpty ? output.standardOutput : output.standardError
+            let detail = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty }.joined(separator: "; ")
             throw NodeHostError(
                 .commandFailed,
                 "\(([tool] + arguments).joined(separator: " ")) exited \(output.status)" + (detail.isEmpty ? "" : ": \(detail)")

@@ -25,12 +25,13 @@ public struct LoopAttacher: Attacher {
 
     // MARK: Attacher
 
+    /// A file may have one read-write and one read-only device (for a read-only publish of a
+    /// block volume: a read-only bind of a device node does not stop writes to the device).
+    /// The two have separate page caches; buffered readers of the read-only one may see stale
+    /// blocks while the other is written.
     public func attach(file: String, readOnly: Bool, directIO: Bool) throws -> String {
         let file = Syscall.canonicalPath(file)
-        if let existing = try attachment(backingFile: file) {
-            guard existing.readOnly == readOnly else {
-                throw NodeHostError(.alreadyExists, "\(file) is attached to \(existing.device) with readOnly=\(existing.readOnly)")
-            }
+        if let existing = try attachments(backingFile: file).first(where: { $0.readOnly == readOnly }) {
             return existing.device
         }
         // Another process may take the device between GET_FREE and CONFIGURE: then try again.
@@ -83,7 +84,13 @@ public struct LoopAttacher: Attacher {
     }
 
     public func device(backingFile: String) throws -> String? {
-        try attachment(backingFile: Syscall.canonicalPath(backingFile))?.device
+        let matches = try attachments(backingFile: Syscall.canonicalPath(backingFile))
+        return (matches.first { !$0.readOnly } ?? matches.first)?.device
+    }
+
+    /// The device attached to this file with this access, if any.
+    public func device(backingFile: String, readOnly: Bool) throws -> String? {
+        try attachments(backingFile: Syscall.canonicalPath(backingFile)).first { $0.readOnly == readOnly }?.device
     }
 
     public func freeDeviceCount() throws -> Int {
@@ -97,14 +104,13 @@ public struct LoopAttacher: Attacher {
         try Self.loopNumbers().compactMap { try attachment(number: $0) }
     }
 
-    /// The attachment serving this very file: same path, and when the file can be examined,
+    /// The attachments serving this very file: same path, and when the file can be examined,
     /// same device and inode (so a loop device left on a dead FUSE connection does not count).
-    public func attachment(backingFile file: String) throws -> LoopAttachment? {
+    public func attachments(backingFile file: String) throws -> [LoopAttachment] {
         let status = try? Syscall.status(of: file)
-        return try attachments().first { attachment in
+        return try attachments().filter { attachment in
             guard attachment.backingFile == file else { return false }
-            guard let status else { return true }
-            guard let device = attachment.backingDevice, let inode = attachment.backingInode else { return true }
+            guard let status, let device = attachment.backingDevice, let inode = attachment.backingInode else { return true }
             return device == UInt64(status.st_dev) && inode == UInt64(status.st_ino)
         }
     }

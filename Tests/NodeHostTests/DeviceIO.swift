@@ -80,6 +80,17 @@ enum DeviceIO {
         if fsync(fd) != 0 { throw NodeHostError(.systemCall, "fsync \(path)", errno: errno) }
     }
 
+    /// Writes `block` `count` times into a new file, then fsyncs it.
+    static func writeFile(_ path: String, repeating block: [UInt8], count: Int) throws {
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 { throw NodeHostError(.systemCall, "create \(path)", errno: errno) }
+        defer { close(fd) }
+        for _ in 0..<count where block.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) != block.count {
+            throw NodeHostError(.systemCall, "write \(path)", errno: errno)
+        }
+        if fsync(fd) != 0 { throw NodeHostError(.systemCall, "fsync \(path)", errno: errno) }
+    }
+
     static func readFile(_ path: String) throws -> [UInt8] {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw NodeHostError(.systemCall, "open \(path)", errno: errno) }

@@ -18,6 +18,16 @@ enum NodeEnvironment {
         return nil
     }()
 
+    static let capSysResource = 24
+
+    /// Whether this process has a capability in its effective set.
+    static func hasCapability(_ number: Int) -> Bool {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+              let mask = UInt64(line.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16) else { return false }
+        return mask & (1 << UInt64(number)) != 0
+    }
+
     static var canRunDeviceTests: Bool {
         if let reason = missingRequirement {
             print("NodeHostTests: skipping device tests: \(reason)")
