@@ -109,7 +109,7 @@ extension Database {
     // MARK: Layers
 
     func layer(_ id: Int64) throws -> LayerRow? {
-        try Row.fetchOne(self, sql: "SELECT * FROM layers WHERE id = ?", arguments: [id]).map(LayerRow.init(row:))
+        try Row.fetchOne(try cachedStatement(sql: "SELECT * FROM layers WHERE id = ?"), arguments: [id]).map(LayerRow.init(row:))
     }
 
     func requireLayer(_ id: Int64) throws -> LayerRow {
@@ -118,37 +118,38 @@ extension Database {
     }
 
     func allLayers() throws -> [LayerRow] {
-        try Row.fetchAll(self, sql: "SELECT * FROM layers ORDER BY id").map(LayerRow.init(row:))
+        try Row.fetchAll(try cachedStatement(sql: "SELECT * FROM layers ORDER BY id")).map(LayerRow.init(row:))
     }
 
     func maxLayerID() throws -> Int64 {
-        try Int64.fetchOne(self, sql: "SELECT MAX(id) FROM layers") ?? 0
+        try Int64.fetchOne(try cachedStatement(sql: "SELECT MAX(id) FROM layers")) ?? 0
     }
 
     func insertLayer(_ layer: LayerRow) throws {
-        try execute(
+        try cachedStatement(
             sql: """
                 INSERT INTO layers (id, parent_id, depth, cluster_size, frozen, ref_count, allocated_bytes, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """,
+                """
+        ).execute(
             arguments: [layer.id, layer.parentID, layer.depth, Int64(layer.clusterSize), layer.frozen, layer.refCount,
                         Int64(layer.allocatedBytes), layer.createdAt])
     }
 
     func freezeLayer(_ id: Int64) throws {
-        try execute(sql: "UPDATE layers SET frozen = 1 WHERE id = ?", arguments: [id])
+        try cachedStatement(sql: "UPDATE layers SET frozen = 1 WHERE id = ?").execute(arguments: [id])
     }
 
     func setAllocatedBytes(_ bytes: UInt64, ofLayer id: Int64) throws {
-        try execute(sql: "UPDATE layers SET allocated_bytes = ? WHERE id = ?", arguments: [Int64(bytes), id])
+        try cachedStatement(sql: "UPDATE layers SET allocated_bytes = ? WHERE id = ?").execute(arguments: [Int64(bytes), id])
     }
 
     func detachLayerFromParent(_ id: Int64) throws {
-        try execute(sql: "UPDATE layers SET parent_id = NULL, depth = 1 WHERE id = ?", arguments: [id])
+        try cachedStatement(sql: "UPDATE layers SET parent_id = NULL, depth = 1 WHERE id = ?").execute(arguments: [id])
     }
 
     func addReference(to id: Int64) throws {
-        try execute(sql: "UPDATE layers SET ref_count = ref_count + 1 WHERE id = ?", arguments: [id])
+        try cachedStatement(sql: "UPDATE layers SET ref_count = ref_count + 1 WHERE id = ?").execute(arguments: [id])
     }
 
     /// Drops one reference; a layer left with none is deleted and drops its parent's reference in
@@ -159,12 +160,12 @@ extension Database {
         while let current = next {
             let layer = try requireLayer(current)
             guard layer.refCount > 1 else {
-                try execute(sql: "DELETE FROM layers WHERE id = ?", arguments: [current])
+                try cachedStatement(sql: "DELETE FROM layers WHERE id = ?").execute(arguments: [current])
                 freed.append(current)
                 next = layer.parentID
                 continue
             }
-            try execute(sql: "UPDATE layers SET ref_count = ref_count - 1 WHERE id = ?", arguments: [current])
+            try cachedStatement(sql: "UPDATE layers SET ref_count = ref_count - 1 WHERE id = ?").execute(arguments: [current])
             next = nil
         }
         return freed
@@ -173,9 +174,9 @@ extension Database {
     /// References each layer should have, counted from the rows that point at it.
     func countedReferences() throws -> [Int64: Int] {
         var counts: [Int64: Int] = [:]
-        for id in try Int64.fetchAll(self, sql: "SELECT head_layer_id FROM volumes") { counts[id, default: 0] += 1 }
-        for id in try Int64.fetchAll(self, sql: "SELECT layer_id FROM snapshots") { counts[id, default: 0] += 1 }
-        for id in try Int64.fetchAll(self, sql: "SELECT parent_id FROM layers WHERE parent_id IS NOT NULL") {
+        for id in try Int64.fetchAll(try cachedStatement(sql: "SELECT head_layer_id FROM volumes")) { counts[id, default: 0] += 1 }
+        for id in try Int64.fetchAll(try cachedStatement(sql: "SELECT layer_id FROM snapshots")) { counts[id, default: 0] += 1 }
+        for id in try Int64.fetchAll(try cachedStatement(sql: "SELECT parent_id FROM layers WHERE parent_id IS NOT NULL")) {
             counts[id, default: 0] += 1
         }
         return counts
@@ -197,87 +198,89 @@ extension Database {
     // MARK: Volumes
 
     func volumeRow(id: String) throws -> VolumeRow? {
-        try Row.fetchOne(self, sql: "SELECT * FROM volumes WHERE id = ?", arguments: [id]).map(VolumeRow.init(row:))
+        try Row.fetchOne(try cachedStatement(sql: "SELECT * FROM volumes WHERE id = ?"), arguments: [id]).map(VolumeRow.init(row:))
     }
 
     func volumeRow(named name: String) throws -> VolumeRow? {
-        try Row.fetchOne(self, sql: "SELECT * FROM volumes WHERE name = ?", arguments: [name]).map(VolumeRow.init(row:))
+        try Row.fetchOne(try cachedStatement(sql: "SELECT * FROM volumes WHERE name = ?"), arguments: [name]).map(VolumeRow.init(row:))
     }
 
     func volumeRows(afterSeq seq: Int64, limit: Int) throws -> [VolumeRow] {
-        try Row.fetchAll(self, sql: "SELECT * FROM volumes WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [seq, limit])
+        try Row.fetchAll(try cachedStatement(sql: "SELECT * FROM volumes WHERE seq > ? ORDER BY seq LIMIT ?"), arguments: [seq, limit])
             .map(VolumeRow.init(row:))
     }
 
     func allVolumeRows() throws -> [VolumeRow] {
-        try Row.fetchAll(self, sql: "SELECT * FROM volumes ORDER BY seq").map(VolumeRow.init(row:))
+        try Row.fetchAll(try cachedStatement(sql: "SELECT * FROM volumes ORDER BY seq")).map(VolumeRow.init(row:))
     }
 
     func insertVolume(_ volume: VolumeRow) throws {
-        try execute(
+        try cachedStatement(
             sql: """
                 INSERT INTO volumes (id, name, size, cluster_size, head_layer_id, source_kind, source_id,
                                      hidden_snapshot_id, parameters, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
+                """
+        ).execute(
             arguments: [volume.id, volume.name, Int64(volume.size), Int64(volume.clusterSize), volume.headLayerID,
                         volume.sourceKind, volume.sourceID, volume.hiddenSnapshotID,
                         VolumeRow.encodeParameters(volume.parameters), volume.createdAt])
     }
 
     func deleteVolumeRow(id: String) throws {
-        try execute(sql: "DELETE FROM volumes WHERE id = ?", arguments: [id])
+        try cachedStatement(sql: "DELETE FROM volumes WHERE id = ?").execute(arguments: [id])
     }
 
     func setHead(_ layerID: Int64, ofVolume id: String) throws {
-        try execute(sql: "UPDATE volumes SET head_layer_id = ? WHERE id = ?", arguments: [layerID, id])
+        try cachedStatement(sql: "UPDATE volumes SET head_layer_id = ? WHERE id = ?").execute(arguments: [layerID, id])
     }
 
     func setSize(_ size: UInt64, ofVolume id: String) throws {
-        try execute(sql: "UPDATE volumes SET size = ? WHERE id = ?", arguments: [Int64(size), id])
+        try cachedStatement(sql: "UPDATE volumes SET size = ? WHERE id = ?").execute(arguments: [Int64(size), id])
     }
 
     func clearHiddenSnapshot(ofVolume id: String) throws {
-        try execute(sql: "UPDATE volumes SET hidden_snapshot_id = NULL WHERE id = ?", arguments: [id])
+        try cachedStatement(sql: "UPDATE volumes SET hidden_snapshot_id = NULL WHERE id = ?").execute(arguments: [id])
     }
 
     // MARK: Snapshots
 
     func snapshotRow(id: String) throws -> SnapshotRow? {
-        try Row.fetchOne(self, sql: "SELECT * FROM snapshots WHERE id = ?", arguments: [id]).map(SnapshotRow.init(row:))
+        try Row.fetchOne(try cachedStatement(sql: "SELECT * FROM snapshots WHERE id = ?"), arguments: [id]).map(SnapshotRow.init(row:))
     }
 
     func snapshotRow(named name: String) throws -> SnapshotRow? {
-        try Row.fetchOne(self, sql: "SELECT * FROM snapshots WHERE name = ?", arguments: [name]).map(SnapshotRow.init(row:))
+        try Row.fetchOne(try cachedStatement(sql: "SELECT * FROM snapshots WHERE name = ?"), arguments: [name]).map(SnapshotRow.init(row:))
     }
 
     func visibleSnapshotRows(afterSeq seq: Int64, limit: Int, sourceVolumeID: String?) throws -> [SnapshotRow] {
         if let sourceVolumeID {
             return try Row.fetchAll(
-                self, sql: "SELECT * FROM snapshots WHERE hidden = 0 AND seq > ? AND source_volume_id = ? ORDER BY seq LIMIT ?",
+                try cachedStatement(sql: "SELECT * FROM snapshots WHERE hidden = 0 AND seq > ? AND source_volume_id = ? ORDER BY seq LIMIT ?"),
                 arguments: [seq, sourceVolumeID, limit]
             ).map(SnapshotRow.init(row:))
         }
         return try Row.fetchAll(
-            self, sql: "SELECT * FROM snapshots WHERE hidden = 0 AND seq > ? ORDER BY seq LIMIT ?", arguments: [seq, limit]
+            try cachedStatement(sql: "SELECT * FROM snapshots WHERE hidden = 0 AND seq > ? ORDER BY seq LIMIT ?"), arguments: [seq, limit]
         ).map(SnapshotRow.init(row:))
     }
 
     func allSnapshotRows() throws -> [SnapshotRow] {
-        try Row.fetchAll(self, sql: "SELECT * FROM snapshots ORDER BY seq").map(SnapshotRow.init(row:))
+        try Row.fetchAll(try cachedStatement(sql: "SELECT * FROM snapshots ORDER BY seq")).map(SnapshotRow.init(row:))
     }
 
     func insertSnapshot(_ snapshot: SnapshotRow) throws {
-        try execute(
+        try cachedStatement(
             sql: """
                 INSERT INTO snapshots (id, name, source_volume_id, layer_id, size, group_id, hidden, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """,
+                """
+        ).execute(
             arguments: [snapshot.id, snapshot.name, snapshot.sourceVolumeID, snapshot.layerID, Int64(snapshot.size),
                         snapshot.groupID, snapshot.hidden, snapshot.createdAt])
     }
 
     func deleteSnapshotRow(id: String) throws {
-        try execute(sql: "DELETE FROM snapshots WHERE id = ?", arguments: [id])
+        try cachedStatement(sql: "DELETE FROM snapshots WHERE id = ?").execute(arguments: [id])
     }
 }

@@ -3,12 +3,21 @@ import Glibc
 import Logging
 @testable import BlockStore
 
-/// A fresh directory under /tmp, removed when the value goes away.
+/// A fresh directory, removed when the value goes away. Logic tests run on tmpfs when there is
+/// room (fsync costs nothing there, so thousands of catalog commits take seconds); `onDisk`
+/// forces the real filesystem, and STRATA_TEST_TMPDIR overrides both.
 final class TemporaryDirectory: @unchecked Sendable {
     let path: String
 
-    init(_ label: String = "strata-store") {
-        var template = Array("/tmp/\(label)-XXXXXX".utf8CString)
+    static let fastBase: String = {
+        if let base = ProcessInfo.processInfo.environment["STRATA_TEST_TMPDIR"] { return base }
+        if let space = try? SystemDirectory.space(of: "/dev/shm"), space.free > 1 << 30 { return "/dev/shm" }
+        return "/tmp"
+    }()
+
+    init(_ label: String = "strata-store", onDisk: Bool = false) {
+        let base = onDisk ? (ProcessInfo.processInfo.environment["STRATA_TEST_TMPDIR"] ?? "/tmp") : Self.fastBase
+        var template = Array("\(base)/\(label)-XXXXXX".utf8CString)
         let created = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         precondition(created != nil, "mkdtemp failed")
         path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
