@@ -25,6 +25,8 @@ public struct DriverConfiguration: Sendable {
     public var exportDirectory: String
     /// How long in-flight RPCs may run after SIGTERM before they are cancelled.
     public var gracePeriod: Duration
+    /// Off only to demonstrate, in tests, the disconnects `PingResponder` prevents.
+    public var answersPingsBeforeHTTP2 = true
     public var logger: Logger
 
     public init(

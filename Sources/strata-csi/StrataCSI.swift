@@ -42,6 +42,9 @@ struct StrataCSI: AsyncParsableCommand {
     @Option(help: "Seconds in-flight calls may run after SIGTERM/SIGINT before they are cancelled.")
     var gracePeriod: Int = 10
 
+    @Flag(help: .hidden)
+    var disablePingResponder = false
+
     func validate() throws {
         guard gracePeriod >= 0 else { throw ValidationError("--grace-period must be zero or more seconds") }
         do { try DriverConfiguration.validate(driverName: drivername) } catch { throw ValidationError(error.description) }
@@ -59,7 +62,7 @@ struct StrataCSI: AsyncParsableCommand {
         logger.logLevel = level
 
         let stateDirectory = URL(fileURLWithPath: stateDir).standardizedFileURL.path
-        let configuration = DriverConfiguration(
+        var configuration = DriverConfiguration(
             driverName: drivername,
             nodeID: nodeid ?? ProcessInfo.processInfo.hostName,
             stateDirectory: stateDirectory,
@@ -69,6 +72,7 @@ struct StrataCSI: AsyncParsableCommand {
             gracePeriod: .seconds(gracePeriod),
             logger: logger
         )
+        configuration.answersPingsBeforeHTTP2 = !disablePingResponder
         do {
             let endpoint = try UnixSocketEndpoint(parsing: endpoint ?? "unix://\(stateDirectory)/csi.sock")
             let server = try DriverServer(configuration: configuration)

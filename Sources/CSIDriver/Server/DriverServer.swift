@@ -22,7 +22,9 @@ public final class DriverServer: Sendable {
     public func serve(on endpoint: UnixSocketEndpoint, until shutdown: ShutdownTrigger) async throws {
         let logger = configuration.logger
         try endpoint.prepareForListening()
-        let listener = UnixSocketListenerFactory(endpoint: endpoint, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        let listener = UnixSocketListenerFactory(
+            endpoint: endpoint, eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+            answersPings: configuration.answersPingsBeforeHTTP2)
         let transport = HTTP2ServerTransport.Custom(listenerFactory: listener)
         let server = GRPCServer(
             transport: transport,

@@ -11,6 +11,7 @@ import Synchronization
 struct UnixSocketListenerFactory: HTTP2ServerTransport.ListenerFactory {
     let endpoint: UnixSocketEndpoint
     let eventLoopGroup: any EventLoopGroup
+    var answersPings = true
     /// Set once this process has bound the socket file: only then is the file ours to remove.
     let ownership = SocketOwnership()
 
@@ -30,8 +31,8 @@ struct UnixSocketListenerFactory: HTTP2ServerTransport.ListenerFactory {
                 listenerConfigurator.configure(channel: channel)
             }
             .bind(unixDomainSocketPath: endpoint.path, cleanupExistingSocketFile: false) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(PingResponder())
+                channel.eventLoop.makeCompletedFuture { [answersPings] in
+                    if answersPings { try channel.pipeline.syncOperations.addHandler(PingResponder()) }
                 }.flatMap {
                     connectionConfigurator.configure(channel: channel, tls: .none)
                 }
