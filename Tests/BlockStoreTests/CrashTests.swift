@@ -1,0 +1,83 @@
+import Foundation
+import Glibc
+import Testing
+@testable import BlockStore
+
+/// A child process (`strata-bench crash-worker`) runs a mixed workload and is killed with
+/// SIGKILL at random moments. After each kill the store is reopened: every write a completed
+/// flush acknowledged reads back, nothing appears that no write put there, snapshots are exact,
+/// and the catalog and the files agree. STRATA_LONG=1 kills ten times as often.
+@Suite(.serialized) struct CrashTests {
+    static let kills = ProcessInfo.processInfo.environment["STRATA_KILLS"].flatMap { Int($0) } ?? (ProcessInfo.processInfo.environment["STRATA_LONG"] == "1" ? 2000 : 200)
+    /// Kills between fresh directories; in between the worker continues on what survived.
+    static let killsPerDirectory = 25
+
+    /// The strata-bench executable built next to this test bundle (or STRATA_BENCH).
+    static func benchExecutable() throws -> String {
+        if let path = ProcessInfo.processInfo.environment["STRATA_BENCH"] { return path }
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        let me = length > 0 ? String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+        var folder = URL(fileURLWithPath: me).deletingLastPathComponent()
+        // Inside an .xctest bundle directory (macOS layout), step out of it.
+        while folder.path.contains(".xctest") { folder.deleteLastPathComponent() }
+        let candidate = folder.appendingPathComponent("strata-bench").path
+        guard FileManager.default.isExecutableFile(atPath: candidate) else {
+            throw CrashModel.Failure(description: "strata-bench not found at \(candidate); build it (swift build) or set STRATA_BENCH")
+        }
+        return candidate
+    }
+
+    @Test func acknowledgedWritesSurviveSIGKILL() throws {
+        let executable = try Self.benchExecutable()
+        var generator = SeededGenerator(seed: 0x5EED_C7A5)
+        var directory = TemporaryDirectory("strata-crash")
+        var model = CrashModel()
+        var verifiedVolumes = 0
+        var acknowledgedFlushes = 0
+        for kill in 0..<Self.kills {
+            if kill > 0 && kill % Self.killsPerDirectory == 0 {
+                acknowledgedFlushes += model.acknowledgedFlushes
+                directory = TemporaryDirectory("strata-crash")
+                model = CrashModel()
+            }
+            let storePath = directory.path + "/store"
+            let journalPath = directory.path + "/journal-\(kill)"
+            let errorPath = directory.path + "/stderr-\(kill)"
+            _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = ["crash-worker", "--dir", storePath, "--seed", String(generator.next() >> 16), "--journal", journalPath]
+            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            usleep(UInt32.random(in: 5_000...150_000, using: &generator))
+            Glibc.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            let errors = (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? ""
+            guard process.terminationReason == .uncaughtSignal, process.terminationStatus == SIGKILL else {
+                Issue.record("kill \(kill): the worker stopped by itself (status \(process.terminationStatus)): \(errors)")
+                return
+            }
+            let journal = (try? String(contentsOfFile: journalPath, encoding: .utf8)) ?? ""
+            do {
+                try model.apply(journal: journal)
+                let store = try BlockStore(directory: storePath, options: testOptions())
+                defer { store.close() }
+                let report = try store.checkConsistency()
+                guard report.isClean else { throw CrashModel.Failure(description: "after reopen: \(report)") }
+                try model.verifyAndAdopt(store)
+                verifiedVolumes += model.volumes.count
+                let after = try store.checkConsistency()
+                guard after.isClean else { throw CrashModel.Failure(description: "after verification: \(after)") }
+            } catch {
+                Issue.record("kill \(kill) in \(directory.path): \(error)")
+                return
+            }
+        }
+        // The workload did real work: flushes were acknowledged and volumes checked.
+        acknowledgedFlushes += model.acknowledgedFlushes
+        #expect(acknowledgedFlushes > Self.kills)
+        #expect(verifiedVolumes > Self.kills)
+    }
+}
