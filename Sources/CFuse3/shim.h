@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/sysmacros.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -35,6 +36,12 @@ extern int fallocate(int fd, int mode, off_t offset, off_t length);
 /// fallocate(2), for punching holes and zeroing ranges.
 static inline int strata_fallocate(int fd, int mode, off_t offset, off_t length) {
     return fallocate(fd, mode, offset, length);
+}
+
+/// Marks the calling thread (and threads it creates later) as part of the I/O path
+/// (PR_SET_IO_FLUSHER: no recursion into I/O on memory reclaim). Needs CAP_SYS_RESOURCE.
+static inline int strata_set_io_flusher(void) {
+    return prctl(57 /* PR_SET_IO_FLUSHER */, 1UL, 0UL, 0UL, 0UL);
 }
 
 static inline dev_t strata_makedev(unsigned int major_number, unsigned int minor_number) {

@@ -61,6 +61,11 @@ enum FuseSession {
     static func runLoop(_ session: SessionPointer, maxThreads: Int, logger: Logger) -> LoopCompletion {
         let completion = LoopCompletion()
         let thread = Thread {
+            // Inherited by the worker threads libfuse creates from this one: serving writeback of
+            // a filesystem on our own loop devices must not wait for that same writeback.
+            if strata_set_io_flusher() != 0 {
+                logger.warning("could not mark the FUSE threads as I/O flushers (PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE); under memory pressure, writeback through the export can stall", metadata: ["errno": "\(errno)"])
+            }
             let config = fuse_loop_cfg_create()
             fuse_loop_cfg_set_max_threads(config, UInt32(maxThreads))
             fuse_loop_cfg_set_idle_threads(config, UInt32(maxThreads))

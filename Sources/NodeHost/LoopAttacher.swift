@@ -12,14 +12,20 @@ public struct LoopAttacher: Attacher {
     public var blockSize: UInt32
     /// Where device nodes live; missing nodes (in containers) are created here with mknod.
     public var deviceDirectory: String
+    /// Readahead set on new devices, in KiB (nil: the kernel's 128). Buffered sequential reads
+    /// (and filesystems on the device) send requests this large to the FUSE export; 1 MiB
+    /// matches its largest request and doubled buffered read throughput in our measurements.
+    public var readAheadKiB: Int?
     public var logger: Logger
 
     static let loopMajor: UInt32 = 7
     private static let sysBlock = "/sys/block"
 
-    public init(blockSize: UInt32 = 512, deviceDirectory: String = "/dev", logger: Logger = Logger(label: "strata.nodehost.loop")) {
+    public init(blockSize: UInt32 = 512, deviceDirectory: String = "/dev", readAheadKiB: Int? = 1024,
+                logger: Logger = Logger(label: "strata.nodehost.loop")) {
         self.blockSize = blockSize
         self.deviceDirectory = deviceDirectory
+        self.readAheadKiB = readAheadKiB
         self.logger = logger
     }
 
@@ -42,6 +48,14 @@ public struct LoopAttacher: Attacher {
                 try bind(device: device, to: file, readOnly: readOnly, directIO: directIO)
             } catch let error as NodeHostError where error.code == .busy {
                 continue
+            }
+            if let readAheadKiB {
+                // Best effort: /sys may be read-only in a container.
+                do {
+                    try Syscall.writeText("\(readAheadKiB)", to: "\(Self.sysBlock)/loop\(number)/queue/read_ahead_kb")
+                } catch {
+                    logger.debug("could not set readahead", metadata: ["device": "\(device)", "error": "\(error)"])
+                }
             }
             let attached = try attachment(number: number)
             logger.info("attached loop device", metadata: [

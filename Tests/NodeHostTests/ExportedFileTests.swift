@@ -68,6 +68,20 @@ extension DeviceTests {
             }
         }
 
+        @Test("large direct transfers arrive as 1 MiB requests")
+        func requestSize() throws {
+            try NodeFixture.run { fixture in
+                let backend = MemoryBackend(size: Self.size)
+                let file = try fixture.exporter.add(name: "big", backend: backend)
+                let data = DeviceIO.pattern(count: 4 << 20, seed: 12)
+                try DeviceIO.write(data, to: file, at: 0, direct: true)
+                #expect(try DeviceIO.read(file, at: 0, count: 4 << 20, direct: true) == data)
+                #expect(backend.largestWrite.load(ordering: .relaxed) == 1 << 20)
+                #expect(backend.largestRead.load(ordering: .relaxed) == 1 << 20)
+                try fixture.exporter.remove(name: "big")
+            }
+        }
+
         @Test("backend errors reach the reader and writer as their errno")
         func backendErrors() throws {
             try NodeFixture.run { fixture in

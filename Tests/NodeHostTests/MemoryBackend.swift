@@ -9,6 +9,9 @@ final class MemoryBackend: BlockBackend, @unchecked Sendable {
     let capacity: UInt64
     private let currentSize: Atomic<UInt64>
     let readCount = Atomic<Int>(0)
+    /// The largest single read and write the kernel sent.
+    let largestRead = Atomic<Int>(0)
+    let largestWrite = Atomic<Int>(0)
     let writeCount = Atomic<Int>(0)
     let flushCount = Atomic<Int>(0)
     let discards = Mutex<[(offset: UInt64, length: UInt64)]>([])
@@ -44,12 +47,14 @@ final class MemoryBackend: BlockBackend, @unchecked Sendable {
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         try check(offset, buffer.count)
         readCount.add(1, ordering: .relaxed)
+        largestRead.max(buffer.count, ordering: .relaxed)
         buffer.baseAddress!.copyMemory(from: base + Int(offset), byteCount: buffer.count)
     }
 
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
         try check(offset, bytes.count)
         writeCount.add(1, ordering: .relaxed)
+        largestWrite.max(bytes.count, ordering: .relaxed)
         (base + Int(offset)).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
     }
 
