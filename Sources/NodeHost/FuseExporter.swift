@@ -211,6 +211,9 @@ public final class FuseExporter: Sendable {
     public func start() throws {
         try state.withLock { state in
             guard state.phase == .idle else { throw NodeHostError(.alreadyExists, "exporter at \(mountPoint) was already started") }
+            guard mountPoint.hasPrefix("/"), mountPoint != "/" else {
+                throw NodeHostError(.invalidArgument, "the export mount point must be an absolute path other than /, got \(mountPoint)")
+            }
             state.replacedStaleMounts = try removeStaleMounts()
             try Syscall.makeDirectories(mountPoint, mode: 0o700)
             let userdata = Unmanaged.passRetained(self).toOpaque()

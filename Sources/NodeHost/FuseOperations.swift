@@ -95,7 +95,7 @@ enum FuseOperations {
     private static func rootAttributes(_ exporter: FuseExporter) -> stat {
         var attributes = stat()
         attributes.st_ino = __ino_t(rootInode)
-        attributes.st_mode = S_IFDIR | 0o755
+        attributes.st_mode = S_IFDIR | 0o700  // only root (the driver, kubelet, the loop driver) looks inside
         attributes.st_nlink = 2
         attributes.st_atim = exporter.startTime
         attributes.st_mtim = exporter.startTime

@@ -97,7 +97,10 @@ extension DeviceTests {
                     ($0 as? NodeHostError)?.code == .notRunning
                 }
 
-                let next = FuseExporter(mountPoint: exporter.mountPoint)
+                #expect { try FuseExporter(mountPoint: "relative/exports").start() } throws: {
+                    ($0 as? NodeHostError)?.code == .invalidArgument
+                }
+                let next = FuseExporter(mountPoint: exporter.mountPoint + "/")
                 try fixture.start(next)
                 #expect(next.replacedStaleMounts.isEmpty)
                 let backend = MemoryBackend(size: 1 << 20)
