@@ -5,8 +5,9 @@ import Logging
 
 /// Attaches files to loop devices with the loop driver's ioctls: LOOP_CTL_GET_FREE for a free
 /// device, LOOP_CONFIGURE to bind it in one step (LOOP_SET_FD + LOOP_SET_STATUS64 on kernels
-/// before 5.8). Devices are attached without autoclear, so they outlive this process and a
-/// restarted driver can find them again through `device(backingFile:)`.
+/// before 5.8). Devices are attached without autoclear: they outlive this process, attaching
+/// again finds them (`device(backingFile:)`), and after a crash of the FUSE exporter the dead
+/// ones are found by filesystem (`attachments(onFilesystem:)`) to be torn down.
 public struct LoopAttacher: Attacher {
     /// Logical block size of new devices (512 suits every filesystem; 4096 avoids sub-page I/O).
     public var blockSize: UInt32
@@ -18,7 +19,6 @@ public struct LoopAttacher: Attacher {
     public var readAheadKiB: Int?
     public var logger: Logger
 
-    static let loopMajor: UInt32 = 7
     private static let sysBlock = "/sys/block"
 
     public init(blockSize: UInt32 = 512, deviceDirectory: String = "/dev", readAheadKiB: Int? = 1024,
@@ -37,6 +37,8 @@ public struct LoopAttacher: Attacher {
     /// blocks while the other is written.
     public func attach(file: String, readOnly: Bool, directIO: Bool) throws -> String {
         let file = Syscall.canonicalPath(file)
+        // The file must be reachable, so that an existing device is matched by inode too.
+        _ = try Syscall.status(of: file)
         if let existing = try attachments(backingFile: file).first(where: { $0.readOnly == readOnly }) {
             return existing.device
         }
@@ -71,7 +73,11 @@ public struct LoopAttacher: Attacher {
         guard let number = Self.number(of: device) else {
             throw NodeHostError(.invalidArgument, "\(device) is not a loop device path")
         }
-        guard try Syscall.statusIfPresent(of: device) != nil else { return true }
+        guard try attachment(number: number) != nil else { return true }
+        // In a container the node may be missing although the kernel has the device bound.
+        if try Syscall.statusIfPresent(of: device) == nil, device == "\(deviceDirectory)/loop\(number)" {
+            _ = try deviceNode(number: number)
+        }
         do {
             try Syscall.withFile(device, O_RDONLY) { fd in
                 try Syscall.ioctl(fd, UInt(LOOP_CLR_FD), value: 0, "LOOP_CLR_FD \(device)")
@@ -120,6 +126,8 @@ public struct LoopAttacher: Attacher {
 
     /// The attachments serving this very file: same path, and when the file can be examined,
     /// same device and inode (so a loop device left on a dead FUSE connection does not count).
+    /// When the file cannot be examined (its FUSE connection is dead), every device showing
+    /// that path is returned.
     public func attachments(backingFile file: String) throws -> [LoopAttachment] {
         let status = try? Syscall.status(of: file)
         return try attachments().filter { attachment in
