@@ -11,6 +11,14 @@ public struct DriverConfiguration: Sendable {
         var servesNode: Bool { self != .controller }
     }
 
+    /// Which capabilities the driver advertises. `csi1_6` hides those added after CSI 1.6
+    /// (GET_SNAPSHOT, GROUP_CONTROLLER_SERVICE) from conformance tools that reject any capability
+    /// they do not know, such as csi-sanity v4.4.0; the RPCs themselves keep working.
+    public enum CapabilityProfile: String, CaseIterable, Sendable {
+        case current
+        case csi1_6 = "csi-1.6"
+    }
+
     public static let defaultDriverName = "strata.csi.dev"
     /// Reported as `vendor_version`; bump with each release.
     public static let version = "0.1.0"
@@ -25,6 +33,7 @@ public struct DriverConfiguration: Sendable {
     public var exportDirectory: String
     /// How long in-flight RPCs may run after SIGTERM before they are cancelled.
     public var gracePeriod: Duration
+    public var capabilityProfile: CapabilityProfile = .current
     /// Off only to demonstrate, in tests, the disconnects `PingResponder` prevents.
     public var answersPingsBeforeHTTP2 = true
     public var logger: Logger

@@ -42,6 +42,9 @@ struct StrataCSI: AsyncParsableCommand {
     @Option(help: "Seconds in-flight calls may run after SIGTERM/SIGINT before they are cancelled.")
     var gracePeriod: Int = 10
 
+    @Option(help: "Capabilities to advertise: current, or csi-1.6 for conformance tools that reject newer ones (csi-sanity v4.4.0).")
+    var capabilityProfile: DriverConfiguration.CapabilityProfile = .current
+
     @Flag(help: .hidden)
     var disablePingResponder = false
 
@@ -73,6 +76,7 @@ struct StrataCSI: AsyncParsableCommand {
             logger: logger
         )
         configuration.answersPingsBeforeHTTP2 = !disablePingResponder
+        configuration.capabilityProfile = capabilityProfile
         do {
             let endpoint = try UnixSocketEndpoint(parsing: endpoint ?? "unix://\(stateDirectory)/csi.sock")
             let server = try DriverServer(configuration: configuration)
@@ -92,4 +96,5 @@ struct StrataCSI: AsyncParsableCommand {
 }
 
 extension DriverConfiguration.Mode: ExpressibleByArgument {}
+extension DriverConfiguration.CapabilityProfile: ExpressibleByArgument {}
 extension Logger.Level: @retroactive ExpressibleByArgument {}

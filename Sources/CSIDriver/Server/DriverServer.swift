@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
+import BlockStore
+import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
@@ -9,12 +11,13 @@ import NIOPosix
 /// Serves the CSI services of one driver process on a Unix socket until told to stop.
 public final class DriverServer: Sendable {
     public let configuration: DriverConfiguration
-    private let readiness = Readiness()
+    let context: DriverContext
 
     public init(configuration: DriverConfiguration) throws(ConfigurationError) {
         try DriverConfiguration.validate(driverName: configuration.driverName)
         guard !configuration.nodeID.isEmpty else { throw ConfigurationError("node id must not be empty") }
         self.configuration = configuration
+        self.context = DriverContext(configuration: configuration)
     }
 
     /// Listens on `endpoint` and serves until `shutdown` fires; then stops accepting calls, lets
@@ -40,9 +43,23 @@ public final class DriverServer: Sendable {
                 try await server.serve()
                 return .stopped
             }
-            group.addTask { [configuration] in
+            group.addTask { [configuration, context] in
                 guard await transport.listeningAddress != nil else { return .announced }
-                self.readiness.markReady()
+                // Listening first lets kubelet see a live (not yet ready) plugin during recovery.
+                let directory = context.storeDirectory
+                let store: BlockStore
+                do {
+                    store = try await BlockingWork.run {
+                        // The state directory holds volume data: nobody else may read it.
+                        try FileManager.default.createDirectory(
+                            atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                        return try BlockStore(directory: directory, options: StoreOptions(logger: logger))
+                    }
+                } catch {
+                    logger.critical("cannot open the block store", metadata: ["directory": "\(directory)", "error": "\(error)"])
+                    throw error
+                }
+                context.storeDidOpen(store)
                 logger.notice("strata-csi listening", metadata: [
                     "endpoint": "\(endpoint)", "driver": "\(configuration.driverName)",
                     "mode": "\(configuration.mode.rawValue)", "node": "\(configuration.nodeID)",
@@ -73,6 +90,10 @@ public final class DriverServer: Sendable {
     private enum ServeEvent { case announced, stopped, gracePeriodOver }
 
     private func makeServices() -> [any RegistrableRPCService] {
-        [IdentityService(driverName: configuration.driverName, mode: configuration.mode, readiness: readiness)]
+        var services: [any RegistrableRPCService] = [IdentityService(context: context)]
+        if configuration.mode.servesController {
+            services.append(ControllerService(context: context))
+        }
+        return services
     }
 }

@@ -1,0 +1,101 @@
+import BlockStore
+import CSIProto
+import GRPCCore
+
+/// Read-only controller calls: listing, inspection, capability checks and capacity.
+extension ControllerService {
+    func listVolumes(request: Csi_V1_ListVolumesRequest, context _: ServerContext) async throws -> Csi_V1_ListVolumesResponse {
+        try RequestFields.requireNonNegative(request.maxEntries, field: "max_entries")
+        let store = try context.store()
+        let page = try await BlockingWork.run {
+            do {
+                return try store.listVolumes(
+                    after: request.startingToken.isEmpty ? nil : request.startingToken, limit: Int(request.maxEntries))
+            } catch let error as StoreError where error.code == .invalidArgument {
+                throw CSIError.aborted("starting_token \"\(request.startingToken)\" is not a token this driver issued")
+            }
+        }
+        return .with { response in
+            response.entries = page.items.map { volume in
+                .with {
+                    $0.volume = context.wireVolume(volume)
+                    $0.status = .with { $0.volumeCondition = Self.healthyCondition }
+                }
+            }
+            response.nextToken = page.nextCursor ?? ""
+        }
+    }
+
+    func controllerGetVolume(request: Csi_V1_ControllerGetVolumeRequest, context _: ServerContext) async throws -> Csi_V1_ControllerGetVolumeResponse {
+        try RequestFields.requireID(request.volumeID, field: "volume_id")
+        let store = try context.store()
+        let volume = try await BlockingWork.run { try store.volume(id: request.volumeID) }
+        return .with {
+            $0.volume = context.wireVolume(volume)
+            $0.status = .with { $0.volumeCondition = Self.healthyCondition }
+        }
+    }
+
+    func validateVolumeCapabilities(request: Csi_V1_ValidateVolumeCapabilitiesRequest, context _: ServerContext) async throws -> Csi_V1_ValidateVolumeCapabilitiesResponse {
+        try RequestFields.requireID(request.volumeID, field: "volume_id")
+        guard !request.volumeCapabilities.isEmpty else { throw CSIError.invalidArgument("volume_capabilities is required") }
+        let store = try context.store()
+        let volume = try await BlockingWork.run { try store.volume(id: request.volumeID) }
+        let reasons = request.volumeCapabilities.compactMap(VolumeCapabilityRules.unsupportedReason)
+        if let reason = reasons.first {
+            return .with { $0.message = reason }
+        }
+        if let parameters = try? StorageClassParameters(request.parameters), parameters.stored != volume.parameters {
+            return .with { $0.message = "volume \(volume.id) was created with parameters \(volume.parameters)" }
+        }
+        return .with {
+            $0.confirmed = .with {
+                $0.volumeCapabilities = request.volumeCapabilities
+                $0.volumeContext = request.volumeContext
+                $0.parameters = request.parameters
+            }
+        }
+    }
+
+    func getCapacity(request: Csi_V1_GetCapacityRequest, context _: ServerContext) async throws -> Csi_V1_GetCapacityResponse {
+        if !request.volumeCapabilities.isEmpty { try VolumeCapabilityRules.validate(request.volumeCapabilities) }
+        _ = try StorageClassParameters(request.parameters)
+        if request.hasAccessibleTopology,
+           request.accessibleTopology.segments[DriverConfiguration.topologyKey] != context.configuration.nodeID {
+            // Another node's pool: nothing of it is reachable from here.
+            return .with { $0.availableCapacity = 0 }
+        }
+        let store = try context.store()
+        let pool = try await BlockingWork.run { try store.capacity() }
+        return .with {
+            // Thin provisioning: what the pool can still hold is its free space; a single volume
+            // may be as large as the pool.
+            $0.availableCapacity = Int64(clamping: pool.freeBytes)
+            $0.maximumVolumeSize = .init(Int64(clamping: pool.totalBytes))
+            $0.minimumVolumeSize = .init(Int64(CapacityRequest.granularity))
+        }
+    }
+
+    func controllerGetCapabilities(request: Csi_V1_ControllerGetCapabilitiesRequest, context _: ServerContext) async throws -> Csi_V1_ControllerGetCapabilitiesResponse {
+        .with { response in
+            response.capabilities = Self.capabilities(profile: context.configuration.capabilityProfile).map { type in
+                .with { $0.rpc = .with { $0.type = type } }
+            }
+        }
+    }
+
+    /// Exactly what this service implements.
+    static func capabilities(profile: DriverConfiguration.CapabilityProfile) -> [Csi_V1_ControllerServiceCapability.RPC.TypeEnum] {
+        var capabilities: [Csi_V1_ControllerServiceCapability.RPC.TypeEnum] = [
+            .createDeleteVolume, .createDeleteSnapshot, .listSnapshots, .listVolumes, .cloneVolume,
+            .expandVolume, .getCapacity, .getVolume, .volumeCondition, .singleNodeMultiWriter,
+        ]
+        if profile == .current { capabilities.append(.getSnapshot) }
+        return capabilities
+    }
+
+    static let healthyCondition = Csi_V1_VolumeCondition.with {
+        $0.abnormal = false
+        $0.message = "volume is healthy"
+    }
+}

@@ -1,0 +1,139 @@
+import BlockStore
+import CSIProto
+import GRPCCore
+
+/// CSI Controller: volumes, snapshots, expansion and capacity, backed by the block store.
+/// Every handler validates first, then takes the locks of the names or ids it touches, then acts.
+struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
+    let context: DriverContext
+
+    func createVolume(request: Csi_V1_CreateVolumeRequest, context _: ServerContext) async throws -> Csi_V1_CreateVolumeResponse {
+        try RequestFields.requireName(request.name)
+        try VolumeCapabilityRules.validate(request.volumeCapabilities)
+        let parameters = try StorageClassParameters(request.parameters)
+        let capacity = try CapacityRequest(request.hasCapacityRange ? request.capacityRange : nil)
+        if request.hasAccessibilityRequirements, !context.admits(request.accessibilityRequirements) {
+            throw CSIError.resourceExhausted("volumes are created on the node that asks; node \(context.configuration.nodeID) is not in the requisite topology")
+        }
+        let store = try context.store()
+        let source = try resolveSource(request)
+        var sourceSize: UInt64?
+        if let source { sourceSize = try await BlockingWork.run { try sourceSizeOf(source, in: store) } }
+        let size = try capacity.sizeForNewVolume(sourceSize: sourceSize)
+
+        let volume = try await context.locks.withLocks([LockKey.volumeName(request.name)]) {
+            try await BlockingWork.run {
+                if let existing = try store.volume(named: request.name) {
+                    try checkCompatible(existing, with: request, capacity: capacity, source: source, parameters: parameters)
+                    return existing
+                }
+                try checkPoolCanHold(size, store: store)
+                return try store.createVolume(
+                    name: request.name, size: size, clusterSize: parameters.clusterSize, source: source,
+                    parameters: parameters.stored)
+            }
+        }
+        return .with { $0.volume = context.wireVolume(volume) }
+    }
+
+    func deleteVolume(request: Csi_V1_DeleteVolumeRequest, context _: ServerContext) async throws -> Csi_V1_DeleteVolumeResponse {
+        try RequestFields.requireID(request.volumeID, field: "volume_id")
+        let store = try context.store()
+        try await context.locks.withLocks([LockKey.volume(request.volumeID)]) {
+            try await BlockingWork.run {
+                do {
+                    try store.deleteVolume(id: request.volumeID)
+                } catch let error as StoreError where error.code == .notFound {
+                    // Deleting what is not there succeeds: the CO may be retrying a delete that completed.
+                } catch let error as StoreError where error.code == .busy {
+                    throw CSIError.failedPrecondition("volume \(request.volumeID) is staged on this node; unstage it before deleting")
+                }
+            }
+        }
+        return .init()
+    }
+
+    func controllerExpandVolume(request: Csi_V1_ControllerExpandVolumeRequest, context _: ServerContext) async throws -> Csi_V1_ControllerExpandVolumeResponse {
+        try RequestFields.requireID(request.volumeID, field: "volume_id")
+        guard request.hasCapacityRange else { throw CSIError.invalidArgument("capacity_range is required") }
+        let capacity = try CapacityRequest(request.capacityRange)
+        if request.hasVolumeCapability, let reason = VolumeCapabilityRules.unsupportedReason(request.volumeCapability) {
+            throw CSIError.invalidArgument(reason)
+        }
+        let store = try context.store()
+        let volume = try await context.locks.withLocks([LockKey.volume(request.volumeID)]) {
+            try await BlockingWork.run {
+                let current = try store.volume(id: request.volumeID)
+                let size = try capacity.sizeAfterExpanding(from: current.size)
+                if size > current.size { try checkPoolCanHold(size, store: store) }
+                return try store.expandVolume(id: request.volumeID, to: size)
+            }
+        }
+        return .with {
+            $0.capacityBytes = Int64(clamping: volume.size)
+            // The node must grow the filesystem, and for a block volume refresh the loop
+            // device's size: either way kubelet has to call NodeExpandVolume.
+            $0.nodeExpansionRequired = true
+        }
+    }
+
+    func controllerPublishVolume(request: Csi_V1_ControllerPublishVolumeRequest, context _: ServerContext) async throws -> Csi_V1_ControllerPublishVolumeResponse {
+        throw RPCError(code: .unimplemented, message: "Strata volumes need no controller attach (PUBLISH_UNPUBLISH_VOLUME is not offered)")
+    }
+
+    func controllerUnpublishVolume(request: Csi_V1_ControllerUnpublishVolumeRequest, context _: ServerContext) async throws -> Csi_V1_ControllerUnpublishVolumeResponse {
+        throw RPCError(code: .unimplemented, message: "Strata volumes need no controller detach (PUBLISH_UNPUBLISH_VOLUME is not offered)")
+    }
+
+    func controllerModifyVolume(request: Csi_V1_ControllerModifyVolumeRequest, context _: ServerContext) async throws -> Csi_V1_ControllerModifyVolumeResponse {
+        throw RPCError(code: .unimplemented, message: "Strata volumes have no mutable parameters (MODIFY_VOLUME is not offered)")
+    }
+
+    // MARK: - CreateVolume helpers
+
+    private func resolveSource(_ request: Csi_V1_CreateVolumeRequest) throws(CSIError) -> VolumeSource? {
+        guard request.hasVolumeContentSource else { return nil }
+        switch request.volumeContentSource.type {
+        case .snapshot(let snapshot):
+            try RequestFields.requireID(snapshot.snapshotID, field: "volume_content_source.snapshot.snapshot_id")
+            return .snapshot(id: snapshot.snapshotID)
+        case .volume(let volume):
+            try RequestFields.requireID(volume.volumeID, field: "volume_content_source.volume.volume_id")
+            return .volume(id: volume.volumeID)
+        case nil:
+            throw .invalidArgument("volume_content_source names neither a snapshot nor a volume")
+        }
+    }
+
+    private func sourceSizeOf(_ source: VolumeSource, in store: BlockStore) throws -> UInt64 {
+        switch source {
+        case .snapshot(let id): try store.snapshot(id: id).size
+        case .volume(let id): try store.volume(id: id).size
+        }
+    }
+
+    /// A repeated CreateVolume returns the volume it made if the request still describes it.
+    private func checkCompatible(
+        _ existing: Volume, with request: Csi_V1_CreateVolumeRequest, capacity: CapacityRequest,
+        source: VolumeSource?, parameters: StorageClassParameters
+    ) throws(CSIError) {
+        let fitsRange = existing.size >= capacity.requiredBytes && (capacity.limitBytes == 0 || existing.size <= capacity.limitBytes)
+        guard fitsRange else {
+            throw .alreadyExists("volume \(request.name) exists with \(existing.size) bytes, outside the requested range")
+        }
+        guard existing.source == source else {
+            throw .alreadyExists("volume \(request.name) exists with a different content source")
+        }
+        guard existing.parameters == parameters.stored else {
+            throw .alreadyExists("volume \(request.name) exists with different parameters \(existing.parameters)")
+        }
+    }
+
+    /// Thin provisioning lets volumes together exceed the pool, but not one volume alone.
+    private func checkPoolCanHold(_ size: UInt64, store: BlockStore) throws {
+        let pool = try store.capacity()
+        guard size <= pool.totalBytes else {
+            throw CSIError.resourceExhausted("a volume of \(size) bytes is larger than the whole pool (\(pool.totalBytes) bytes)")
+        }
+    }
+}

@@ -1,0 +1,41 @@
+import BlockStore
+import CSIProto
+import Foundation
+import Synchronization
+
+/// What the CSI services share: the configuration, the store once it is open, and the locks.
+final class DriverContext: Sendable {
+    let configuration: DriverConfiguration
+    let locks = OperationLocks()
+    private let openStore = Mutex<BlockStore?>(nil)
+
+    init(configuration: DriverConfiguration) {
+        self.configuration = configuration
+    }
+
+    /// Where the block store keeps its catalog and layer files.
+    var storeDirectory: String { (configuration.stateDirectory as NSString).appendingPathComponent("store") }
+
+    func storeDidOpen(_ store: BlockStore) { openStore.withLock { $0 = store } }
+
+    /// The store, or UNAVAILABLE while it is still opening (recovery after a crash can take a moment).
+    func store() throws(CSIError) -> BlockStore {
+        guard let store = openStore.withLock({ $0 }) else {
+            throw .unavailable("the block store is still opening; retry shortly")
+        }
+        return store
+    }
+
+    var isReady: Bool { openStore.withLock { $0 != nil } }
+
+    /// Volumes live on the node whose driver created them.
+    var topology: Csi_V1_Topology {
+        .with { $0.segments = [DriverConfiguration.topologyKey: configuration.nodeID] }
+    }
+
+    /// Whether a topology requirement admits this node; no requisite list admits any node.
+    func admits(_ requirement: Csi_V1_TopologyRequirement) -> Bool {
+        requirement.requisite.isEmpty
+            || requirement.requisite.contains { $0.segments[DriverConfiguration.topologyKey] == configuration.nodeID }
+    }
+}

@@ -1,0 +1,58 @@
+import CSIProto
+
+/// A CSI capacity_range resolved to the byte size Strata will give a volume.
+struct CapacityRequest {
+    /// Volumes are whole pages, so block devices and filesystems see aligned sizes.
+    static let granularity: UInt64 = 4096
+    /// Used when the CO asks for no particular size.
+    static let defaultSize: UInt64 = 1 << 30
+
+    let requiredBytes: UInt64
+    /// Zero means no limit.
+    let limitBytes: UInt64
+
+    init(_ range: Csi_V1_CapacityRange?) throws(CSIError) {
+        let required = range?.requiredBytes ?? 0
+        let limit = range?.limitBytes ?? 0
+        guard required >= 0 else { throw .invalidArgument("capacity_range.required_bytes must not be negative") }
+        guard limit >= 0 else { throw .invalidArgument("capacity_range.limit_bytes must not be negative") }
+        guard limit == 0 || required <= limit else {
+            throw .invalidArgument("capacity_range.limit_bytes (\(limit)) is below required_bytes (\(required))")
+        }
+        requiredBytes = UInt64(required)
+        limitBytes = UInt64(limit)
+    }
+
+    /// The size of a new volume: at least what was required and at least the source's size (a
+    /// clone is never smaller than what it copies), page-aligned, and within the limit.
+    func sizeForNewVolume(sourceSize: UInt64?) throws(CSIError) -> UInt64 {
+        var size = requiredBytes > 0 ? requiredBytes : (sourceSize ?? Self.defaultSize)
+        if requiredBytes == 0, sourceSize == nil, limitBytes > 0 { size = min(size, limitBytes) }
+        size = Self.roundedUp(max(size, sourceSize ?? 0))
+        try checkLimit(size, sourceSize: sourceSize)
+        return size
+    }
+
+    /// The size after ControllerExpandVolume/NodeExpandVolume: never smaller than now.
+    func sizeAfterExpanding(from current: UInt64) throws(CSIError) -> UInt64 {
+        let size = max(Self.roundedUp(requiredBytes), current)
+        guard limitBytes == 0 || size <= limitBytes else {
+            throw .outOfRange(size == current
+                ? "volume is already \(current) bytes, above limit_bytes \(limitBytes); volumes never shrink"
+                : "limit_bytes \(limitBytes) is below the page-aligned size \(size)")
+        }
+        return size
+    }
+
+    private func checkLimit(_ size: UInt64, sourceSize: UInt64?) throws(CSIError) {
+        guard limitBytes > 0, size > limitBytes else { return }
+        if let sourceSize, sourceSize > limitBytes {
+            throw .outOfRange("the source is \(sourceSize) bytes, more than limit_bytes \(limitBytes): a clone cannot be smaller than its source")
+        }
+        throw .outOfRange("no size satisfies the range: sizes are multiples of \(Self.granularity) bytes and \(size) exceeds limit_bytes \(limitBytes)")
+    }
+
+    static func roundedUp(_ bytes: UInt64) -> UInt64 {
+        (bytes + granularity - 1) / granularity * granularity
+    }
+}

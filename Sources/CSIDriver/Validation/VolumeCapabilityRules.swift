@@ -1,0 +1,60 @@
+import CSIProto
+
+/// What Strata volumes can be: a block device or an ext4/xfs filesystem, used from one node.
+enum VolumeCapabilityRules {
+    static let supportedFilesystems: Set<String> = ["ext4", "xfs"]
+    static let defaultFilesystem = "ext4"
+
+    static let supportedAccessModes: Set<Csi_V1_VolumeCapability.AccessMode.Mode> = [
+        .singleNodeWriter, .singleNodeReaderOnly, .singleNodeSingleWriter, .singleNodeMultiWriter,
+    ]
+
+    /// Throws INVALID_ARGUMENT naming the first capability Strata cannot provide.
+    static func validate(_ capabilities: [Csi_V1_VolumeCapability]) throws(CSIError) {
+        guard !capabilities.isEmpty else { throw .invalidArgument("volume_capabilities is required") }
+        for capability in capabilities {
+            if let reason = unsupportedReason(capability) { throw .invalidArgument(reason) }
+        }
+    }
+
+    /// Nil when the capability is supported, else why not (ValidateVolumeCapabilities reports it).
+    static func unsupportedReason(_ capability: Csi_V1_VolumeCapability) -> String? {
+        switch capability.accessType {
+        case nil:
+            return "volume capability needs an access type: block or mount"
+        case .block:
+            break
+        case .mount(let mount):
+            if !mount.fsType.isEmpty, !supportedFilesystems.contains(mount.fsType) {
+                return "filesystem \"\(mount.fsType)\" is not supported; use ext4 or xfs"
+            }
+            if let flag = mount.mountFlags.first(where: { !MountFlagRules.isAllowed($0) }) {
+                return "mount flag \"\(flag)\" is not allowed"
+            }
+        }
+        guard capability.hasAccessMode else { return "volume capability needs an access mode" }
+        guard supportedAccessModes.contains(capability.accessMode.mode) else {
+            return "access mode \(capability.accessMode.mode) is not supported: Strata volumes are used from a single node"
+        }
+        return nil
+    }
+
+    static func isBlock(_ capability: Csi_V1_VolumeCapability) -> Bool {
+        if case .block = capability.accessType { return true }
+        return false
+    }
+
+    static func isReadOnly(_ capability: Csi_V1_VolumeCapability) -> Bool {
+        capability.accessMode.mode == .singleNodeReaderOnly
+    }
+}
+
+/// Mount flags reach mount(2) as its data string, so only plain option words pass: no commas
+/// (which would smuggle more options), no paths, nothing that could change what is mounted.
+enum MountFlagRules {
+    static func isAllowed(_ flag: String) -> Bool {
+        guard (1...128).contains(flag.utf8.count) else { return false }
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_=-.")
+        return flag.allSatisfy(allowed.contains)
+    }
+}
