@@ -93,6 +93,7 @@ public final class DriverServer: Sendable {
         var services: [any RegistrableRPCService] = [IdentityService(context: context)]
         if configuration.mode.servesController {
             services.append(ControllerService(context: context))
+            services.append(GroupControllerService(context: context))
         }
         return services
     }
