@@ -3,10 +3,12 @@ import Logging
 /// Reconciling the catalog with the layer files at open, and checking that they agree.
 extension BlockStore {
     /// Runs before the store is used: a catalog row whose files are missing is `.corrupt` (and
-    /// nothing is touched); layer files with no row are removed; dirty maps are recovered.
-    /// Returns the highest layer number seen in a file name.
+    /// nothing is touched); layer files with no row, or of a layer the catalog says has none yet
+    /// (a crash while creating them, before anything was written), are removed; dirty maps are
+    /// recovered. Returns the highest layer number seen in a file name.
     static func reconcile(catalog: Catalog, layers: LayerDirectory, logger: Logger) throws -> Int64 {
-        let rows = try catalog.read { try $0.allLayers() }
+        let allRows = try catalog.read { try $0.allLayers() }
+        let rows = allRows.filter(\.materialized)
         let (files, _) = try layers.listFiles()
         let missing = rows.filter { files[$0.id] != [.data, .map] }.map(\.id)
         guard missing.isEmpty else {
@@ -33,7 +35,7 @@ extension BlockStore {
             try files.map.setDirty(false)
             logger.notice("recovered the dirty map of layer \(row.id)")
         }
-        return (orphans + files.keys).max() ?? 0
+        return (orphans + files.keys + allRows.map(\.id)).max() ?? 0
     }
 
     /// A dirty map lags its data file: clusters written but never mapped are garbage from writes
@@ -74,13 +76,13 @@ extension BlockStore {
             }
             let byID = Dictionary(uniqueKeysWithValues: layers.map { ($0.id, $0) })
             let (files, _) = try layerDirectory.listFiles()
-            report.orphanFiles = files.keys.filter { byID[$0] == nil }.sorted().flatMap { id in
+            report.orphanFiles = files.keys.filter { byID[$0]?.materialized != true }.sorted().flatMap { id in
                 files[id]!.map { layerDirectory.fileName(id, $0) }.sorted()
             }
             let openHeads = state.withLock { state in Set(state.open.keys) }
             let openHeadLayers = Set(volumes.filter { openHeads.contains($0.id) }.map(\.headLayerID))
             for layer in layers {
-                if files[layer.id] != [.data, .map] { report.missingLayerFiles.append(layer.id); continue }
+                if layer.materialized && files[layer.id] != [.data, .map] { report.missingLayerFiles.append(layer.id); continue }
                 let expected = counted[layer.id] ?? 0
                 if layer.refCount != expected {
                     report.referenceMismatches.append(.init(layerID: layer.id, recorded: layer.refCount, expected: expected))
@@ -95,6 +97,7 @@ extension BlockStore {
                 } else if layer.depth != 1 {
                     report.brokenReferences.append("layer \(layer.id) has depth \(layer.depth) without parent")
                 }
+                guard layer.materialized else { continue }
                 do {
                     let map = AllocationMapFile(file: try SystemFile.open(layerDirectory.mapPath(layer.id), readOnly: true))
                     defer { map.file.close() }

@@ -78,11 +78,10 @@ extension BlockStore {
                 removeLayerFiles(newHeads)
             }
         }
-        for (row, headID) in zip(volumes, newHeads) {
+        // An open volume gets its new head's files now (it writes there next); others when opened.
+        for (row, headID) in zip(volumes, newHeads) where openVolume(row.id) != nil {
             try layerDirectory.createLayer(headID, clusterSize: row.clusterSize)
-            if openVolume(row.id) != nil {
-                openedHeads[row.id] = try layerDirectory.openLayer(headID, writable: true)
-            }
+            openedHeads[row.id] = try layerDirectory.openLayer(headID, writable: true)
         }
         let quiesced = volumes.compactMap { row in
             openVolume(row.id).flatMap { volume in openedHeads[row.id].map { (volume, $0) } }
@@ -100,7 +99,7 @@ extension BlockStore {
                     try db.freezeLayer(old.id)
                     try db.insertLayer(LayerRow(
                         id: headID, parentID: old.id, depth: old.depth + 1, clusterSize: row.clusterSize, frozen: false,
-                        refCount: 1, allocatedBytes: 0, createdAt: Self.now()))
+                        materialized: openedHeads[row.id] != nil, refCount: 1, allocatedBytes: 0, createdAt: Self.now()))
                     // The volume's reference moves to the new head, which references the old one.
                     try db.setHead(headID, ofVolume: row.id)
                     frozen.append(old)

@@ -75,12 +75,10 @@ extension BlockStore {
         try checkCloneShape(size: size, clusterSize: clusterSize, sourceSize: sourceRow.size, sourceClusterSize: sourceRow.clusterSize)
         try checkDepth(sourceHead.depth + 1)
         let cloneHeadID = allocateLayerID()
-        try layerDirectory.createLayer(cloneHeadID, clusterSize: sourceRow.clusterSize)
         let cloneID = Identifier.newVolumeID()
         let hiddenSnapshotID = Identifier.newSnapshotID()
         let createdAt = Self.now()
-        do {
-            try freezeHeadsLocked([sourceRow]) { db, frozen in
+        try freezeHeadsLocked([sourceRow]) { db, frozen in
                 let frozenLayer = frozen[0]
                 try db.insertSnapshot(SnapshotRow(
                     id: hiddenSnapshotID, name: nil, sourceVolumeID: volumeID, layerID: frozenLayer.id,
@@ -94,10 +92,6 @@ extension BlockStore {
                     id: cloneID, name: name, size: size, clusterSize: sourceRow.clusterSize, headLayerID: cloneHeadID,
                     source: .volume(id: volumeID), hiddenSnapshotID: hiddenSnapshotID, parameters: parameters,
                     createdAt: createdAt))
-            }
-        } catch {
-            removeLayerFiles([cloneHeadID])
-            throw error
         }
         let volume = try catalog.read { db in try makeVolume(try db.volumeRow(id: cloneID)!, db) }
         scheduleFlattenIfDeep(volume)
@@ -107,17 +101,16 @@ extension BlockStore {
         return volume
     }
 
-    /// Creates a fresh head layer (over `parentLayerID` when cloning) and the volume row, in one transaction.
+    /// Creates a fresh head layer (over `parentLayerID` when cloning) and the volume row, in one
+    /// transaction; the head's files are created when the volume is first opened.
     private func insertVolumeLocked(
         name: String, size: UInt64, clusterSize: UInt32, parentLayerID: Int64?, source: VolumeSource?,
         parameters: [String: String]
     ) throws -> Volume {
         let headID = allocateLayerID()
-        try layerDirectory.createLayer(headID, clusterSize: clusterSize)
         let volumeID = Identifier.newVolumeID()
         let createdAt = Self.now()
-        do {
-            return try catalog.write { db in
+        return try catalog.write { db in
                 var depth = 1
                 if let parentLayerID {
                     depth = try db.requireLayer(parentLayerID).depth + 1
@@ -130,10 +123,6 @@ extension BlockStore {
                     id: volumeID, name: name, size: size, clusterSize: clusterSize, headLayerID: headID, source: source,
                     hiddenSnapshotID: nil, parameters: parameters, createdAt: createdAt))
                 return try makeVolume(try db.volumeRow(id: volumeID)!, db)
-            }
-        } catch {
-            removeLayerFiles([headID])
-            throw error
         }
     }
 

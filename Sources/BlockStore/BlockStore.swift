@@ -59,8 +59,16 @@ public final class BlockStore: Sendable {
         try SystemDirectory.create(layerDirectory.path)
         lockFile = Glibc.open(directory + "/store.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard lockFile >= 0 else { throw StoreError.system("open store.lock", errno: errno) }
-        guard flock(lockFile, LOCK_EX | LOCK_NB) == 0 else {
+        // A child forked by this process between its fork and exec briefly shares the lock of a
+        // store just closed; wait a little before calling the directory busy.
+        var attempts = 0
+        while flock(lockFile, LOCK_EX | LOCK_NB) != 0 {
             let code = errno
+            attempts += 1
+            if code == EWOULDBLOCK && attempts < 100 {
+                usleep(20_000)
+                continue
+            }
             _ = Glibc.close(lockFile)
             if code == EWOULDBLOCK { throw StoreError(.busy, "store \(directory) is open in another process") }
             throw StoreError.system("flock store.lock", errno: code)
@@ -128,18 +136,30 @@ public final class BlockStore: Sendable {
             }) {
                 return volume
             }
-            let (row, chain, headBytes) = try catalog.read { db -> (VolumeRow, [Int64], UInt64) in
+            let (row, chain) = try catalog.read { db -> (VolumeRow, [LayerRow]) in
                 guard let row = try db.volumeRow(id: volumeID) else { throw StoreError.notFound("volume \(volumeID)") }
-                let chain = try db.chain(endingAt: row.headLayerID)
-                return (row, chain.map(\.id), chain.last!.allocatedBytes)
+                return (row, try db.chain(endingAt: row.headLayerID))
             }
+            let head = chain.last!
+            if !head.materialized { try materializeLayerLocked(head) }
             let volume = try OpenVolume.open(
-                volumeID: volumeID, chain: chain, size: row.size, clusterSize: row.clusterSize,
-                persistedHeadBytes: headBytes, directory: layerDirectory)
+                volumeID: volumeID, chain: chain.map { ($0.id, $0.materialized) }, size: row.size,
+                clusterSize: row.clusterSize, persistedHeadBytes: head.allocatedBytes, directory: layerDirectory)
             state.withLock { state in
                 state.open[volumeID] = StoreState.OpenEntry(volume: volume, handles: external ? 1 : 0, internalUsers: external ? 0 : 1)
             }
             return volume
+        }
+    }
+
+    /// Creates the files of a layer that has none yet: files first (durable), then the catalog mark.
+    func materializeLayerLocked(_ layer: LayerRow) throws {
+        try layerDirectory.createLayer(layer.id, clusterSize: layer.clusterSize)
+        do {
+            try catalog.write { try $0.setMaterialized(layer.id) }
+        } catch {
+            removeLayerFiles([layer.id])
+            throw error
         }
     }
 

@@ -66,6 +66,7 @@ final class Catalog: Sendable {
                     depth INTEGER NOT NULL,
                     cluster_size INTEGER NOT NULL,
                     frozen INTEGER NOT NULL,
+                    materialized INTEGER NOT NULL,
                     ref_count INTEGER NOT NULL,
                     allocated_bytes INTEGER NOT NULL DEFAULT 0,
                     created_at REAL NOT NULL
@@ -128,16 +129,20 @@ extension Database {
     func insertLayer(_ layer: LayerRow) throws {
         try cachedStatement(
             sql: """
-                INSERT INTO layers (id, parent_id, depth, cluster_size, frozen, ref_count, allocated_bytes, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO layers (id, parent_id, depth, cluster_size, frozen, materialized, ref_count, allocated_bytes, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         ).execute(
-            arguments: [layer.id, layer.parentID, layer.depth, Int64(layer.clusterSize), layer.frozen, layer.refCount,
+            arguments: [layer.id, layer.parentID, layer.depth, Int64(layer.clusterSize), layer.frozen, layer.materialized, layer.refCount,
                         Int64(layer.allocatedBytes), layer.createdAt])
     }
 
     func freezeLayer(_ id: Int64) throws {
         try cachedStatement(sql: "UPDATE layers SET frozen = 1 WHERE id = ?").execute(arguments: [id])
+    }
+
+    func setMaterialized(_ id: Int64) throws {
+        try cachedStatement(sql: "UPDATE layers SET materialized = 1 WHERE id = ?").execute(arguments: [id])
     }
 
     func setAllocatedBytes(_ bytes: UInt64, ofLayer id: Int64) throws {

@@ -5,12 +5,15 @@ import GRDB
 /// - `refCount` = volumes whose head it is + snapshots pointing at it + layers whose parent it is;
 ///   a row whose count reaches zero is deleted in the same transaction, its files after commit.
 /// - `depth` = 1 + parent's depth (1 without parent); frozen layers never change content.
+/// - `materialized`: the layer's files exist. A new layer has none until it is first opened,
+///   so creating a volume, clone or snapshot is one catalog commit; a layer without files is empty.
 struct LayerRow: Sendable, Equatable {
     var id: Int64
     var parentID: Int64?
     var depth: Int
     var clusterSize: UInt32
     var frozen: Bool
+    var materialized: Bool
     var refCount: Int
     var allocatedBytes: UInt64
     var createdAt: Double
@@ -21,17 +24,20 @@ struct LayerRow: Sendable, Equatable {
         depth = row["depth"]
         clusterSize = UInt32(row["cluster_size"] as Int64)
         frozen = row["frozen"]
+        materialized = row["materialized"]
         refCount = row["ref_count"]
         allocatedBytes = UInt64(row["allocated_bytes"] as Int64)
         createdAt = row["created_at"]
     }
 
-    init(id: Int64, parentID: Int64?, depth: Int, clusterSize: UInt32, frozen: Bool, refCount: Int, allocatedBytes: UInt64, createdAt: Double) {
+    init(id: Int64, parentID: Int64?, depth: Int, clusterSize: UInt32, frozen: Bool, materialized: Bool = false,
+         refCount: Int, allocatedBytes: UInt64, createdAt: Double) {
         self.id = id
         self.parentID = parentID
         self.depth = depth
         self.clusterSize = clusterSize
         self.frozen = frozen
+        self.materialized = materialized
         self.refCount = refCount
         self.allocatedBytes = allocatedBytes
         self.createdAt = createdAt

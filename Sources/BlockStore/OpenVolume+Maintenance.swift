@@ -127,7 +127,7 @@ extension OpenVolume {
         try index.modifyChunk(cluster / ClusterIndex.chunkSize) { entries -> ((), Bool) in
             let current = IndexEntry(rawValue: entries[slot])
             guard current.hasData, let owner = current.position, owner < headPosition else { return ((), false) }
-            try layers[owner].data.read(into: buffer, at: clusterStart)
+            try layers[owner]!.data.read(into: buffer, at: clusterStart)
             do {
                 try head.data.write(UnsafeRawBufferPointer(buffer), at: clusterStart)
             } catch {
@@ -161,7 +161,7 @@ extension OpenVolume {
                 }
                 let lower = layers.dropLast()
                 layers = [head]
-                for layer in lower { layer.close() }
+                for layer in lower { layer?.close() }
             }
         }
     }
@@ -174,7 +174,7 @@ extension OpenVolume {
             try structure.withWriteLock {
                 guard !isClosed else { return }
                 isClosed = true
-                defer { for layer in layers { layer.close() } }
+                defer { for layer in layers { layer?.close() } }
                 let captured = captureDirtyMap()
                 defer { captured.release() }
                 try persist(captured, persistAllocation: persistAllocation)

@@ -25,17 +25,17 @@ final class OpenVolume: @unchecked Sendable {
     let headMarkedDirty = Atomic<Bool>(false)
     private let dirtyMarkLock = Mutex<Void>(())
 
-    // Guarded by `structure`.
-    var layers: [LayerFiles]
+    // Guarded by `structure`. A layer without files (never written) is nil; it owns no cluster.
+    var layers: [LayerFiles?]
     var size: UInt64
     var isClosed = false
     /// Head allocation last written to the catalog (guarded by `flushLock`).
     var persistedHeadBytes: UInt64
 
-    var head: LayerFiles { layers[layers.count - 1] }
+    var head: LayerFiles { layers[layers.count - 1]! }
     var headPosition: Int { layers.count - 1 }
 
-    init(volumeID: String, layers: [LayerFiles], size: UInt64, clusterSize: UInt32, persistedHeadBytes: UInt64) {
+    init(volumeID: String, layers: [LayerFiles?], size: UInt64, clusterSize: UInt32, persistedHeadBytes: UInt64) {
         self.volumeID = volumeID
         self.layers = layers
         self.size = size
@@ -45,22 +45,24 @@ final class OpenVolume: @unchecked Sendable {
         index = ClusterIndex(clusterCount: Int((size + UInt64(clusterSize) - 1) / UInt64(clusterSize)))
     }
 
-    /// Opens the files of a chain (bottom first) and builds the index from their maps.
+    /// Opens the files of a chain (bottom first; the head must have files) and builds the index
+    /// from their maps.
     static func open(
-        volumeID: String, chain: [Int64], size: UInt64, clusterSize: UInt32, persistedHeadBytes: UInt64,
-        directory: LayerDirectory
+        volumeID: String, chain: [(id: Int64, materialized: Bool)], size: UInt64, clusterSize: UInt32,
+        persistedHeadBytes: UInt64, directory: LayerDirectory
     ) throws -> OpenVolume {
-        var layers: [LayerFiles] = []
+        var layers: [LayerFiles?] = []
         do {
-            for (position, layerID) in chain.enumerated() {
-                layers.append(try directory.openLayer(layerID, writable: position == chain.count - 1))
+            for (position, layer) in chain.enumerated() {
+                let isHead = position == chain.count - 1
+                layers.append(isHead || layer.materialized ? try directory.openLayer(layer.id, writable: isHead) : nil)
             }
             let volume = OpenVolume(volumeID: volumeID, layers: layers, size: size, clusterSize: clusterSize,
                                     persistedHeadBytes: persistedHeadBytes)
             try volume.buildIndex()
             return volume
         } catch {
-            for layer in layers { layer.close() }
+            for layer in layers { layer?.close() }
             throw error
         }
     }
@@ -68,6 +70,7 @@ final class OpenVolume: @unchecked Sendable {
     private func buildIndex() throws {
         var headData = 0
         for (position, layer) in layers.enumerated() {
+            guard let layer else { continue }
             let isHead = position == headPosition
             try layer.map.forEachEntry { cluster, state in
                 guard cluster < index.clusterCount else {
@@ -96,7 +99,7 @@ final class OpenVolume: @unchecked Sendable {
                 let target = UnsafeMutableRawBufferPointer(
                     rebasing: buffer[Int(position - offset)..<Int(runEnd - offset)])
                 if entry.hasData, let owner = entry.position {
-                    try layers[owner].data.read(into: target, at: position)
+                    try layers[owner]!.data.read(into: target, at: position)
                 } else {
                     target.initializeMemory(as: UInt8.self, repeating: 0)
                 }
@@ -145,54 +148,97 @@ final class OpenVolume: @unchecked Sendable {
             var scratch: UnsafeMutableRawBufferPointer?
             defer { scratch?.deallocate() }
             let end = offset + UInt64(bytes.count)
+            let chunkBytes = UInt64(ClusterIndex.chunkSize) << UInt64(clusterShift)
             var position = offset
             while position < end {
-                let clusterStart = position & ~UInt64(clusterSize - 1)
-                let pieceEnd = min(end, clusterStart + UInt64(clusterSize))
-                let piece = UnsafeRawBufferPointer(rebasing: bytes[Int(position - offset)..<Int(pieceEnd - offset)])
-                try writeWithinCluster(piece, at: position, scratch: &scratch)
-                position = pieceEnd
+                let segmentEnd = min(end, (position / chunkBytes + 1) * chunkBytes)
+                let segment = UnsafeRawBufferPointer(rebasing: bytes[Int(position - offset)..<Int(segmentEnd - offset)])
+                try writeWithinChunk(segment, at: position, scratch: &scratch)
+                position = segmentEnd
             }
         }
     }
 
-    /// Writes bytes that lie inside one cluster, copying the cluster up first when the write is
-    /// partial and the data below would otherwise be lost.
-    func writeWithinCluster(_ piece: UnsafeRawBufferPointer, at position: UInt64,
-                            scratch: inout UnsafeMutableRawBufferPointer?) throws {
-        let cluster = Int(position >> UInt64(clusterShift))
-        let clusterStart = UInt64(cluster) << UInt64(clusterShift)
-        let clusterExtentEnd = min(clusterStart + UInt64(clusterSize), size)
-        let coversCluster = position == clusterStart && position + UInt64(piece.count) >= clusterExtentEnd
+    /// Writes bytes that lie inside one index chunk, holding its lock throughout. Clusters that
+    /// need no copy-up (the head holds them, the write covers them, or nothing lies below) are
+    /// written in runs, one pwrite per run; a partial write over inherited data copies its
+    /// cluster up first so the data below is not lost.
+    func writeWithinChunk(_ segment: UnsafeRawBufferPointer, at start: UInt64,
+                          scratch: inout UnsafeMutableRawBufferPointer?) throws {
         let headPosition = self.headPosition
         let head = self.head
-        let slot = cluster % ClusterIndex.chunkSize
-        try index.modifyChunk(cluster / ClusterIndex.chunkSize) { entries -> ((), Bool) in
-            let entry = IndexEntry(rawValue: entries[slot])
-            if entry.position == headPosition && entry.hasData {
-                try head.data.write(piece, at: position)
-                return ((), false)
-            }
-            do {
-                if coversCluster || !entry.hasData {
-                    // Nothing below to keep: the head's region reads zeros, write just the bytes.
-                    try head.data.write(piece, at: position)
-                } else {
-                    let buffer = scratch ?? UnsafeMutableRawBufferPointer.allocate(byteCount: clusterSize, alignment: 4096)
-                    scratch = buffer
-                    try layers[entry.position!].data.read(into: buffer, at: clusterStart)
-                    let inner = Int(position - clusterStart)
-                    UnsafeMutableRawBufferPointer(rebasing: buffer[inner..<inner + piece.count]).copyMemory(from: piece)
-                    try head.data.write(UnsafeRawBufferPointer(buffer), at: clusterStart)
+        let headData = IndexEntry(position: headPosition, state: .data).rawValue
+        let firstCluster = Int(start >> UInt64(clusterShift))
+        let chunk = firstCluster / ClusterIndex.chunkSize
+        let chunkFirstCluster = chunk * ClusterIndex.chunkSize
+        let end = start + UInt64(segment.count)
+        try index.modifyChunk(chunk) { entries -> ((), Bool) in
+            var changed = false
+            // The pending run of direct writes, and the slots it will newly give to the head.
+            var runStart: UInt64?
+            var runNewSlots: [Int] = []
+            func writeRun(upTo runEnd: UInt64) throws {
+                guard let begin = runStart else { return }
+                runStart = nil
+                do {
+                    try head.data.write(UnsafeRawBufferPointer(rebasing: segment[Int(begin - start)..<Int(runEnd - start)]), at: begin)
+                } catch {
+                    // Keep the invariant: a cluster the head does not hold reads zeros in its file.
+                    for slot in runNewSlots {
+                        try? head.data.punchHole(at: UInt64(chunkFirstCluster + slot) << UInt64(clusterShift), length: UInt64(clusterSize))
+                    }
+                    runNewSlots.removeAll()
+                    throw error
                 }
-            } catch {
-                // Keep the invariant: a cluster the head does not hold reads zeros in its file.
-                try? head.data.punchHole(at: clusterStart, length: UInt64(clusterSize))
-                throw error
+                for slot in runNewSlots { entries[slot] = headData }
+                if !runNewSlots.isEmpty {
+                    headDataClusters.add(runNewSlots.count, ordering: .relaxed)
+                    changed = true
+                }
+                runNewSlots.removeAll()
             }
-            entries[slot] = IndexEntry(position: headPosition, state: .data).rawValue
-            headDataClusters.add(1, ordering: .relaxed)
-            return ((), true)
+            var position = start
+            while position < end {
+                let cluster = Int(position >> UInt64(clusterShift))
+                let slot = cluster - chunkFirstCluster
+                let clusterStart = UInt64(cluster) << UInt64(clusterShift)
+                let pieceEnd = min(end, clusterStart + UInt64(clusterSize))
+                let coversCluster = position == clusterStart && pieceEnd >= min(clusterStart + UInt64(clusterSize), size)
+                let entry = IndexEntry(rawValue: entries[slot])
+                let headHolds = entry.position == headPosition && entry.hasData
+                if headHolds || coversCluster || !entry.hasData {
+                    // Nothing below to keep (or the head has it): the bytes go straight in.
+                    if runStart == nil { runStart = position }
+                    if !headHolds { runNewSlots.append(slot) }
+                } else {
+                    try writeRun(upTo: position)
+                    try copyUp(cluster, from: entry.position!, merging: UnsafeRawBufferPointer(
+                        rebasing: segment[Int(position - start)..<Int(pieceEnd - start)]), at: position, scratch: &scratch)
+                    entries[slot] = headData
+                    headDataClusters.add(1, ordering: .relaxed)
+                    changed = true
+                }
+                position = pieceEnd
+            }
+            try writeRun(upTo: end)
+            return ((), changed)
+        }
+    }
+
+    /// Copies a cluster from the layer at `owner` into the head with `piece` merged in at `position`.
+    private func copyUp(_ cluster: Int, from owner: Int, merging piece: UnsafeRawBufferPointer, at position: UInt64,
+                        scratch: inout UnsafeMutableRawBufferPointer?) throws {
+        let clusterStart = UInt64(cluster) << UInt64(clusterShift)
+        let buffer = scratch ?? UnsafeMutableRawBufferPointer.allocate(byteCount: clusterSize, alignment: 4096)
+        scratch = buffer
+        do {
+            try layers[owner]!.data.read(into: buffer, at: clusterStart)
+            let inner = Int(position - clusterStart)
+            UnsafeMutableRawBufferPointer(rebasing: buffer[inner..<inner + piece.count]).copyMemory(from: piece)
+            try head.data.write(UnsafeRawBufferPointer(buffer), at: clusterStart)
+        } catch {
+            try? head.data.punchHole(at: clusterStart, length: UInt64(clusterSize))
+            throw error
         }
     }
 
@@ -217,7 +263,7 @@ final class OpenVolume: @unchecked Sendable {
                     let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(pieceEnd - position), alignment: 16)
                     defer { zeros.deallocate() }
                     zeros.initializeMemory(as: UInt8.self, repeating: 0)
-                    try writeWithinCluster(UnsafeRawBufferPointer(zeros), at: position, scratch: &scratch)
+                    try writeWithinChunk(UnsafeRawBufferPointer(zeros), at: position, scratch: &scratch)
                 }
                 position = pieceEnd
             }

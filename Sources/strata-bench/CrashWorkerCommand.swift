@@ -8,7 +8,7 @@ import Glibc
 /// everything a completed flush acknowledged is still there.
 ///
 /// Journal lines (one write(2) each, O_APPEND; completion records are fsync'd):
-/// `N? name size cluster` / `N! name` create · `W name offset length seed` write ·
+/// `R seed` store open, workload starting · `N? name size cluster` / `N! name` create · `W name offset length seed` write ·
 /// `D name offset length` discard · `F! name` flush done · `S? snap volume` / `S! snap` snapshot ·
 /// `C? clone snap size` / `C! clone` clone of a snapshot · `K? clone volume` / `K! clone` clone of
 /// a volume · `X? V|S name` / `X! V|S name` delete · `E? name size` / `E! name` expand ·
@@ -29,6 +29,7 @@ struct CrashWorkerCommand: ParsableCommand {
         let store = try BlockStore(directory: dir, options: options)
         var workload = CrashWorkload(store: store, journal: journal, seed: seed)
         try workload.discoverExisting()
+        journal.record("R \(seed)")
         var done = 0
         while operations == 0 || done < operations {
             try workload.step()

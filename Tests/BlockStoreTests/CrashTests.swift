@@ -28,6 +28,16 @@ import Testing
         return candidate
     }
 
+    /// Waits until the worker journaled that its workload started (or it died, or 10 s passed).
+    static func waitForWorkload(_ journalPath: String, _ process: Process) {
+        var info = stat()
+        for _ in 0..<10_000 {
+            if stat(journalPath, &info) == 0 && info.st_size > 0 { return }
+            if !process.isRunning { return }
+            usleep(1000)
+        }
+    }
+
     @Test func acknowledgedWritesSurviveSIGKILL() throws {
         let executable = try Self.benchExecutable()
         var generator = SeededGenerator(seed: 0x5EED_C7A5)
@@ -51,7 +61,14 @@ import Testing
             process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
             process.standardOutput = FileHandle.nullDevice
             try process.run()
-            usleep(UInt32.random(in: 5_000...150_000, using: &generator))
+            // One kill in five lands anywhere, open and reconcile included; the others once the
+            // workload runs.
+            if Int.random(in: 0..<5, using: &generator) == 0 {
+                usleep(UInt32.random(in: 1_000...80_000, using: &generator))
+            } else {
+                Self.waitForWorkload(journalPath, process)
+                usleep(UInt32.random(in: 1_000...100_000, using: &generator))
+            }
             Glibc.kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             let errors = (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? ""

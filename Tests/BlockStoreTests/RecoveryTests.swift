@@ -24,6 +24,9 @@ import Testing
         let directory = TemporaryDirectory()
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 1 << 20)
+        let handle = try store.open(volumeID: volume.id)
+        try handle.write([1], at: 0)
+        try handle.close()
         let head = try store.headLayerID(ofVolume: volume.id)
         let layers = store.layerDirectory
         store.close()
@@ -39,6 +42,21 @@ import Testing
         let reopened = try BlockStore(directory: directory.path, options: testOptions())
         #expect(try reopened.volume(id: volume.id).name == "v")
         #expect(try reopened.checkConsistency().isClean)
+    }
+
+    @Test func filesOfALayerTheCatalogSaysHasNoneAreRemovedAtOpen() throws {
+        let directory = TemporaryDirectory()
+        let store = try BlockStore(directory: directory.path, options: testOptions())
+        let volume = try store.createVolume(name: "v", size: 1 << 20)
+        let head = try store.headLayerID(ofVolume: volume.id)
+        // A crash after creating the files of a new head, before the catalog recorded them.
+        try store.layerDirectory.createLayer(head, clusterSize: 65536)
+        #expect(try store.checkConsistency().orphanFiles.count == 2)
+        store.close()
+        let reopened = try BlockStore(directory: directory.path, options: testOptions())
+        #expect(!reopened.layerDirectory.layerExists(head))
+        #expect(try reopened.checkConsistency().isClean)
+        #expect(try reopened.contents(ofVolume: volume.id) == [UInt8](repeating: 0, count: 1 << 20))
     }
 
     @Test func aDirtyMapIsRecoveredAndUnmappedDataIsPunchedOut() throws {
