@@ -8,6 +8,7 @@ final class DriverContext: Sendable {
     let configuration: DriverConfiguration
     let locks = OperationLocks()
     private let openStore = Mutex<BlockStore?>(nil)
+    private let nodeStager = Mutex<VolumeStager?>(nil)
 
     init(configuration: DriverConfiguration) {
         self.configuration = configuration
@@ -27,6 +28,15 @@ final class DriverContext: Sendable {
     }
 
     var isReady: Bool { openStore.withLock { $0 != nil } }
+
+    /// Set when this process also serves the Node service, so snapshots can quiesce staged volumes.
+    func nodeDidStart(_ stager: VolumeStager) { nodeStager.withLock { $0 = stager } }
+
+    /// Runs a snapshot while the volumes staged here are at a clean point (see `VolumeStager.whileQuiesced`).
+    func whileQuiesced<T>(_ volumeIDs: [String], _ body: () throws -> T) throws -> T {
+        guard let stager = nodeStager.withLock({ $0 }) else { return try body() }
+        return try stager.whileQuiesced(volumeIDs, body)
+    }
 
     /// Volumes live on the node whose driver created them.
     var topology: Csi_V1_Topology {

@@ -17,7 +17,9 @@ extension ControllerService {
                     }
                     return existing
                 }
-                return try store.createSnapshot(name: request.name, of: request.sourceVolumeID)
+                return try context.whileQuiesced([request.sourceVolumeID]) {
+                    try store.createSnapshot(name: request.name, of: request.sourceVolumeID)
+                }
             }
         }
         return .with { $0.snapshot = DriverContext.wireSnapshot(snapshot) }

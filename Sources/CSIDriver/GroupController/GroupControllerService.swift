@@ -35,8 +35,10 @@ struct GroupControllerService: Csi_V1_GroupController.SimpleServiceProtocol {
                     return existing
                 }
                 let groupID = "grp-" + UUID().uuidString.lowercased()
-                return try store.createSnapshots(
-                    request.sourceVolumeIds.map { (name: Self.memberPrefix(request.name) + $0, volumeID: $0) }, groupID: groupID)
+                return try context.whileQuiesced(request.sourceVolumeIds) {
+                    try store.createSnapshots(
+                        request.sourceVolumeIds.map { (name: Self.memberPrefix(request.name) + $0, volumeID: $0) }, groupID: groupID)
+                }
             }
         }
         return .with { $0.groupSnapshot = Self.wireGroup(members) }

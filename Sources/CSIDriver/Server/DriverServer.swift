@@ -6,18 +6,37 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import NodeHost
 import NIOPosix
 
 /// Serves the CSI services of one driver process on a Unix socket until told to stop.
 public final class DriverServer: Sendable {
     public let configuration: DriverConfiguration
     let context: DriverContext
+    /// Present when this process serves the Node service.
+    let stager: VolumeStager?
 
     public init(configuration: DriverConfiguration) throws(ConfigurationError) {
         try DriverConfiguration.validate(driverName: configuration.driverName)
         guard !configuration.nodeID.isEmpty else { throw ConfigurationError("node id must not be empty") }
         self.configuration = configuration
-        self.context = DriverContext(configuration: configuration)
+        let context = DriverContext(configuration: configuration)
+        self.context = context
+        if configuration.mode.servesNode {
+            let logger = configuration.logger
+            do {
+                stager = VolumeStager(
+                    context: context,
+                    exporter: FuseExporter(mountPoint: configuration.exportDirectory, logger: logger),
+                    attacher: LoopAttacher(logger: logger),
+                    mounter: LinuxMounter(logger: logger),
+                    registry: try StagingRegistry(directory: (configuration.stateDirectory as NSString).appendingPathComponent("node")))
+            } catch {
+                throw ConfigurationError("cannot read the node's staging registry under \(configuration.stateDirectory): \(error)")
+            }
+        } else {
+            stager = nil
+        }
     }
 
     /// Listens on `endpoint` and serves until `shutdown` fires; then stops accepting calls, lets
@@ -36,6 +55,8 @@ public final class DriverServer: Sendable {
         )
         defer {
             if listener.ownership.ownsSocketFile { unlink(endpoint.path) }
+            // Staged volumes cannot outlive the process serving them; stop their export cleanly.
+            stager?.exporter.stop()
         }
 
         try await withThrowingTaskGroup(of: ServeEvent.self) { group in
@@ -60,6 +81,13 @@ public final class DriverServer: Sendable {
                     throw error
                 }
                 context.storeDidOpen(store)
+                if let stager = self.stager {
+                    try await BlockingWork.run {
+                        try stager.exporter.start()
+                        stager.recover()
+                    }
+                    context.nodeDidStart(stager)
+                }
                 logger.notice("strata-csi listening", metadata: [
                     "endpoint": "\(endpoint)", "driver": "\(configuration.driverName)",
                     "mode": "\(configuration.mode.rawValue)", "node": "\(configuration.nodeID)",
@@ -94,6 +122,9 @@ public final class DriverServer: Sendable {
         if configuration.mode.servesController {
             services.append(ControllerService(context: context))
             services.append(GroupControllerService(context: context))
+        }
+        if let stager {
+            services.append(NodeService(context: context, stager: stager, paths: PathRules(root: configuration.kubeletDirectory)))
         }
         return services
     }

@@ -1,5 +1,6 @@
 import BlockStore
 import GRPCCore
+import NodeHost
 
 /// The one place where store conditions become gRPC status codes (CSI spec, "Error Scheme").
 /// Handlers catch the few conditions whose meaning depends on the call (a missing volume is
@@ -21,4 +22,25 @@ extension StoreError: RPCErrorConvertible {
 
     public var rpcErrorMessage: String { message }
     public var rpcErrorCause: (any Error)? { underlying }
+}
+
+
+/// Node-side conditions as gRPC codes.
+extension NodeHostError: RPCErrorConvertible {
+    public var rpcErrorCode: RPCError.Code {
+        switch code {
+        case .invalidArgument: .invalidArgument
+        case .notFound: .notFound
+        case .alreadyExists: .alreadyExists
+        // In use, holding data we will not format, or beyond what this host allows: the caller
+        // must change something first.
+        case .busy, .notBlank, .unsupported: .failedPrecondition
+        case .resourceExhausted: .resourceExhausted
+        case .systemCall, .commandFailed: .internalError
+        case .notRunning: .unavailable
+        }
+    }
+
+    public var rpcErrorMessage: String { description }
+    public var rpcErrorCause: (any Error)? { nil }
 }

@@ -1,0 +1,156 @@
+import BlockStore
+import CSIProto
+import GRPCCore
+import NodeHost
+
+/// CSI Node: turns store volumes into block devices and mounted filesystems for kubelet.
+/// Arguments are checked before existence (so malformed calls are INVALID_ARGUMENT whatever the
+/// id), then the volume is locked, then `VolumeStager` acts.
+struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
+    let context: DriverContext
+    let stager: VolumeStager
+    let paths: PathRules
+
+    func nodeStageVolume(request: Csi_V1_NodeStageVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodeStageVolumeResponse {
+        try RequestFields.requireID(request.volumeID, field: "volume_id")
+        let stagingPath = try paths.require(request.stagingTargetPath, field: "staging_target_path")
+        guard request.hasVolumeCapability else { throw CSIError.invalidArgument("volume_capability is required") }
+        try VolumeCapabilityRules.validate([request.volumeCapability])
+        let record = StagedVolume(
+            volumeID: request.volumeID, stagingPath: stagingPath, access: Self.access(of: request.volumeCapability),
+            readOnly: VolumeCapabilityRules.isReadOnly(request.volumeCapability))
+        try await withVolume(request.volumeID) { try stager.stage(record) }
+        return .init()
+    }
+
+    func nodeUnstageVolume(request: Csi_V1_NodeUnstageVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodeUnstageVolumeResponse {
+        try RequestFields.requireID(request.volumeID, field: "volume_id")
+        let stagingPath = try paths.require(request.stagingTargetPath, field: "staging_target_path")
+        try await withVolume(request.volumeID, mustExist: !stager.isStaged(request.volumeID)) {
+            try stager.unstage(volumeID: request.volumeID, stagingPath: stagingPath)
+        }
+        return .init()
+    }
+
+    func nodePublishVolume(request: Csi_V1_NodePublishVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodePublishVolumeResponse {
+        try RequestFields.requireID(request.volumeID, field: "volume_id")
+        let targetPath = try paths.require(request.targetPath, field: "target_path")
+        guard request.hasVolumeCapability else { throw CSIError.invalidArgument("volume_capability is required") }
+        try VolumeCapabilityRules.validate([request.volumeCapability])
+        let stagingPath = try paths.require(request.stagingTargetPath, field: "staging_target_path")
+        let readOnly = request.readonly || VolumeCapabilityRules.isReadOnly(request.volumeCapability)
+        try await withVolume(request.volumeID) {
+            try stager.publish(volumeID: request.volumeID, stagingPath: stagingPath, targetPath: targetPath, readOnly: readOnly)
+        }
+        return .init()
+    }
+
+    func nodeUnpublishVolume(request: Csi_V1_NodeUnpublishVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodeUnpublishVolumeResponse {
+        try RequestFields.requireID(request.volumeID, field: "volume_id")
+        let targetPath = try paths.require(request.targetPath, field: "target_path")
+        try await withVolume(request.volumeID, mustExist: !stager.isStaged(request.volumeID)) {
+            try stager.unpublish(volumeID: request.volumeID, targetPath: targetPath)
+        }
+        return .init()
+    }
+
+    func nodeGetVolumeStats(request: Csi_V1_NodeGetVolumeStatsRequest, context _: ServerContext) async throws -> Csi_V1_NodeGetVolumeStatsResponse {
+        try RequestFields.requireID(request.volumeID, field: "volume_id")
+        guard !request.volumePath.isEmpty else { throw CSIError.invalidArgument("volume_path is required") }
+        let path = try? paths.require(request.volumePath, field: "volume_path")
+        let report = try await withVolume(request.volumeID, exclusive: false) { () throws -> VolumeStager.VolumeReport in
+            guard let path else { throw CSIError.notFound("volume \(request.volumeID) is not published at \(request.volumePath)") }
+            return try stager.report(volumeID: request.volumeID, path: path)
+        }
+        return .with { response in
+            var usage = [Csi_V1_VolumeUsage.with {
+                $0.unit = .bytes
+                $0.total = Int64(clamping: report.totalBytes)
+                if let available = report.availableBytes { $0.available = Int64(clamping: available) }
+                if let used = report.usedBytes { $0.used = Int64(clamping: used) }
+            }]
+            if let inodes = report.inodes {
+                usage.append(.with {
+                    $0.unit = .inodes
+                    $0.total = Int64(clamping: inodes.total)
+                    $0.available = Int64(clamping: inodes.free)
+                    $0.used = Int64(clamping: inodes.used)
+                })
+            }
+            response.usage = usage
+            response.volumeCondition = .with {
+                $0.abnormal = report.abnormal != nil
+                $0.message = report.abnormal ?? "volume is healthy"
+            }
+        }
+    }
+
+    func nodeExpandVolume(request: Csi_V1_NodeExpandVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodeExpandVolumeResponse {
+        try RequestFields.requireID(request.volumeID, field: "volume_id")
+        guard !request.volumePath.isEmpty else { throw CSIError.invalidArgument("volume_path is required") }
+        let capacity = try CapacityRequest(request.hasCapacityRange ? request.capacityRange : nil)
+        if request.hasVolumeCapability, let reason = VolumeCapabilityRules.unsupportedReason(request.volumeCapability) {
+            throw CSIError.invalidArgument(reason)
+        }
+        let size = try await withVolume(request.volumeID) {
+            try stager.expand(volumeID: request.volumeID, requiredBytes: capacity.requiredBytes)
+        }
+        if capacity.limitBytes > 0, size > capacity.limitBytes {
+            throw CSIError.outOfRange("the volume is \(size) bytes, above limit_bytes \(capacity.limitBytes)")
+        }
+        return .with { $0.capacityBytes = Int64(clamping: size) }
+    }
+
+    func nodeGetCapabilities(request: Csi_V1_NodeGetCapabilitiesRequest, context _: ServerContext) async throws -> Csi_V1_NodeGetCapabilitiesResponse {
+        let types: [Csi_V1_NodeServiceCapability.RPC.TypeEnum] = [
+            .stageUnstageVolume, .expandVolume, .getVolumeStats, .volumeCondition, .singleNodeMultiWriter,
+        ]
+        return .with { $0.capabilities = types.map { type in .with { $0.rpc = .with { $0.type = type } } } }
+    }
+
+    func nodeGetInfo(request: Csi_V1_NodeGetInfoRequest, context _: ServerContext) async throws -> Csi_V1_NodeGetInfoResponse {
+        let limit = try await BlockingWork.run { try NodeLimits.maximumVolumes(attacher: stager.attacher, staged: stager.registry.all.count) }
+        return .with {
+            $0.nodeID = context.configuration.nodeID
+            $0.maxVolumesPerNode = limit
+            $0.accessibleTopology = context.topology
+        }
+    }
+
+    // MARK: - Helpers
+
+    static func access(of capability: Csi_V1_VolumeCapability) -> StagedVolume.Access {
+        if case .mount(let mount) = capability.accessType {
+            return .filesystem(type: mount.fsType, mountFlags: mount.mountFlags)
+        }
+        return .block
+    }
+
+    /// Runs node work for one volume: NOT_FOUND if the store does not know it, ABORTED if another
+    /// operation on it is running, and never on Swift's cooperative threads.
+    private func withVolume<Value: Sendable>(
+        _ volumeID: String, mustExist: Bool = true, exclusive: Bool = true, _ work: @escaping @Sendable () throws -> Value
+    ) async throws -> Value {
+        let store = try context.store()
+        let body: () async throws -> Value = {
+            try await BlockingWork.run {
+                if mustExist { _ = try store.volume(id: volumeID) }
+                return try work()
+            }
+        }
+        return exclusive ? try await context.locks.withLocks([LockKey.volume(volumeID)], body) : try await body()
+    }
+}
+
+/// How many volumes this node can take: each staged volume needs a loop device.
+enum NodeLimits {
+    static let ceiling: Int64 = 1024
+
+    static func maximumVolumes(attacher: LoopAttacher, staged: Int) throws -> Int64 {
+        // With max_loop=0 (the default) the kernel creates loop devices on demand.
+        let maxLoop = (try? String(contentsOfFile: "/sys/module/loop/parameters/max_loop", encoding: .utf8))
+            .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        guard maxLoop > 0 else { return ceiling }
+        return min(ceiling, Int64(staged + (try attacher.freeDeviceCount())))
+    }
+}
