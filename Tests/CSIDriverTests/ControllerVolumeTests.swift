@@ -11,7 +11,8 @@ struct ControllerVolumeTests {
         try await InProcessDriver.with { driver in
             let types = Set(try await driver.controller.controllerGetCapabilities(.init()).capabilities.map(\.rpc.type))
             #expect(types == [.createDeleteVolume, .createDeleteSnapshot, .listSnapshots, .listVolumes, .cloneVolume,
-                              .expandVolume, .getCapacity, .getVolume, .volumeCondition, .singleNodeMultiWriter, .getSnapshot])
+                              .expandVolume, .getCapacity, .getVolume, .volumeCondition, .singleNodeMultiWriter, .getSnapshot,
+                              .publishUnpublishVolume, .publishReadonly, .listVolumesPublishedNodes])
             let plugin = try await driver.identity.getPluginCapabilities(.init()).capabilities.map(\.service.type)
             #expect(plugin.contains(.controllerService) && plugin.contains(.volumeAccessibilityConstraints))
         }
@@ -160,6 +161,36 @@ struct ControllerVolumeTests {
                     $0.capacityRange = .with { $0.requiredBytes = 4 << 20; $0.limitBytes = 4 << 20 }
                 })
             } == .outOfRange)
+        }
+    }
+
+    @Test("ControllerPublish records this node only, is idempotent, and holds off DeleteVolume until unpublished")
+    func publication() async throws {
+        try await InProcessDriver.with { driver in
+            let volume = try await driver.controller.createVolume(Requests.createVolume("attached")).volume
+            let publish = Csi_V1_ControllerPublishVolumeRequest.with {
+                $0.volumeID = volume.volumeID
+                $0.nodeID = InProcessDriver.nodeID
+                $0.volumeCapability = Requests.mountCapability
+            }
+            _ = try await driver.controller.controllerPublishVolume(publish)
+            _ = try await driver.controller.controllerPublishVolume(publish)
+            var readOnly = publish
+            readOnly.readonly = true
+            #expect(await statusCode { try await driver.controller.controllerPublishVolume(readOnly) } == .alreadyExists)
+            var elsewhere = publish
+            elsewhere.nodeID = "other-node"
+            #expect(await statusCode { try await driver.controller.controllerPublishVolume(elsewhere) } == .notFound)
+
+            let listed = try await driver.controller.listVolumes(.init()).entries.first { $0.volume.volumeID == volume.volumeID }
+            #expect(listed?.status.publishedNodeIds == [InProcessDriver.nodeID])
+            #expect(await statusCode { try await driver.controller.deleteVolume(.with { $0.volumeID = volume.volumeID }) } == .failedPrecondition)
+
+            let unpublish = Csi_V1_ControllerUnpublishVolumeRequest.with { $0.volumeID = volume.volumeID; $0.nodeID = InProcessDriver.nodeID }
+            _ = try await driver.controller.controllerUnpublishVolume(unpublish)
+            _ = try await driver.controller.controllerUnpublishVolume(unpublish)
+            _ = try await driver.controller.deleteVolume(.with { $0.volumeID = volume.volumeID })
+            _ = try await driver.controller.controllerUnpublishVolume(unpublish)
         }
     }
 

@@ -19,7 +19,10 @@ extension ControllerService {
             response.entries = page.items.map { volume in
                 .with {
                     $0.volume = context.wireVolume(volume)
-                    $0.status = .with { $0.volumeCondition = Self.healthyCondition }
+                    $0.status = .with {
+                        $0.volumeCondition = Self.healthyCondition
+                        $0.publishedNodeIds = publications[volume.id].map { [$0.nodeID] } ?? []
+                    }
                 }
             }
             response.nextToken = page.nextCursor ?? ""
@@ -32,7 +35,10 @@ extension ControllerService {
         let volume = try await BlockingWork.run { try store.volume(id: request.volumeID) }
         return .with {
             $0.volume = context.wireVolume(volume)
-            $0.status = .with { $0.volumeCondition = Self.healthyCondition }
+            $0.status = .with {
+                $0.volumeCondition = Self.healthyCondition
+                $0.publishedNodeIds = publications[volume.id].map { [$0.nodeID] } ?? []
+            }
         }
     }
 
@@ -89,6 +95,7 @@ extension ControllerService {
         var capabilities: [Csi_V1_ControllerServiceCapability.RPC.TypeEnum] = [
             .createDeleteVolume, .createDeleteSnapshot, .listSnapshots, .listVolumes, .cloneVolume,
             .expandVolume, .getCapacity, .getVolume, .volumeCondition, .singleNodeMultiWriter,
+            .publishUnpublishVolume, .publishReadonly, .listVolumesPublishedNodes,
         ]
         if profile == .current { capabilities.append(.getSnapshot) }
         return capabilities

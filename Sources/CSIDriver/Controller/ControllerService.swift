@@ -6,6 +6,7 @@ import GRPCCore
 /// Every handler validates first, then takes the locks of the names or ids it touches, then acts.
 struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
     let context: DriverContext
+    let publications: PublicationRegistry
 
     func createVolume(request: Csi_V1_CreateVolumeRequest, context _: ServerContext) async throws -> Csi_V1_CreateVolumeResponse {
         try RequestFields.requireName(request.name)
@@ -41,6 +42,9 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
         let store = try context.store()
         try await context.locks.withLocks([LockKey.volume(request.volumeID)]) {
             try await BlockingWork.run {
+                if let publication = publications[request.volumeID] {
+                    throw CSIError.failedPrecondition("volume \(request.volumeID) is published to node \(publication.nodeID); unpublish it first")
+                }
                 do {
                     try store.deleteVolume(id: request.volumeID)
                 } catch let error as StoreError where error.code == .notFound {
@@ -75,14 +79,6 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
             // device's size: either way kubelet has to call NodeExpandVolume.
             $0.nodeExpansionRequired = true
         }
-    }
-
-    func controllerPublishVolume(request: Csi_V1_ControllerPublishVolumeRequest, context _: ServerContext) async throws -> Csi_V1_ControllerPublishVolumeResponse {
-        throw RPCError(code: .unimplemented, message: "Strata volumes need no controller attach (PUBLISH_UNPUBLISH_VOLUME is not offered)")
-    }
-
-    func controllerUnpublishVolume(request: Csi_V1_ControllerUnpublishVolumeRequest, context _: ServerContext) async throws -> Csi_V1_ControllerUnpublishVolumeResponse {
-        throw RPCError(code: .unimplemented, message: "Strata volumes need no controller detach (PUBLISH_UNPUBLISH_VOLUME is not offered)")
     }
 
     func controllerModifyVolume(request: Csi_V1_ControllerModifyVolumeRequest, context _: ServerContext) async throws -> Csi_V1_ControllerModifyVolumeResponse {

@@ -146,6 +146,7 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
 enum NodeLimits {
     static let ceiling: Int64 = 1024
 
+    /// The same figure for NodeGetInfo and ControllerPublishVolume's limit.
     static func maximumVolumes(attacher: LoopAttacher, staged: Int) throws -> Int64 {
         // With max_loop=0 (the default) the kernel creates loop devices on demand.
         let maxLoop = (try? String(contentsOfFile: "/sys/module/loop/parameters/max_loop", encoding: .utf8))

@@ -15,6 +15,7 @@ public final class DriverServer: Sendable {
     let context: DriverContext
     /// Present when this process serves the Node service.
     let stager: VolumeStager?
+    private let publications: PublicationRegistry
 
     public init(configuration: DriverConfiguration) throws(ConfigurationError) {
         try DriverConfiguration.validate(driverName: configuration.driverName)
@@ -22,6 +23,13 @@ public final class DriverServer: Sendable {
         self.configuration = configuration
         let context = DriverContext(configuration: configuration)
         self.context = context
+        do {
+            publications = try PublicationRegistry(
+                directory: (configuration.stateDirectory as NSString).appendingPathComponent("controller"),
+                fileName: "published-volumes.json")
+        } catch {
+            throw ConfigurationError("cannot read the controller's publication registry under \(configuration.stateDirectory): \(error)")
+        }
         if configuration.mode.servesNode {
             let logger = configuration.logger
             do {
@@ -30,7 +38,8 @@ public final class DriverServer: Sendable {
                     exporter: FuseExporter(mountPoint: configuration.exportDirectory, logger: logger),
                     attacher: LoopAttacher(logger: logger),
                     mounter: LinuxMounter(logger: logger),
-                    registry: try StagingRegistry(directory: (configuration.stateDirectory as NSString).appendingPathComponent("node")))
+                    registry: try StagingRegistry(
+                        directory: (configuration.stateDirectory as NSString).appendingPathComponent("node"), fileName: "staged-volumes.json"))
             } catch {
                 throw ConfigurationError("cannot read the node's staging registry under \(configuration.stateDirectory): \(error)")
             }
@@ -120,7 +129,7 @@ public final class DriverServer: Sendable {
     private func makeServices() -> [any RegistrableRPCService] {
         var services: [any RegistrableRPCService] = [IdentityService(context: context)]
         if configuration.mode.servesController {
-            services.append(ControllerService(context: context))
+            services.append(ControllerService(context: context, publications: publications))
             services.append(GroupControllerService(context: context))
         }
         if let stager {

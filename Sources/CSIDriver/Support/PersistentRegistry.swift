@@ -17,40 +17,40 @@ struct StagedVolume: Codable, Equatable, Sendable {
     var targets: [String: Bool] = [:]
 }
 
-/// The registry file is replaced atomically (write, fsync, rename, fsync the directory): a crash
-/// leaves either the old or the new state, never a torn file.
-final class StagingRegistry: Sendable {
+/// A small map kept in a JSON file that is replaced atomically (write, fsync, rename, fsync the
+/// directory): a crash leaves either the old or the new state, never a torn file.
+final class PersistentRegistry<Entry: Codable & Sendable>: Sendable {
     private let path: String
-    private let volumes: Mutex<[String: StagedVolume]>
+    private let entries: Mutex<[String: Entry]>
 
-    init(directory: String) throws {
+    init(directory: String, fileName: String) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
-        path = (directory as NSString).appendingPathComponent("staged-volumes.json")
-        var loaded: [String: StagedVolume] = [:]
+        path = (directory as NSString).appendingPathComponent(fileName)
+        var loaded: [String: Entry] = [:]
         if let data = FileManager.default.contents(atPath: path) {
-            loaded = try JSONDecoder().decode([String: StagedVolume].self, from: data)
+            loaded = try JSONDecoder().decode([String: Entry].self, from: data)
         }
-        volumes = Mutex(loaded)
+        entries = Mutex(loaded)
     }
 
-    subscript(volumeID: String) -> StagedVolume? { volumes.withLock { $0[volumeID] } }
+    subscript(key: String) -> Entry? { entries.withLock { $0[key] } }
 
-    var all: [StagedVolume] { volumes.withLock { Array($0.values) } }
+    var all: [Entry] { entries.withLock { Array($0.values) } }
 
     /// Applies `change` and persists the result before returning.
-    func update(_ volumeID: String, _ change: (inout StagedVolume?) -> Void) throws {
-        try volumes.withLock { volumes in
-            var entry = volumes[volumeID]
-            change(&entry)
-            var next = volumes
-            next[volumeID] = entry
+    func update(_ key: String, _ change: (inout Entry?) throws -> Void) throws {
+        try entries.withLock { entries in
+            var entry = entries[key]
+            try change(&entry)
+            var next = entries
+            next[key] = entry
             try persist(next)
-            volumes = next
+            entries = next
         }
     }
 
-    private func persist(_ state: [String: StagedVolume]) throws {
+    private func persist(_ state: [String: Entry]) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         let data = try encoder.encode(state)
@@ -69,4 +69,16 @@ final class StagingRegistry: Sendable {
         defer { close(fd) }
         guard Foundation.fsync(fd) == 0 else { throw CSIError.internalError("fsync \(path) failed: errno \(errno)") }
     }
+}
+
+/// Volumes staged on this node, by volume id.
+typealias StagingRegistry = PersistentRegistry<StagedVolume>
+
+/// Volumes attached by ControllerPublishVolume, by volume id.
+typealias PublicationRegistry = PersistentRegistry<ControllerPublication>
+
+/// A ControllerPublishVolume that took effect: the volume may be used read-only or read-write on `nodeID`.
+struct ControllerPublication: Codable, Equatable, Sendable {
+    var nodeID: String
+    var readOnly: Bool
 }
