@@ -1,10 +1,19 @@
+import Dispatch
 import Foundation
 import GRDB
+import Synchronization
 
 /// The SQLite catalog (GRDB, WAL, synchronous=FULL): layers, volumes, snapshots.
 /// Every change of the store's structure is one transaction here.
+///
+/// Checkpoints (copying the WAL into the database file) run on their own connection from a
+/// background timer, never inside a commit: an automatic checkpoint costs tens of milliseconds
+/// and would land on whichever clone or snapshot happened to cross the threshold.
 final class Catalog: Sendable {
     private let pool: DatabasePool
+    private let checkpointer: DatabaseQueue
+    private let checkpointTimer: CheckpointTimer
+    private let commitsSinceCheckpoint = CommitCounter()
 
     init(path: String) throws {
         var configuration = Configuration()
@@ -14,16 +23,26 @@ final class Catalog: Sendable {
             // WAL's default (NORMAL) can lose the last commits on power loss; a catalog change the
             // caller was told succeeded must survive.
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
+            var checkpointConfiguration = configuration
+            checkpointConfiguration.label = "strata.catalog.checkpoint"
+            checkpointer = try DatabaseQueue(path: path, configuration: checkpointConfiguration)
         } catch {
             throw Self.storeError(error, "opening the catalog")
+        }
+        checkpointTimer = CheckpointTimer { [checkpointer, commitsSinceCheckpoint] in
+            guard commitsSinceCheckpoint.count.exchange(0, ordering: .relaxed) > 0 else { return }
+            _ = try? checkpointer.writeWithoutTransaction { try $0.checkpoint(.passive) }
         }
     }
 
     func close() {
+        checkpointTimer.stop()
+        try? checkpointer.close()
         try? pool.close()
     }
 
@@ -37,6 +56,7 @@ final class Catalog: Sendable {
 
     func write<T>(_ body: (Database) throws -> T) throws -> T {
         do {
+            defer { commitsSinceCheckpoint.count.add(1, ordering: .relaxed) }
             return try pool.write(body)
         } catch {
             throw Self.storeError(error, "writing the catalog")
@@ -287,5 +307,25 @@ extension Database {
 
     func deleteSnapshotRow(id: String) throws {
         try cachedStatement(sql: "DELETE FROM snapshots WHERE id = ?").execute(arguments: [id])
+    }
+}
+
+private final class CommitCounter: Sendable {
+    let count = Atomic<Int>(0)
+}
+
+/// A repeating background timer (DispatchSource is thread-safe but not marked Sendable).
+private final class CheckpointTimer: @unchecked Sendable {
+    private let timer: any DispatchSourceTimer
+
+    init(every interval: DispatchTimeInterval = .milliseconds(250), _ handler: @escaping @Sendable () -> Void) {
+        timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "strata.catalog.checkpoint", qos: .utility))
+        timer.schedule(deadline: .now() + interval, repeating: interval)
+        timer.setEventHandler(handler: handler)
+        timer.resume()
+    }
+
+    func stop() {
+        timer.cancel()
     }
 }

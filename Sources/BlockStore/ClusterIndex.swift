@@ -1,3 +1,5 @@
+import Synchronization
+
 /// One entry of the cluster index: which layer of the chain answers for a cluster.
 /// Raw value 0: no layer holds it (reads zeros). Otherwise the low 15 bits are the layer's
 /// position in the chain plus one (0 = bottom), and bit 15 says the layer recorded a zero cluster.
@@ -25,18 +27,30 @@ struct IndexEntry: Equatable, Sendable {
     var hasData: Bool { rawValue != 0 && !isZero }
 }
 
+/// The entries of one chunk of the index. Loads and stores are atomic, so readers need no lock;
+/// writers are serialized by the chunk's lock and publish an entry only after its data is written.
+struct ChunkEntries {
+    let base: UnsafeMutablePointer<Atomic<UInt16>>
+
+    subscript(slot: Int) -> UInt16 {
+        get { base[slot].load(ordering: .acquiring) }
+        nonmutating set { base[slot].store(newValue, ordering: .releasing) }
+    }
+}
+
 /// The per-open-volume map from cluster to owning layer: O(1) lookup whatever the chain depth.
 ///
 /// Clusters are grouped in chunks of `AllocationMapFile.entriesPerPage` (one map page each),
-/// allocated on first use so a sparse or unwritten volume costs almost nothing. Each chunk is
-/// guarded by one of a fixed pool of striped reader–writer locks; readers of different chunks
-/// never contend, and a writer that copies up a cluster holds only its chunk's lock.
+/// allocated on first use so a sparse or unwritten volume costs almost nothing. Readers load
+/// entries atomically without any lock. Writers of a chunk hold one of a fixed pool of striped
+/// locks, so a copy-up of a cluster is never interleaved with another write to that chunk.
 /// Changing the number of chunks or renumbering positions requires the volume's structure lock
 /// held for writing (no I/O in flight).
 final class ClusterIndex: @unchecked Sendable {
     static let chunkSize = AllocationMapFile.entriesPerPage
 
-    private var chunks: UnsafeMutablePointer<UnsafeMutablePointer<UInt16>?>
+    /// Per chunk: the address of its entries, 0 until the chunk is first written.
+    private var chunks: UnsafeMutablePointer<Atomic<UInt>>
     /// Per chunk: whether head entries changed since the head map was last written.
     private var dirtyFlags: UnsafeMutablePointer<Bool>
     private(set) var chunkCount: Int
@@ -46,62 +60,61 @@ final class ClusterIndex: @unchecked Sendable {
     init(clusterCount: Int) {
         self.clusterCount = clusterCount
         chunkCount = (clusterCount + Self.chunkSize - 1) / Self.chunkSize
-        chunks = .allocate(capacity: max(chunkCount, 1))
-        chunks.initialize(repeating: nil, count: max(chunkCount, 1))
+        chunks = Self.allocateChunkTable(max(chunkCount, 1))
         dirtyFlags = .allocate(capacity: max(chunkCount, 1))
         dirtyFlags.initialize(repeating: false, count: max(chunkCount, 1))
     }
 
     deinit {
-        for index in 0..<chunkCount { chunks[index]?.deallocate() }
+        for chunk in 0..<chunkCount { entries(chunk).map { Self.deallocateEntries($0) } }
+        chunks.deinitialize(count: max(chunkCount, 1))
         chunks.deallocate()
         dirtyFlags.deallocate()
     }
 
     // MARK: Concurrent access (structure lock held for reading)
 
-    /// Calls `body` with the chunk's entries (nil when the chunk was never written) under its read lock.
+    /// The chunk's entries, nil when the chunk was never written. No lock: entries are atomic.
     @inline(__always)
-    func withChunk<T>(_ chunk: Int, _ body: (UnsafePointer<UInt16>?) throws -> T) rethrows -> T {
-        try locks.withReadLock(for: chunk) { try body(UnsafePointer(chunks[chunk])) }
+    func entries(_ chunk: Int) -> ChunkEntries? {
+        let address = chunks[chunk].load(ordering: .acquiring)
+        return address == 0 ? nil : ChunkEntries(base: UnsafeMutablePointer(bitPattern: address)!)
     }
 
     /// Calls `body` with the chunk's entries, allocating them if needed, under its write lock.
     /// `body` returns whether it changed a head entry; the chunk is then marked for the next flush.
     @inline(__always)
-    func modifyChunk<T>(_ chunk: Int, _ body: (UnsafeMutablePointer<UInt16>) throws -> (result: T, changed: Bool)) rethrows -> T {
+    func modifyChunk<T>(_ chunk: Int, _ body: (ChunkEntries) throws -> (result: T, changed: Bool)) rethrows -> T {
         try locks.withWriteLock(for: chunk) {
-            let entries = allocatedChunk(chunk)
-            let (result, changed) = try body(entries)
+            let (result, changed) = try body(allocatedChunk(chunk))
             if changed { dirtyFlags[chunk] = true }
             return result
         }
     }
 
     func entry(of cluster: Int) -> IndexEntry {
-        withChunk(cluster / Self.chunkSize) { entries in
-            IndexEntry(rawValue: entries?[cluster % Self.chunkSize] ?? 0)
-        }
+        IndexEntry(rawValue: entries(cluster / Self.chunkSize)?[cluster % Self.chunkSize] ?? 0)
     }
 
     // MARK: Exclusive access (while building, or structure lock held for writing)
 
     /// Sets an entry without locking; only while the index is being built or the structure is locked.
     func setUnlocked(_ cluster: Int, _ entry: IndexEntry) {
-        let entries = allocatedChunk(cluster / Self.chunkSize)
-        entries[cluster % Self.chunkSize] = entry.rawValue
+        allocatedChunk(cluster / Self.chunkSize)[cluster % Self.chunkSize] = entry.rawValue
     }
 
     func grow(toClusterCount newCount: Int) {
         guard newCount > clusterCount else { return }
         let newChunkCount = (newCount + Self.chunkSize - 1) / Self.chunkSize
         if newChunkCount > chunkCount {
-            let newChunks = UnsafeMutablePointer<UnsafeMutablePointer<UInt16>?>.allocate(capacity: newChunkCount)
-            newChunks.initialize(repeating: nil, count: newChunkCount)
-            newChunks.update(from: chunks, count: chunkCount)
+            let newChunks = Self.allocateChunkTable(newChunkCount)
+            for chunk in 0..<chunkCount {
+                newChunks[chunk].store(chunks[chunk].load(ordering: .relaxed), ordering: .relaxed)
+            }
             let newDirty = UnsafeMutablePointer<Bool>.allocate(capacity: newChunkCount)
             newDirty.initialize(repeating: false, count: newChunkCount)
             newDirty.update(from: dirtyFlags, count: chunkCount)
+            chunks.deinitialize(count: max(chunkCount, 1))
             chunks.deallocate()
             dirtyFlags.deallocate()
             chunks = newChunks
@@ -128,11 +141,11 @@ final class ClusterIndex: @unchecked Sendable {
     /// The head layer's map page for a chunk: the entries the layer at `headPosition` owns.
     func headMapPage(_ chunk: Int, headPosition: Int, into page: UnsafeMutableRawBufferPointer) {
         page.initializeMemory(as: UInt8.self, repeating: 0)
-        guard let entries = chunks[chunk] else { return }
-        for index in 0..<Self.chunkSize {
-            let entry = IndexEntry(rawValue: entries[index])
+        guard let entries = entries(chunk) else { return }
+        for slot in 0..<Self.chunkSize {
+            let entry = IndexEntry(rawValue: entries[slot])
             if entry.position == headPosition {
-                page[index] = entry.isZero ? ClusterState.zero.rawValue : ClusterState.data.rawValue
+                page[slot] = entry.isZero ? ClusterState.zero.rawValue : ClusterState.data.rawValue
             }
         }
     }
@@ -140,18 +153,30 @@ final class ClusterIndex: @unchecked Sendable {
     /// Rewrites every entry (flatten renumbers positions when lower layers leave the chain).
     func transformAll(_ transform: (IndexEntry) -> IndexEntry) {
         for chunk in 0..<chunkCount {
-            guard let entries = chunks[chunk] else { continue }
-            for index in 0..<Self.chunkSize {
-                entries[index] = transform(IndexEntry(rawValue: entries[index])).rawValue
+            guard let entries = entries(chunk) else { continue }
+            for slot in 0..<Self.chunkSize {
+                entries[slot] = transform(IndexEntry(rawValue: entries[slot])).rawValue
             }
         }
     }
 
-    private func allocatedChunk(_ chunk: Int) -> UnsafeMutablePointer<UInt16> {
-        if let entries = chunks[chunk] { return entries }
-        let entries = UnsafeMutablePointer<UInt16>.allocate(capacity: Self.chunkSize)
-        entries.initialize(repeating: 0, count: Self.chunkSize)
-        chunks[chunk] = entries
-        return entries
+    /// Allocates a chunk's entries on first write; called with its lock held (or exclusively).
+    private func allocatedChunk(_ chunk: Int) -> ChunkEntries {
+        if let entries = entries(chunk) { return entries }
+        let base = UnsafeMutablePointer<Atomic<UInt16>>.allocate(capacity: Self.chunkSize)
+        for slot in 0..<Self.chunkSize { (base + slot).initialize(to: Atomic(0)) }
+        chunks[chunk].store(UInt(bitPattern: base), ordering: .releasing)
+        return ChunkEntries(base: base)
+    }
+
+    private static func deallocateEntries(_ entries: ChunkEntries) {
+        entries.base.deinitialize(count: chunkSize)
+        entries.base.deallocate()
+    }
+
+    private static func allocateChunkTable(_ count: Int) -> UnsafeMutablePointer<Atomic<UInt>> {
+        let table = UnsafeMutablePointer<Atomic<UInt>>.allocate(capacity: count)
+        for chunk in 0..<count { (table + chunk).initialize(to: Atomic(0)) }
+        return table
     }
 }

@@ -116,7 +116,8 @@ final class OpenVolume: @unchecked Sendable {
         var current = cluster
         while length < limit {
             let chunk = current / chunkSize
-            let stop = index.withChunk(chunk) { entries -> Bool in
+            let entries = index.entries(chunk)
+            let stop: Bool = {
                 let upper = min(chunkSize, current % chunkSize + (limit - length))
                 var slot = current % chunkSize
                 while slot < upper {
@@ -131,7 +132,7 @@ final class OpenVolume: @unchecked Sendable {
                     slot += 1
                 }
                 return false
-            }
+            }()
             if stop { break }
             current = cluster + length
         }

@@ -3,7 +3,10 @@ import Foundation
 
 /// 4 KiB random writes into a fresh clone, each into a cluster it still inherits (so each one
 /// copies a cluster up), against the same writes into a plain file holding the same bytes.
-/// Measured twice: the writes alone (page cache), and the writes followed by a flush / fdatasync.
+/// Both start from the same bytes written the same way (1 MiB writes), dropped from the page
+/// cache and read back once the same way. Measured twice: the writes alone (page cache), and
+/// the writes followed by a flush / fdatasync. Also with 4 KiB clusters, where a 4 KiB write
+/// covers its cluster and needs no copy.
 struct CopyUpBenchmark {
     let directory: String
     let options: StoreOptions
@@ -30,10 +33,11 @@ struct CopyUpBenchmark {
         fillRandom(dataset, seed: 9)
         let base = try store.createVolume(name: "base", size: UInt64(datasetSize), clusterSize: UInt32(clusterSize))
         let baseHandle = try store.open(volumeID: base.id)
-        try baseHandle.write(UnsafeRawBufferPointer(dataset), at: 0)
+        for offset in stride(from: 0, to: datasetSize, by: 1 << 20) {
+            try baseHandle.write(UnsafeRawBufferPointer(rebasing: dataset[offset..<offset + (1 << 20)]), at: UInt64(offset))
+        }
         try baseHandle.close()
         let snapshot = try store.createSnapshot(name: "base-snap", of: base.id)
-        // Warm the parent's pages, as the plain file's are.
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
         defer { scratch.deallocate() }
 
@@ -57,11 +61,19 @@ struct CopyUpBenchmark {
                 UInt64($0 * clusterSize + Int(generator.next() % UInt64(blocksPerCluster)) * 4096)
             }
             let plain = try PlainFile(path: directory + "/copyup-plain.img", size: UInt64(datasetSize))
-            try plain.write(UnsafeRawBufferPointer(dataset), at: 0)
+            for offset in stride(from: 0, to: datasetSize, by: 1 << 20) {
+                try plain.write(UnsafeRawBufferPointer(rebasing: dataset[offset..<offset + (1 << 20)]), at: UInt64(offset))
+            }
             try plain.synchronize()
             let clone = try store.createVolume(name: "clone-\(round)", size: UInt64(datasetSize), source: .snapshot(id: snapshot.id))
             let handle = try store.open(volumeID: clone.id)
-            for offset in stride(from: 0, to: datasetSize, by: 1 << 20) { try handle.read(into: scratch, at: UInt64(offset)) }
+            // Same page cache treatment: drop both, then read both once the same way.
+            let layers = storePath + "/layers"
+            dropCachedPages(of: [plain.path] + ((try? FileManager.default.contentsOfDirectory(atPath: layers)) ?? []).map { layers + "/" + $0 })
+            for offset in stride(from: 0, to: datasetSize, by: 1 << 20) {
+                try handle.read(into: scratch, at: UInt64(offset))
+                try plain.read(into: scratch, at: UInt64(offset))
+            }
 
             let storeWrite = try measure { for offset in offsets { try handle.write(UnsafeRawBufferPointer(block), at: offset) } }
             let storeFlush = try measure { try handle.flush() }
