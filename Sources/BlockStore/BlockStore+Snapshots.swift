@@ -153,7 +153,7 @@ extension BlockStore {
     /// Visible snapshots in creation order, optionally of one source volume.
     public func listSnapshots(after cursor: String?, limit: Int, sourceVolumeID: String? = nil) throws -> Page<Snapshot> {
         let after = try Self.parseCursor(cursor)
-        let pageSize = limit > 0 ? limit : Int.max - 1
+        let pageSize = limit > 0 ? min(limit, 1 << 30) : 1 << 30
         return try catalog.read { db in
             let rows = try db.visibleSnapshotRows(afterSeq: after, limit: pageSize + 1, sourceVolumeID: sourceVolumeID)
             let items = try rows.prefix(pageSize).map { try makeSnapshot($0, db) }

@@ -165,7 +165,11 @@ extension BlockStore {
             guard let row = try catalog.read({ try $0.volumeRow(id: id) }) else { throw StoreError.notFound("volume \(id)") }
             let handles = state.withLock { state -> Int in
                 guard let entry = state.open[id] else { return 0 }
-                if entry.handles == 0 { state.cancelledFlattens.insert(id) }
+                if entry.handles == 0 {
+                    // Only a flatten has it open: stop it, and let later opens find the volume gone.
+                    state.cancelledFlattens.insert(id)
+                    state.open[id] = nil
+                }
                 return entry.handles
             }
             guard handles == 0 else { throw StoreError(.busy, "volume \(id) is open (\(handles) handles)") }
@@ -186,7 +190,7 @@ extension BlockStore {
     /// A `limit` of zero or less means no limit.
     public func listVolumes(after cursor: String?, limit: Int) throws -> Page<Volume> {
         let after = try Self.parseCursor(cursor)
-        let pageSize = limit > 0 ? limit : Int.max - 1
+        let pageSize = limit > 0 ? min(limit, 1 << 30) : 1 << 30
         return try catalog.read { db in
             let rows = try db.volumeRows(afterSeq: after, limit: pageSize + 1)
             let items = try rows.prefix(pageSize).map { try makeVolume($0, db) }

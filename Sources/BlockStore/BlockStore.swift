@@ -85,18 +85,24 @@ public final class BlockStore: Sendable {
     }
 
     deinit {
-        close()
+        // Background work holds the store, so the only one that can still run is the one whose
+        // end released the last reference, here: waiting for it would wait for ourselves.
+        shutDown(waitingForBackgroundWork: false)
     }
 
     /// Stops background work, flushes and closes every open volume, and releases the directory.
     /// Handles still open fail afterwards. Calling it twice is harmless.
     public func close() {
+        shutDown(waitingForBackgroundWork: true)
+    }
+
+    private func shutDown(waitingForBackgroundWork: Bool) {
         let alreadyClosed = state.withLock { state -> Bool in
             defer { state.closed = true }
             return state.closed
         }
         guard !alreadyClosed else { return }
-        backgroundWork.wait()
+        if waitingForBackgroundWork { backgroundWork.wait() }
         controlLock.withLock { _ in
             let entries = state.withLock { state -> [StoreState.OpenEntry] in
                 defer { state.open.removeAll() }

@@ -315,17 +315,29 @@ private final class CommitCounter: Sendable {
 }
 
 /// A repeating background timer (DispatchSource is thread-safe but not marked Sendable).
+/// `stop()` returns only once no handler runs and none will start: the catalog closes its
+/// connections right after.
 private final class CheckpointTimer: @unchecked Sendable {
     private let timer: any DispatchSourceTimer
+    private let stopped = StopFlag()
+
+    private final class StopFlag: Sendable {
+        let value = Mutex(false)
+    }
 
     init(every interval: DispatchTimeInterval = .milliseconds(250), _ handler: @escaping @Sendable () -> Void) {
         timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "strata.catalog.checkpoint", qos: .utility))
         timer.schedule(deadline: .now() + interval, repeating: interval)
-        timer.setEventHandler(handler: handler)
+        timer.setEventHandler { [stopped] in
+            stopped.value.withLock { stopped in
+                if !stopped { handler() }
+            }
+        }
         timer.resume()
     }
 
     func stop() {
+        stopped.value.withLock { $0 = true }
         timer.cancel()
     }
 }

@@ -32,7 +32,7 @@ final class ReadWriteLock: @unchecked Sendable {
     }
 }
 
-/// A fixed pool of reader–writer locks; a key always maps to the same lock.
+/// A fixed pool of locks; a key always maps to the same lock (a power-of-two count).
 /// Used for per-cluster-chunk locking without one lock object per chunk.
 final class StripedLocks: @unchecked Sendable {
     private let locks: UnsafeMutablePointer<pthread_rwlock_t>
@@ -51,14 +51,6 @@ final class StripedLocks: @unchecked Sendable {
             pthread_rwlock_destroy(locks + index)
         }
         locks.deallocate()
-    }
-
-    @inline(__always)
-    func withReadLock<T>(for key: Int, _ body: () throws -> T) rethrows -> T {
-        let lock = locks + (key & (count - 1))
-        pthread_rwlock_rdlock(lock)
-        defer { pthread_rwlock_unlock(lock) }
-        return try body()
     }
 
     @inline(__always)

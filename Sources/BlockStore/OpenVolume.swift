@@ -3,12 +3,12 @@ import Synchronization
 /// The I/O engine of one open volume, shared by all its handles: the open layer files of its
 /// chain (bottom first, the writable head last) and the cluster index.
 ///
-/// Locking: `structure` is held for reading by every read, write and discard, and for writing by
-/// the rare operations that change the chain or the index shape (snapshot, expand, flatten's last
-/// step, flush's capture of dirty map pages). Within I/O, each cluster chunk has its own lock:
-/// readers take it only to look entries up, writers hold it across a copy-up so two partial
-/// writes to one inherited cluster cannot lose each other. `flushLock` serializes flushes and
-/// head changes.
+/// Locking: `structure` is held for reading (shared) by every read, write and discard, and for
+/// writing by the rare operations that change the chain or the index shape (snapshot, expand,
+/// flatten's last step, flush's capture of dirty map pages). Readers look entries up without
+/// any further lock (entries are atomic). Writers hold their chunk's lock across a copy-up, so
+/// two partial writes to one inherited cluster cannot lose each other. `flushLock` serializes
+/// flushes and head changes.
 ///
 /// Invariant: in the head's data file, a cluster the head does not hold as data reads as zeros
 /// (never written, punched on discard, or punched by crash recovery).

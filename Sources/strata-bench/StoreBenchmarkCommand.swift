@@ -1,7 +1,6 @@
 import ArgumentParser
 import BlockStore
 import Foundation
-import Logging
 
 /// `strata-bench store`: clone latency and size, reads through deep chains and copy-up writes,
 /// each beside a plain-file baseline measured in the same run.
@@ -18,10 +17,9 @@ struct StoreBenchmarkCommand: ParsableCommand {
         let directory = (base as NSString).appendingPathComponent("strata-bench-\(getpid())")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        var logger = Logger(label: "strata.bench")
-        logger.logLevel = .error
         // Deep chains are what is measured here: no background flatten.
-        let options = StoreOptions(softChainDepthLimit: 1000, hardChainDepthLimit: 1000, backgroundFlatten: false, logger: logger)
+        var options = StoreOptions(softChainDepthLimit: 1000, hardChainDepthLimit: 1000, backgroundFlatten: false)
+        options.logger.logLevel = .error
         let report = Report()
         let started = now()
         let sections = Set((only ?? "clone,read,copyup").split(separator: ",").map(String.init))

@@ -89,6 +89,27 @@ import Testing
         #expect(try store.checkConsistency().isClean)
     }
 
+    @Test func deletingAVolumeWhileItFlattensInTheBackground() throws {
+        let directory = TemporaryDirectory()
+        let store = try BlockStore(directory: directory.path, options: testOptions(soft: 2, hard: 10, background: true))
+        let volume = try store.createVolume(name: "v", size: 1 << 22, clusterSize: 4096)
+        let handle = try store.open(volumeID: volume.id)
+        try handle.write(pattern(seed: 33, count: 1 << 22), at: 0)
+        try handle.close()
+        _ = try store.createSnapshot(name: "a", of: volume.id)
+        _ = try store.createSnapshot(name: "b", of: volume.id)  // depth 3 > 2: flatten starts
+        try store.deleteVolume(id: volume.id)
+        do {
+            _ = try store.open(volumeID: volume.id)
+            Issue.record("a deleted volume opened")
+        } catch {
+            #expect(StoreError.Code.of(error) == .notFound)
+        }
+        store.waitForBackgroundWork()
+        let report = try store.checkConsistency()
+        #expect(report.isClean, "\(report)")
+    }
+
     @Test func flattenWhileThreadsWrite() throws {
         let directory = TemporaryDirectory()
         let store = try BlockStore(directory: directory.path, options: testOptions())

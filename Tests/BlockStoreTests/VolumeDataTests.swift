@@ -150,6 +150,27 @@ import Testing
         #expect(try store.contents(ofVolume: volume.id).count == 300_000)
     }
 
+    @Test func expandingAnOpenVolumeAcrossIndexChunks() throws {
+        let directory = TemporaryDirectory()
+        let store = try BlockStore(directory: directory.path, options: testOptions())
+        let volume = try store.createVolume(name: "v", size: 10 << 20, clusterSize: 4096)
+        let handle = try store.open(volumeID: volume.id)
+        let head = pattern(seed: 50, count: 5000)
+        try handle.write(head, at: 3)
+        _ = try store.expandVolume(id: volume.id, to: 100 << 20)
+        let tail = pattern(seed: 51, count: 9000)
+        try handle.write(tail, at: (100 << 20) - 9000)
+        #expect(try handle.read(count: 5000, at: 3) == head)
+        #expect(try handle.read(count: 9000, at: (100 << 20) - 9000) == tail)
+        #expect(try handle.read(count: 4096, at: 50 << 20) == [UInt8](repeating: 0, count: 4096))
+        try handle.close()
+        store.close()
+        let reopened = try BlockStore(directory: directory.path, options: testOptions())
+        let again = try reopened.open(volumeID: volume.id)
+        #expect(try again.read(count: 9000, at: (100 << 20) - 9000) == tail)
+        try again.close()
+    }
+
     @Test func cloneLargerThanItsSnapshotReadsZerosBeyond() throws {
         let directory = TemporaryDirectory()
         let store = try BlockStore(directory: directory.path, options: testOptions())
