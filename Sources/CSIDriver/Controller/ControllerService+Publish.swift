@@ -18,7 +18,7 @@ extension ControllerService {
             try await BlockingWork.run {
                 _ = try store.volume(id: request.volumeID)
                 guard request.nodeID == context.configuration.nodeID else {
-                    throw CSIError.notFound("node \(request.nodeID) is unknown here: volumes live on the node that created them (\(context.configuration.nodeID))")
+                    throw CSIError.notFound("node \(RequestFields.quoted(request.nodeID)) is unknown here: volumes live on the node that created them (\(context.configuration.nodeID))")
                 }
                 let limit = try NodeLimits.maximumVolumes(attacher: LoopAttacher(), staged: 0)
                 let published = publications.all.filter { $0.nodeID == request.nodeID }.count

@@ -63,7 +63,7 @@ extension ControllerService {
                     after: request.startingToken.isEmpty ? nil : request.startingToken, limit: Int(request.maxEntries),
                     sourceVolumeID: request.sourceVolumeID.isEmpty ? nil : request.sourceVolumeID)
             } catch let error as StoreError where error.code == .invalidArgument {
-                throw CSIError.aborted("starting_token \"\(request.startingToken)\" is not a token this driver issued")
+                throw CSIError.aborted("starting_token \(RequestFields.quoted(request.startingToken)) is not a token this driver issued")
             }
             return .with { response in
                 response.entries = page.items.map { snapshot in .with { $0.snapshot = DriverContext.wireSnapshot(snapshot) } }

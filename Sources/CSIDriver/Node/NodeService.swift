@@ -59,7 +59,7 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
         guard !request.volumePath.isEmpty else { throw CSIError.invalidArgument("volume_path is required") }
         let path = try? paths.require(request.volumePath, field: "volume_path")
         let report = try await withVolume(request.volumeID, exclusive: false) { () throws -> VolumeStager.VolumeReport in
-            guard let path else { throw CSIError.notFound("volume \(request.volumeID) is not published at \(request.volumePath)") }
+            guard let path else { throw CSIError.notFound("volume \(request.volumeID) is not published at \(RequestFields.quoted(request.volumePath, limit: PathRules.quotedLength))") }
             return try stager.report(volumeID: request.volumeID, path: path)
         }
         return .with { response in

@@ -3,8 +3,30 @@ import GRPCCore
 /// A request the driver refuses, with the gRPC code the CSI spec assigns and a message that
 /// tells the caller what to fix.
 struct CSIError: Error, RPCErrorConvertible, CustomStringConvertible {
+    /// The message travels in an HTTP/2 trailer, and clients (grpc-go, swift-nio-http2) drop the
+    /// whole connection when headers exceed 16 KiB: a message echoing hostile input would cut
+    /// every other call of a sidecar. Echoed values go through `RequestFields.quoted`; this cap
+    /// is the backstop.
+    static let maximumMessageBytes = 1024
+
     let rpcErrorCode: RPCError.Code
     let rpcErrorMessage: String
+
+    init(rpcErrorCode: RPCError.Code, rpcErrorMessage: String) {
+        self.rpcErrorCode = rpcErrorCode
+        guard rpcErrorMessage.utf8.count > Self.maximumMessageBytes else {
+            self.rpcErrorMessage = rpcErrorMessage
+            return
+        }
+        var kept = String.UnicodeScalarView()
+        var bytes = 0
+        for scalar in rpcErrorMessage.unicodeScalars {
+            bytes += UTF8.width(scalar)
+            guard bytes <= Self.maximumMessageBytes - 32 else { break }
+            kept.append(scalar)
+        }
+        self.rpcErrorMessage = String(kept) + "… (message truncated)"
+    }
 
     var description: String { "\(rpcErrorCode): \(rpcErrorMessage)" }
 

@@ -4,6 +4,8 @@ import Foundation
 /// directory, so a hostile or mistaken path can never make it mount over /etc or unmount /.
 struct PathRules {
     let root: String
+    /// kubelet's own paths are under 200 bytes; longer ones are abbreviated in messages.
+    static let quotedLength = 512
 
     init(root: String) {
         self.root = URL(fileURLWithPath: root).standardizedFileURL.path
@@ -12,14 +14,14 @@ struct PathRules {
     /// The path, normalized, if it is absolute and strictly inside the root; else INVALID_ARGUMENT.
     func require(_ path: String, field: String) throws(CSIError) -> String {
         guard !path.isEmpty else { throw .invalidArgument("\(field) is required") }
-        guard path.hasPrefix("/") else { throw .invalidArgument("\(field) must be an absolute path, not \"\(path)\"") }
+        guard path.hasPrefix("/") else { throw .invalidArgument("\(field) must be an absolute path, not \(RequestFields.quoted(path, limit: Self.quotedLength))") }
         guard !path.utf8.contains(0), path.utf8.count <= 4096 else { throw .invalidArgument("\(field) is not a valid path") }
         guard !path.split(separator: "/").contains("..") else {
             throw .invalidArgument("\(field) must not contain \"..\" components")
         }
         let normalized = URL(fileURLWithPath: path).standardizedFileURL.path
         guard normalized.hasPrefix(root + "/"), normalized.count > root.count + 1 else {
-            throw .invalidArgument("\(field) \(path) is outside the kubelet directory \(root)")
+            throw .invalidArgument("\(field) \(RequestFields.quoted(path, limit: Self.quotedLength)) is outside the kubelet directory \(root)")
         }
         return normalized
     }

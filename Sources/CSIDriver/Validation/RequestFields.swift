@@ -25,6 +25,13 @@ enum RequestFields {
         guard id.utf8.count <= maximumIDBytes else { throw .invalidArgument("\(field) is too long to be a Strata id") }
     }
 
+    /// A request value quoted for an error message, abbreviated when long: the caller needs to
+    /// recognize it, not to receive back the megabyte it sent.
+    static func quoted(_ value: String, limit: Int = 64) -> String {
+        guard value.unicodeScalars.count > limit else { return "\"\(value)\"" }
+        return "\"\(String(value.unicodeScalars.prefix(limit)))…\" (\(value.utf8.count) bytes)"
+    }
+
     static func requireNonNegative(_ value: Int32, field: String) throws(CSIError) {
         guard value >= 0 else { throw .invalidArgument("\(field) must not be negative") }
     }

@@ -15,11 +15,11 @@ struct StorageClassParameters: Equatable {
             switch key {
             case Self.clusterSizeKey:
                 guard let size = UInt32(value), size >= 4096, size <= 1 << 20, size & (size - 1) == 0 else {
-                    throw .invalidArgument("parameter clusterSize=\(value) must be a power of two from 4096 to 1048576 bytes")
+                    throw .invalidArgument("parameter clusterSize=\(RequestFields.quoted(value)) must be a power of two from 4096 to 1048576 bytes")
                 }
                 clusterSize = size
             default:
-                throw .invalidArgument("unknown parameter \"\(key)\"; supported: \(Self.clusterSizeKey) (and \(Self.reservedPrefix)* keys, ignored)")
+                throw .invalidArgument("unknown parameter \(RequestFields.quoted(key)); supported: \(Self.clusterSizeKey) (and \(Self.reservedPrefix)* keys, ignored)")
             }
         }
     }
@@ -34,7 +34,7 @@ struct StorageClassParameters: Equatable {
 enum SnapshotParameters {
     static func validate(_ parameters: [String: String]) throws(CSIError) {
         if let key = parameters.keys.sorted().first(where: { !$0.hasPrefix(StorageClassParameters.reservedPrefix) }) {
-            throw .invalidArgument("unknown snapshot parameter \"\(key)\"; Strata snapshots take none")
+            throw .invalidArgument("unknown snapshot parameter \(RequestFields.quoted(key)); Strata snapshots take none")
         }
     }
 }

@@ -26,10 +26,10 @@ enum VolumeCapabilityRules {
             break
         case .mount(let mount):
             if !mount.fsType.isEmpty, !supportedFilesystems.contains(mount.fsType) {
-                return "filesystem \"\(mount.fsType)\" is not supported; use ext4 or xfs"
+                return "filesystem \(RequestFields.quoted(mount.fsType)) is not supported; use ext4 or xfs"
             }
             if let flag = mount.mountFlags.first(where: { !MountFlagRules.isAllowed($0) }) {
-                return "mount flag \"\(flag)\" is not allowed"
+                return "mount flag \(RequestFields.quoted(flag)) is not allowed"
             }
         }
         guard capability.hasAccessMode else { return "volume capability needs an access mode" }
