@@ -52,9 +52,17 @@ enum VolumeCapabilityRules {
 /// Mount flags reach mount(2) as its data string, so only plain option words pass: no commas
 /// (which would smuggle more options), no paths, nothing that could change what is mounted.
 enum MountFlagRules {
+    /// mount(8) words that change what is mounted, or where, rather than how: Strata makes its
+    /// own bind mounts. Refused here, before a volume is exported, attached and formatted for a
+    /// mount that could never succeed.
+    static let mountOperations: Set<String> = [
+        "bind", "rbind", "move", "remount", "loop",
+        "shared", "rshared", "private", "rprivate", "slave", "rslave", "unbindable", "runbindable",
+    ]
+
     static func isAllowed(_ flag: String) -> Bool {
         guard (1...128).contains(flag.utf8.count) else { return false }
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_=-.")
-        return flag.allSatisfy(allowed.contains)
+        return flag.allSatisfy(allowed.contains) && !mountOperations.contains(flag.lowercased())
     }
 }
