@@ -87,8 +87,13 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
 
     func nodeExpandVolume(request: Csi_V1_NodeExpandVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodeExpandVolumeResponse {
         try RequestFields.requireID(request.volumeID, field: "volume_id")
-        guard !request.volumePath.isEmpty else { throw CSIError.invalidArgument("volume_path is required") }
+        // Expansion acts on the staged volume, not at these paths, but a request naming paths
+        // outside kubelet's directory is not kubelet's: refuse it like every other node call.
+        _ = try paths.require(request.volumePath, field: "volume_path")
+        if !request.stagingTargetPath.isEmpty { _ = try paths.require(request.stagingTargetPath, field: "staging_target_path") }
         let capacity = try CapacityRequest(request.hasCapacityRange ? request.capacityRange : nil)
+        // Before the store grows: a range no page-aligned size satisfies is refused up front.
+        try capacity.requireAlignedSizeInRange()
         if request.hasVolumeCapability, let reason = VolumeCapabilityRules.unsupportedReason(request.volumeCapability) {
             throw CSIError.invalidArgument(reason)
         }

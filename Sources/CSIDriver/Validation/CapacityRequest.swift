@@ -44,6 +44,13 @@ struct CapacityRequest {
         return size
     }
 
+    /// OUT_OF_RANGE when no page-aligned size lies in the range at all, whatever the volume.
+    func requireAlignedSizeInRange() throws(CSIError) {
+        let smallest = Self.roundedUp(requiredBytes)
+        guard limitBytes > 0, smallest > limitBytes else { return }
+        throw .outOfRange("no size satisfies the range: sizes are multiples of \(Self.granularity) bytes and \(smallest) exceeds limit_bytes \(limitBytes)")
+    }
+
     private func checkLimit(_ size: UInt64, sourceSize: UInt64?) throws(CSIError) {
         guard limitBytes > 0, size > limitBytes else { return }
         if let sourceSize, sourceSize > limitBytes {
