@@ -6,6 +6,10 @@ import GRPCCore
 extension ControllerService {
     func createSnapshot(request: Csi_V1_CreateSnapshotRequest, context _: ServerContext) async throws -> Csi_V1_CreateSnapshotResponse {
         try RequestFields.requireName(request.name)
+        guard !request.name.contains("/") else {
+            // Otherwise a snapshot could take (or be returned as) a group member's name.
+            throw CSIError.invalidArgument("name must not contain \"/\": such names belong to the members of group snapshots (<group name>/<volume id>)")
+        }
         try RequestFields.requireID(request.sourceVolumeID, field: "source_volume_id")
         try SnapshotParameters.validate(request.parameters)
         let store = try context.store()

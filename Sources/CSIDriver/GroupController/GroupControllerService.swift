@@ -18,6 +18,7 @@ struct GroupControllerService: Csi_V1_GroupController.SimpleServiceProtocol {
 
     func createVolumeGroupSnapshot(request: Csi_V1_CreateVolumeGroupSnapshotRequest, context _: ServerContext) async throws -> Csi_V1_CreateVolumeGroupSnapshotResponse {
         try RequestFields.requireName(request.name)
+        try Self.requireMemberNames(for: request.name)
         guard !request.sourceVolumeIds.isEmpty else { throw CSIError.invalidArgument("source_volume_ids is required") }
         for id in request.sourceVolumeIds { try RequestFields.requireID(id, field: "source_volume_ids") }
         guard Set(request.sourceVolumeIds).count == request.sourceVolumeIds.count else {
@@ -34,6 +35,8 @@ struct GroupControllerService: Csi_V1_GroupController.SimpleServiceProtocol {
                     }
                     return existing
                 }
+                // Unknown volumes are NOT_FOUND here, before their ids become parts of member names.
+                for id in request.sourceVolumeIds { _ = try store.volume(id: id) }
                 let groupID = "grp-" + UUID().uuidString.lowercased()
                 return try context.whileQuiesced(request.sourceVolumeIds) {
                     try store.createSnapshots(
@@ -70,6 +73,21 @@ struct GroupControllerService: Csi_V1_GroupController.SimpleServiceProtocol {
     }
 
     static func memberPrefix(_ groupName: String) -> String { groupName + "/" }
+
+    /// Bytes of a Strata volume id (`vol-` and a UUID), the suffix of every member name.
+    static let volumeIDBytes = 40
+
+    /// A group name must make valid member names: no `/` (group "a" would find the members of
+    /// group "a/b" by prefix), and room for `/<volume id>` within the store's name limit.
+    private static func requireMemberNames(for groupName: String) throws(CSIError) {
+        guard !groupName.contains("/") else {
+            throw .invalidArgument("name must not contain \"/\": group snapshot members are named <group name>/<volume id>")
+        }
+        let longest = RequestFields.maximumNameBytes - 1 - volumeIDBytes
+        guard groupName.utf8.count <= longest else {
+            throw .invalidArgument("name is \(groupName.utf8.count) bytes; a group snapshot name may have at most \(longest)")
+        }
+    }
 
     /// The CO may name the members it expects; a different list is INVALID_ARGUMENT (spec).
     private static func checkSnapshotList(_ ids: [String], matches members: [Snapshot]) throws(CSIError) {
