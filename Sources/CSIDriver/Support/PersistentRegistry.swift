@@ -19,7 +19,7 @@ struct StagedVolume: Codable, Equatable, Sendable {
 
 /// A small map kept in a JSON file that is replaced atomically (write, fsync, rename, fsync the
 /// directory): a crash leaves either the old or the new state, never a torn file.
-final class PersistentRegistry<Entry: Codable & Sendable>: Sendable {
+final class PersistentRegistry<Entry: Codable & Equatable & Sendable>: Sendable {
     private let path: String
     private let entries: Mutex<[String: Entry]>
 
@@ -38,11 +38,13 @@ final class PersistentRegistry<Entry: Codable & Sendable>: Sendable {
 
     var all: [Entry] { entries.withLock { Array($0.values) } }
 
-    /// Applies `change` and persists the result before returning.
+    /// Applies `change` and persists the result before returning. A change that changes nothing
+    /// (unpublishing what was never published, say) writes nothing.
     func update(_ key: String, _ change: (inout Entry?) throws -> Void) throws {
         try entries.withLock { entries in
             var entry = entries[key]
             try change(&entry)
+            guard entry != entries[key] else { return }
             var next = entries
             next[key] = entry
             try persist(next)
