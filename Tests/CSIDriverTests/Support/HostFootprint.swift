@@ -1,0 +1,95 @@
+import Foundation
+import GRPCCore
+
+/// What a request could leave behind on the host: mounts and files. Two captures around a call
+/// that must write nothing compare equal.
+struct HostFootprint: Equatable, CustomStringConvertible {
+    /// Mount points of the mounts the footprint watches.
+    var mounts: Set<String>
+    /// Every file and directory under the watched directories, with its size (directories: -1,
+    /// the SQLite catalog: 0).
+    var files: [String: Int64]
+
+    /// Watches every file under `directories`, the mounts under `scope`, and every mount outside
+    /// /tmp (where a hostile path such as /etc or / would land). Other tests' mounts under /tmp
+    /// come and go concurrently, so they are not watched.
+    static func capture(directories: [String], scope: String) -> HostFootprint {
+        HostFootprint(mounts: Set(mountPoints().filter { $0 == scope || $0.hasPrefix(scope + "/") || !$0.hasPrefix("/tmp/") }),
+                      files: directories.reduce(into: [:]) { files, directory in listing(of: directory, into: &files) })
+    }
+
+    /// Mount points listed in /proc/self/mountinfo (octal escapes such as `\040` decoded).
+    static func mountPoints() -> [String] {
+        guard let table = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        return table.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 ? decodeOctalEscapes(String(fields[4])) : nil
+        }
+    }
+
+    static func isMountPoint(_ path: String) -> Bool { mountPoints().contains(path) }
+
+    /// What changed between `self` (before) and `after`, for a failure message.
+    func difference(to after: HostFootprint) -> String {
+        var lines: [String] = []
+        for mount in after.mounts.subtracting(mounts).sorted() { lines.append("new mount \(mount)") }
+        for mount in mounts.subtracting(after.mounts).sorted() { lines.append("mount gone \(mount)") }
+        for (path, size) in after.files.sorted(by: { $0.key < $1.key }) where files[path] != size {
+            lines.append(files[path] == nil ? "new file \(path)" : "changed \(path): \(files[path]!) → \(size) bytes")
+        }
+        for path in files.keys.sorted() where after.files[path] == nil { lines.append("removed \(path)") }
+        return lines.joined(separator: "\n")
+    }
+
+    var description: String { "\(mounts.count) watched mounts, \(files.count) files" }
+
+    private static func listing(of directory: String, into files: inout [String: Int64]) {
+        guard let enumerator = FileManager.default.enumerator(atPath: directory) else { return }
+        while let relative = enumerator.nextObject() as? String {
+            let path = directory + "/" + relative
+            var status = stat()
+            guard lstat(path, &status) == 0 else { continue }
+            // SQLite checkpoints its log whenever it likes; the store's own checks cover the catalog.
+            let isCatalog = relative.split(separator: "/").last?.hasPrefix("catalog.sqlite") == true
+            files[path] = (status.st_mode & S_IFMT) == S_IFDIR ? -1 : isCatalog ? 0 : Int64(status.st_size)
+        }
+    }
+
+    private static func decodeOctalEscapes(_ field: String) -> String {
+        guard field.contains("\\") else { return field }
+        var bytes: [UInt8] = []
+        var utf8 = Array(field.utf8)[...]
+        while let byte = utf8.popFirst() {
+            if byte == UInt8(ascii: "\\"), utf8.count >= 3, let value = UInt8(String(decoding: utf8.prefix(3), as: UTF8.self), radix: 8) {
+                bytes.append(value)
+                utf8 = utf8.dropFirst(3)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// How a call ended: its gRPC code (nil for OK) and the status message the client saw.
+struct CallOutcome: Sendable, CustomStringConvertible {
+    let code: RPCError.Code?
+    let message: String
+
+    /// Runs `call` and records how it ended; an error that is not an `RPCError` is `.unknown`.
+    static func of<T>(_ call: () async throws -> T) async -> CallOutcome {
+        do {
+            _ = try await call()
+            return CallOutcome(code: nil, message: "")
+        } catch let error as RPCError {
+            return CallOutcome(code: error.code, message: error.message)
+        } catch {
+            return CallOutcome(code: .unknown, message: "\(error)")
+        }
+    }
+
+    var description: String {
+        guard let code else { return "OK" }
+        return "\(code): \(message.utf8.count > 300 ? String(message.prefix(300)) + "… (\(message.utf8.count) bytes)" : message)"
+    }
+}
