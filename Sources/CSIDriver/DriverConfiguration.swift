@@ -34,6 +34,10 @@ public struct DriverConfiguration: Sendable {
     /// How long in-flight RPCs may run after SIGTERM before they are cancelled.
     public var gracePeriod: Duration
     public var capabilityProfile: CapabilityProfile = .current
+    /// Whether to offer ControllerExpandVolume. Off where one elected external-resizer serves
+    /// volumes of many nodes (deploy/): it could not reach them, so NodeExpandVolume grows each
+    /// volume on the node that holds it.
+    public var controllerExpansion = true
     /// Off only to demonstrate, in tests, the disconnects `PingResponder` prevents.
     public var answersPingsBeforeHTTP2 = true
     public var logger: Logger

@@ -19,6 +19,9 @@ final class DriverContext: Sendable {
 
     func storeDidOpen(_ store: BlockStore) { openStore.withLock { $0 = store } }
 
+    /// Takes the store away from the services (they answer UNAVAILABLE from now on) for closing.
+    func storeWillClose() -> BlockStore? { openStore.withLock { store in defer { store = nil }; return store } }
+
     /// The store, or UNAVAILABLE while it is still opening (recovery after a crash can take a moment).
     func store() throws(CSIError) -> BlockStore {
         guard let store = openStore.withLock({ $0 }) else {
@@ -27,7 +30,11 @@ final class DriverContext: Sendable {
         return store
     }
 
-    var isReady: Bool { openStore.withLock { $0 != nil } }
+    /// Ready once the store is open and, on a node, staged volumes are restored: before that,
+    /// a target path may still show the previous process's dead mount.
+    var isReady: Bool {
+        openStore.withLock { $0 != nil } && (!configuration.mode.servesNode || nodeStager.withLock { $0 != nil })
+    }
 
     /// Set when this process also serves the Node service, so snapshots can quiesce staged volumes.
     func nodeDidStart(_ stager: VolumeStager) { nodeStager.withLock { $0 = stager } }

@@ -45,6 +45,9 @@ struct StrataCSI: AsyncParsableCommand {
     @Option(help: "Capabilities to advertise: current, or csi-1.6 for conformance tools that reject newer ones (csi-sanity v4.4.0).")
     var capabilityProfile: DriverConfiguration.CapabilityProfile = .current
 
+    @Option(help: "Offer ControllerExpandVolume (true or false). Set false when one elected external-resizer serves many nodes' volumes, as deploy/ does: NodeExpandVolume then grows each volume on its node.")
+    var controllerExpansion = true
+
     @Flag(help: .hidden)
     var disablePingResponder = false
 
@@ -77,6 +80,7 @@ struct StrataCSI: AsyncParsableCommand {
         )
         configuration.answersPingsBeforeHTTP2 = !disablePingResponder
         configuration.capabilityProfile = capabilityProfile
+        configuration.controllerExpansion = controllerExpansion
         do {
             let endpoint = try UnixSocketEndpoint(parsing: endpoint ?? "unix://\(stateDirectory)/csi.sock")
             let server = try DriverServer(configuration: configuration)

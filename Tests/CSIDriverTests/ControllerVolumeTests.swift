@@ -20,6 +20,10 @@ struct ControllerVolumeTests {
             let types = try await driver.controller.controllerGetCapabilities(.init()).capabilities.map(\.rpc.type)
             #expect(!types.contains(.getSnapshot))
         }
+        try await InProcessDriver.with(configure: { $0.controllerExpansion = false }) { driver in
+            let types = try await driver.controller.controllerGetCapabilities(.init()).capabilities.map(\.rpc.type)
+            #expect(!types.contains(.expandVolume) && types.contains(.createDeleteVolume))
+        }
     }
 
     @Test("A blank volume gets the requested size, page-aligned, on this node")

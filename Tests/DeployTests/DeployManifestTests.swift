@@ -107,14 +107,29 @@ enum ManifestValidator {
         let output: String
     }
 
+    /// The strata-csi that `swift build` put next to this test bundle, so flags are checked
+    /// against the real `--help` rather than a list.
+    static var builtDriverBinary: String? {
+        let testBinary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var directory = (testBinary as NSString).deletingLastPathComponent
+        while !directory.isEmpty, directory != "/" {
+            if FileManager.default.isExecutableFile(atPath: directory + "/strata-csi") { return directory + "/strata-csi" }
+            directory = (directory as NSString).deletingLastPathComponent
+        }
+        return nil
+    }
+
     static func run(deployDirectory: URL) throws -> Run {
         let python = ProcessInfo.processInfo.environment["PYTHON3"] ?? "python3"
         let process = Process()
         process.executableURL = URL(filePath: "/usr/bin/env")
         process.arguments = [python, script.path, deployDirectory.path]
         // No __pycache__ written into the source tree (parallel runs share it).
-        process.environment = ProcessInfo.processInfo.environment
-            .merging(["PYTHONDONTWRITEBYTECODE": "1"]) { _, new in new }
+        var environment = ProcessInfo.processInfo.environment.merging(["PYTHONDONTWRITEBYTECODE": "1"]) { _, new in new }
+        if environment["STRATA_CSI_BINARY"] == nil, let binary = builtDriverBinary {
+            environment["STRATA_CSI_BINARY"] = binary
+        }
+        process.environment = environment
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe

@@ -84,19 +84,22 @@ extension ControllerService {
 
     func controllerGetCapabilities(request: Csi_V1_ControllerGetCapabilitiesRequest, context _: ServerContext) async throws -> Csi_V1_ControllerGetCapabilitiesResponse {
         .with { response in
-            response.capabilities = Self.capabilities(profile: context.configuration.capabilityProfile).map { type in
+            response.capabilities = Self.capabilities(
+                profile: context.configuration.capabilityProfile, expansion: context.configuration.controllerExpansion
+            ).map { type in
                 .with { $0.rpc = .with { $0.type = type } }
             }
         }
     }
 
     /// Exactly what this service implements.
-    static func capabilities(profile: DriverConfiguration.CapabilityProfile) -> [Csi_V1_ControllerServiceCapability.RPC.TypeEnum] {
+    static func capabilities(profile: DriverConfiguration.CapabilityProfile, expansion: Bool) -> [Csi_V1_ControllerServiceCapability.RPC.TypeEnum] {
         var capabilities: [Csi_V1_ControllerServiceCapability.RPC.TypeEnum] = [
             .createDeleteVolume, .createDeleteSnapshot, .listSnapshots, .listVolumes, .cloneVolume,
-            .expandVolume, .getCapacity, .getVolume, .volumeCondition, .singleNodeMultiWriter,
+            .getCapacity, .getVolume, .volumeCondition, .singleNodeMultiWriter,
             .publishUnpublishVolume, .publishReadonly, .listVolumesPublishedNodes,
         ]
+        if expansion { capabilities.append(.expandVolume) }
         if profile == .current { capabilities.append(.getSnapshot) }
         return capabilities
     }

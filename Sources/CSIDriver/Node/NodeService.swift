@@ -137,6 +137,7 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
         _ volumeID: String, mustExist: Bool = true, exclusive: Bool = true, _ work: @escaping @Sendable () throws -> Value
     ) async throws -> Value {
         let store = try context.store()
+        guard context.isReady else { throw CSIError.unavailable("the node is restoring staged volumes; retry shortly") }
         let body: () async throws -> Value = {
             try await BlockingWork.run {
                 if mustExist { _ = try store.volume(id: volumeID) }

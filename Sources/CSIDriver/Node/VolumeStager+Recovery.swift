@@ -11,16 +11,15 @@ extension VolumeStager {
     /// and bound to its targets anew. Host paths work again at once; a running pod keeps the dead
     /// mount it was started with until it is restarted.
     func recover() {
-        let staleFilesystems = exporter.replacedStaleMounts.map(\.deviceNumber)
         for record in registry.all {
             do {
                 for target in record.targets.keys { try Quiescing.detachMount(target: target) }
                 if case .filesystem = record.access { try Quiescing.detachMount(target: record.stagingPath) }
-                for filesystem in staleFilesystems {
-                    for attachment in try attacher.attachments(onFilesystem: filesystem)
-                    where (attachment.backingFile as NSString).lastPathComponent == record.volumeID {
-                        _ = try attacher.detach(device: attachment.device)
-                    }
+                // At this point nothing of this process backs the volume yet, so every loop device
+                // over a file of this name (on the dead export, shown as `/<name>`) is stale.
+                for attachment in try attacher.attachments()
+                where (attachment.backingFile as NSString).lastPathComponent == record.volumeID {
+                    _ = try attacher.detach(device: attachment.device)
                 }
                 try bringUp(record)
                 for (target, readOnly) in record.targets.sorted(by: { $0.key < $1.key }) {

@@ -68,6 +68,14 @@ final class VolumeStager: Sendable {
 
     func isStaged(_ volumeID: String) -> Bool { registry[volumeID] != nil }
 
+    /// Stops serving staged volumes (the registry keeps them for `recover()` after a restart).
+    func shutDown() {
+        exporter.stop()
+        for handle in handles.withLock({ handles in defer { handles = [:] }; return Array(handles.values) }) {
+            try? handle.close()
+        }
+    }
+
     /// Exports, attaches and (for filesystems) mounts; each part is skipped when already done.
     func bringUp(_ record: StagedVolume) throws {
         let device = try readWriteDevice(for: record.volumeID)

@@ -64,8 +64,10 @@ public final class DriverServer: Sendable {
         )
         defer {
             if listener.ownership.ownsSocketFile { unlink(endpoint.path) }
-            // Staged volumes cannot outlive the process serving them; stop their export cleanly.
-            stager?.exporter.stop()
+            // Staged volumes cannot outlive the process serving them: stop their export cleanly,
+            // then release the store (and its lock) for whoever opens it next.
+            stager?.shutDown()
+            context.storeWillClose()?.close()
         }
 
         try await withThrowingTaskGroup(of: ServeEvent.self) { group in

@@ -22,25 +22,40 @@ struct UnixSocketListenerFactory: HTTP2ServerTransport.ListenerFactory {
         listenerConfigurator: HTTP2ServerTransport.ListenerConfigurator,
         connectionConfigurator: HTTP2ServerTransport.ConnectionConfigurator
     ) async throws -> NIOAsyncChannel<HTTP2ServerTransport.ConnectionConfigurator.ConnectionChannel, Never> {
-        // The umask makes the socket file born without world access: no window in which another
-        // user could connect before the chmod below.
-        let previousMask = umask(0o117)
-        defer { umask(previousMask) }
+        // Bound under a private temporary name, given its permissions, then renamed into place:
+        // nobody can connect to the final path before it is 0660, and no process-wide umask is
+        // touched (threads creating files meanwhile keep their modes).
+        let temporaryPath = endpoint.path + ".\(getpid()).binding"
+        unlink(temporaryPath)
         let channel = try await ServerBootstrap(group: eventLoopGroup)
             .serverChannelInitializer { channel in
                 listenerConfigurator.configure(channel: channel)
             }
-            .bind(unixDomainSocketPath: endpoint.path, cleanupExistingSocketFile: false) { channel in
+            .bind(unixDomainSocketPath: temporaryPath, cleanupExistingSocketFile: false) { channel in
                 channel.eventLoop.makeCompletedFuture { [answersPings] in
                     if answersPings { try channel.pipeline.syncOperations.addHandler(PingResponder()) }
                 }.flatMap {
                     connectionConfigurator.configure(channel: channel, tls: .none)
                 }
             }
-        ownership.bound.store(true, ordering: .releasing)
-        guard chmod(endpoint.path, Self.socketPermissions) == 0 else {
-            throw EndpointError("cannot set permissions on \(endpoint.path): \(String(cString: strerror(errno)))")
+        guard chmod(temporaryPath, Self.socketPermissions) == 0 else {
+            let error = errno
+            unlink(temporaryPath)
+            try? await channel.channel.close()
+            throw EndpointError("cannot set permissions on \(temporaryPath): \(String(cString: strerror(error)))")
         }
+        // link(2), unlike rename(2), fails on an existing name: a socket another driver bound
+        // since the check is never replaced.
+        guard link(temporaryPath, endpoint.path) == 0 else {
+            let error = errno
+            unlink(temporaryPath)
+            try? await channel.channel.close()
+            throw EndpointError(error == EEXIST
+                ? "\(endpoint.path) appeared while starting: another process is serving on it"
+                : "cannot create \(endpoint.path): \(String(cString: strerror(error)))")
+        }
+        unlink(temporaryPath)
+        ownership.bound.store(true, ordering: .releasing)
         return channel
     }
 }

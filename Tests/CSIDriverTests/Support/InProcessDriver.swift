@@ -5,6 +5,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import Synchronization
 
 /// A `DriverServer` running inside the test process on a real socket, so tests can call it over
 /// gRPC and also look at its store directly.
@@ -24,10 +25,11 @@ struct InProcessDriver {
     /// Serves a fresh driver for the duration of `body`.
     static func with<Result: Sendable>(
         mode: DriverConfiguration.Mode = .controller,
+        directory existing: TemporaryDirectory? = nil,
         configure: (inout DriverConfiguration) -> Void = { _ in },
         _ body: (InProcessDriver) async throws -> Result
     ) async throws -> Result {
-        let directory = try TemporaryDirectory()
+        let directory = try existing ?? TemporaryDirectory()
         var configuration = DriverConfiguration(
             nodeID: nodeID, stateDirectory: directory.path + "/state", mode: mode,
             kubeletDirectory: directory.path + "/kubelet", gracePeriod: .seconds(1),
@@ -36,10 +38,20 @@ struct InProcessDriver {
         let server = try DriverServer(configuration: configuration)
         let endpoint = try UnixSocketEndpoint(parsing: "unix://\(directory.path)/csi.sock")
         let shutdown = ShutdownTrigger()
+        let stopped = StopFlag()
         return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await server.serve(on: endpoint, until: shutdown) }
+            group.addTask {
+                defer { stopped.value.store(true, ordering: .releasing) }
+                try await server.serve(on: endpoint, until: shutdown)
+            }
             defer { shutdown.fire() }
-            while !server.context.isReady { try await Task.sleep(for: .milliseconds(10)) }
+            while !server.context.isReady {
+                if stopped.value.load(ordering: .acquiring) {
+                    try await group.next()
+                    throw CSIError.internalError("the driver stopped before it was ready")
+                }
+                try await Task.sleep(for: .milliseconds(10))
+            }
             return try await withGRPCClient(
                 transport: .http2NIOPosix(target: .unixDomainSocket(path: endpoint.path), transportSecurity: .plaintext)
             ) { client in
@@ -89,4 +101,8 @@ func statusCode<T>(of call: () async throws -> T) async -> RPCError.Code? {
     } catch {
         return .unknown
     }
+}
+
+private final class StopFlag: Sendable {
+    let value = Atomic<Bool>(false)
 }

@@ -15,7 +15,8 @@ SOCKET_FILE = "csi.sock"
 # is given. Keep in step with Sources/strata-csi (the lead's flag list for issue 6).
 STRATA_CSI_FLAGS_FALLBACK = {
     "endpoint", "drivername", "nodeid", "state-dir", "mode", "log-level",
-    "kubelet-dir", "export-dir", "grace-period", "help", "version",
+    "kubelet-dir", "export-dir", "grace-period", "capability-profile", "controller-expansion",
+    "help", "version",
 }
 STRATA_CSI_MODES = {"controller", "node", "all"}
 STRATA_CSI_LOG_LEVELS = {"trace", "debug", "info", "notice", "warning", "error", "critical"}
