@@ -1,0 +1,169 @@
+import BlockStore
+@testable import CSIDriver
+import CSIProto
+import Foundation
+import GRPCCore
+import Testing
+
+/// Issue 7: a full disk yields RESOURCE_EXHAUSTED and a consistent store, not corruption.
+/// The driver's state directory is a 64 MiB ext4 filesystem on a loop device, filled for real.
+@Suite("Full disk")
+struct FullDiskTests {
+    static let chunk = 1 << 20
+
+    @Test("No space is RESOURCE_EXHAUSTED")
+    func noSpaceMapsToResourceExhausted() {
+        #expect(StoreError(.noSpace, "write layer 3: No space left on device").rpcErrorCode == .resourceExhausted)
+    }
+
+    @Test("Filling the state filesystem fails writes with noSpace, RPCs with RESOURCE_EXHAUSTED, and corrupts nothing")
+    func fillTheDisk() async throws {
+        guard let disk = try LoopFilesystem.makeIfPossible(mebibytes: 64) else { return }
+        defer {
+            disk.tearDown()
+            #expect(!HostFootprint.isMountPoint(disk.mountPoint), "the test filesystem is still mounted")
+            #expect(!disk.isAttached, "\(disk.device) is still attached")
+        }
+        let storeDirectory = disk.mountPoint + "/state/store"
+        let kept = Self.pattern(seed: 7, bytes: 8 << 20)
+        var keptID = ""
+
+        try await InProcessDriver.with(configure: { $0.stateDirectory = disk.mountPoint + "/state" }) { driver in
+            let store = try driver.store
+            // Data flushed before the disk fills must come back byte for byte.
+            let keep = try await driver.controller.createVolume(Requests.createVolume("keep", bytes: Int64(kept.count))).volume
+            keptID = keep.volumeID
+            try Self.write(kept, to: try store.open(volumeID: keptID), flush: true)
+
+            // Room an operator can free later (see the known issue below).
+            let ballast = disk.mountPoint + "/ballast"
+            try Data(Self.pattern(seed: 3, bytes: 4 << 20)).write(to: URL(fileURLWithPath: ballast), options: .atomic)
+
+            // Fill: thin volumes, written until the filesystem refuses.
+            var fillers: [String] = []
+            var writeFailure: StoreError?
+            var openHandles: [VolumeHandle] = []
+            while writeFailure == nil, fillers.count < 8 {
+                let filler = try await driver.controller.createVolume(Requests.createVolume("filler-\(fillers.count)", bytes: 32 << 20)).volume
+                fillers.append(filler.volumeID)
+                let handle = try store.open(volumeID: filler.volumeID)
+                openHandles.append(handle)
+                do {
+                    try Self.write(Self.pattern(seed: UInt64(fillers.count), bytes: 32 << 20), to: handle, flush: false, close: false)
+                    try handle.flush()
+                } catch let error as StoreError {
+                    writeFailure = error
+                }
+            }
+            let failure = try #require(writeFailure, "64 MiB never filled up")
+            #expect(failure.code == .noSpace, "a full disk surfaced as \(failure)")
+
+            // While full, control RPCs either still fit or are refused with RESOURCE_EXHAUSTED.
+            var refusals: [CallOutcome] = []
+            for attempt in 0..<64 {
+                let outcome = await CallOutcome.of {
+                    try await driver.controller.createSnapshot(Requests.createSnapshot("while-full-\(attempt)", of: fillers[0]))
+                }
+                if outcome.code != nil { refusals.append(outcome) }
+                let create = await CallOutcome.of { try await driver.controller.createVolume(Requests.createVolume("while-full-\(attempt)", bytes: 1 << 20)) }
+                if create.code != nil { refusals.append(create) }
+            }
+            let whileFull = try store.checkConsistency()
+            #expect(whileFull.isClean, "while full: \(whileFull)")
+            #expect(!refusals.isEmpty, "the full disk never surfaced through an RPC")
+            for refusal in refusals {
+                #expect(refusal.code == .resourceExhausted, "a full disk answered \(refusal)")
+            }
+
+            // Close the fillers: their last flush may fail for lack of space, with noSpace.
+            for handle in openHandles {
+                do { try handle.close() } catch let error as StoreError { #expect(error.code == .noSpace, "closing a filler: \(error)") }
+            }
+            // A close whose last flush failed leaves its map flagged dirty, as a crash would (the
+            // next open of the store recovers it); nothing else may be amiss.
+            var closedWhileFull = try store.checkConsistency()
+            closedWhileFull.dirtyMaps = []
+            #expect(closedWhileFull.isClean, "after closing volumes on a full disk: \(closedWhileFull)")
+            // Deleting is how a CO frees space, but the deletion's own catalog commit needs a
+            // little space (SQLite's log grows) and the store keeps none in reserve.
+            await withKnownIssue("DeleteVolume cannot commit on a full disk: space cannot be freed through the API", isIntermittent: true) {
+                let outcome = await CallOutcome.of { try await driver.controller.deleteVolume(.with { $0.volumeID = fillers[0] }) }
+                #expect(outcome.code == nil, "deleting a volume on a full disk: \(outcome)")
+            }
+            // So free space as an operator would, then delete through the API.
+            try FileManager.default.removeItem(atPath: ballast)
+            // The volume that met the full disk is usable again at once.
+            let again = Self.pattern(seed: 42, bytes: 2 << 20)
+            try Self.write(again, to: try store.open(volumeID: fillers.last!), flush: true)
+            #expect(try Self.read(fillers.last!, bytes: again.count, from: store) == again)
+            for id in fillers {
+                let outcome = await CallOutcome.of { try await driver.controller.deleteVolume(.with { $0.volumeID = id }) }
+                #expect(outcome.code == nil, "deleting a filler to free space: \(outcome)")
+            }
+            try Self.deleteVolumes(named: "while-full-", through: driver)
+
+            let report = try store.checkConsistency()
+            #expect(report.isClean, "\(report)")
+            #expect(try Self.read(keptID, bytes: kept.count, from: store) == kept, "flushed data changed")
+            // Space freed is space usable again.
+            let after = try await driver.controller.createVolume(Requests.createVolume("after", bytes: 4 << 20)).volume
+            let fresh = Self.pattern(seed: 99, bytes: 4 << 20)
+            try Self.write(fresh, to: try store.open(volumeID: after.volumeID), flush: true)
+            #expect(try Self.read(after.volumeID, bytes: fresh.count, from: store) == fresh)
+            store.close()
+        }
+
+        // And the directory reopens cleanly, with the data.
+        let reopened = try BlockStore(directory: storeDirectory)
+        defer { reopened.close() }
+        let report = try reopened.checkConsistency()
+        #expect(report.isClean, "\(report)")
+        #expect(try reopened.listVolumes(after: nil, limit: 0).items.map(\.name).sorted() == ["after", "keep"])
+        #expect(try Self.read(keptID, bytes: kept.count, from: reopened) == kept, "flushed data changed after reopening")
+    }
+
+    // MARK: - Helpers
+
+    /// Deterministic bytes that are neither zero nor compressible.
+    static func pattern(seed: UInt64, bytes: Int) -> [UInt8] {
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        var result = [UInt8](repeating: 0, count: bytes)
+        result.withUnsafeMutableBytes { raw in
+            let words = raw.bindMemory(to: UInt64.self)
+            for index in words.indices {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17
+                words[index] = state
+            }
+        }
+        return result
+    }
+
+    static func write(_ data: [UInt8], to handle: VolumeHandle, flush: Bool, close: Bool = true) throws {
+        for offset in stride(from: 0, to: data.count, by: chunk) {
+            try data[offset..<min(offset + chunk, data.count)].withUnsafeBytes { try handle.write($0, at: UInt64(offset)) }
+        }
+        if flush { try handle.flush() }
+        if close { try handle.close() }
+    }
+
+    static func read(_ volumeID: String, bytes: Int, from store: BlockStore) throws -> [UInt8] {
+        let handle = try store.open(volumeID: volumeID)
+        defer { try? handle.close() }
+        var result = [UInt8](repeating: 0, count: bytes)
+        try result.withUnsafeMutableBytes { try handle.read(into: $0, at: 0) }
+        return result
+    }
+
+    static func deleteVolumes(named prefix: String, through driver: InProcessDriver) throws {
+        let store = try driver.store
+        for volume in try store.listVolumes(after: nil, limit: 0).items where volume.name.hasPrefix(prefix) {
+            for snapshot in try store.listSnapshots(after: nil, limit: 0, sourceVolumeID: volume.id).items {
+                try store.deleteSnapshot(id: snapshot.id)
+            }
+            try store.deleteVolume(id: volume.id)
+        }
+        for snapshot in try store.listSnapshots(after: nil, limit: 0).items where snapshot.name.hasPrefix(prefix) {
+            try store.deleteSnapshot(id: snapshot.id)
+        }
+    }
+}
