@@ -6,14 +6,16 @@ import Synchronization
 /// The SQLite catalog (GRDB, WAL, synchronous=FULL): layers, volumes, snapshots.
 /// Every change of the store's structure is one transaction here.
 ///
-/// Checkpoints (copying the WAL into the database file) run on their own connection from a
-/// background timer, never inside a commit: an automatic checkpoint costs tens of milliseconds
-/// and would land on whichever clone or snapshot happened to cross the threshold.
+/// Checkpoints (copying the WAL into the database file, which costs an fsync of that file and
+/// tens of milliseconds at worst) never run inside a commit, so a clone or snapshot does not pay
+/// for the checkpoint that happened to fall due. A background timer on its own connection
+/// copies without blocking commits while they come, and resets the log (so it stops growing)
+/// when they pause, or after a very long burst.
 final class Catalog: Sendable {
     private let pool: DatabasePool
     private let checkpointer: DatabaseQueue
     private let checkpointTimer: CheckpointTimer
-    private let commitsSinceCheckpoint = CommitCounter()
+    private let commits = CommitCounter()
 
     init(path: String) throws {
         var configuration = Configuration()
@@ -34,14 +36,31 @@ final class Catalog: Sendable {
         } catch {
             throw Self.storeError(error, "opening the catalog")
         }
-        checkpointTimer = CheckpointTimer { [checkpointer, commitsSinceCheckpoint] in
-            guard commitsSinceCheckpoint.count.exchange(0, ordering: .relaxed) > 0 else { return }
-            _ = try? checkpointer.writeWithoutTransaction { try $0.checkpoint(.passive) }
+        checkpointTimer = CheckpointTimer { [checkpointer, commits] in
+            let recent = commits.sinceTick.exchange(0, ordering: .relaxed)
+            let sinceCopy = commits.sinceCopy.load(ordering: .relaxed)
+            let sinceReset = commits.sinceReset.load(ordering: .relaxed)
+            if sinceReset > 0 && (recent == 0 || sinceReset >= Self.forcedResetCommits) {
+                // A pause (or a very long burst): copy the rest and let the next commit reuse the
+                // log from its start. Blocks commits only for what the passive copies left.
+                commits.sinceCopy.subtract(sinceCopy, ordering: .relaxed)
+                commits.sinceReset.subtract(sinceReset, ordering: .relaxed)
+                _ = try? checkpointer.writeWithoutTransaction { try $0.checkpoint(.restart) }
+            } else if sinceCopy > 0 {
+                // During a burst: copy what is there without blocking commits.
+                commits.sinceCopy.subtract(sinceCopy, ordering: .relaxed)
+                _ = try? checkpointer.writeWithoutTransaction { try $0.checkpoint(.passive) }
+            }
         }
     }
 
+    /// Commits after which the log is reset even while commits keep coming.
+    static let forcedResetCommits = 10_000
+
+    /// Closes the catalog, emptying the log into the database file first.
     func close() {
         checkpointTimer.stop()
+        _ = try? pool.writeWithoutTransaction { try $0.checkpoint(.truncate) }
         try? checkpointer.close()
         try? pool.close()
     }
@@ -56,7 +75,7 @@ final class Catalog: Sendable {
 
     func write<T>(_ body: (Database) throws -> T) throws -> T {
         do {
-            defer { commitsSinceCheckpoint.count.add(1, ordering: .relaxed) }
+            defer { commits.recordCommit() }
             return try pool.write(body)
         } catch {
             throw Self.storeError(error, "writing the catalog")
@@ -311,7 +330,15 @@ extension Database {
 }
 
 private final class CommitCounter: Sendable {
-    let count = Atomic<Int>(0)
+    let sinceTick = Atomic<Int>(0)
+    let sinceCopy = Atomic<Int>(0)
+    let sinceReset = Atomic<Int>(0)
+
+    func recordCommit() {
+        sinceTick.add(1, ordering: .relaxed)
+        sinceCopy.add(1, ordering: .relaxed)
+        sinceReset.add(1, ordering: .relaxed)
+    }
 }
 
 /// A repeating background timer (DispatchSource is thread-safe but not marked Sendable).
@@ -325,7 +352,7 @@ private final class CheckpointTimer: @unchecked Sendable {
         let value = Mutex(false)
     }
 
-    init(every interval: DispatchTimeInterval = .milliseconds(250), _ handler: @escaping @Sendable () -> Void) {
+    init(every interval: DispatchTimeInterval = .milliseconds(100), _ handler: @escaping @Sendable () -> Void) {
         timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "strata.catalog.checkpoint", qos: .utility))
         timer.schedule(deadline: .now() + interval, repeating: interval)
         timer.setEventHandler { [stopped] in
@@ -341,3 +368,4 @@ private final class CheckpointTimer: @unchecked Sendable {
         timer.cancel()
     }
 }
+
