@@ -12,7 +12,7 @@ extension ControllerService {
                 return try store.listVolumes(
                     after: request.startingToken.isEmpty ? nil : request.startingToken, limit: Int(request.maxEntries))
             } catch let error as StoreError where error.code == .invalidArgument {
-                throw CSIError.aborted("starting_token \"\(request.startingToken)\" is not a token this driver issued")
+                throw CSIError.aborted("starting_token \(RequestFields.quoted(request.startingToken)) is not a token this driver issued")
             }
         }
         return .with { response in
