@@ -72,7 +72,7 @@ extension ControllerService {
             return .with { $0.availableCapacity = 0 }
         }
         let store = try context.store()
-        let pool = try await BlockingWork.run { try store.capacity() }
+        let pool = try await BlockingWork.run { try store.filesystemSpace() }
         return .with {
             // Thin provisioning: what the pool can still hold is its free space; a single volume
             // may be as large as the pool.

@@ -127,7 +127,7 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
 
     /// Thin provisioning lets volumes together exceed the pool, but not one volume alone.
     private func checkPoolCanHold(_ size: UInt64, store: BlockStore) throws {
-        let pool = try store.capacity()
+        let pool = try store.filesystemSpace()
         guard size <= pool.totalBytes else {
             throw CSIError.resourceExhausted("a volume of \(size) bytes is larger than the whole pool (\(pool.totalBytes) bytes)")
         }
