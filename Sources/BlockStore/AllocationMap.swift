@@ -1,5 +1,5 @@
 /// What a layer holds for one cluster.
-enum ClusterState: UInt8, Sendable {
+package enum ClusterState: UInt8, Sendable {
     /// Nothing here: look further down the chain.
     case unallocated = 0
     /// The layer's data file holds the cluster.
@@ -15,24 +15,24 @@ enum ClusterState: UInt8, Sendable {
 /// an unwritten layer costs one header block whatever the volume size. One byte per entry means a
 /// torn page write can never split an entry. Entries are only ever written after the data they
 /// describe is durable, so any mix of old and new entries on disk describes durable data.
-struct AllocationMapFile: Sendable {
-    static let headerSize: UInt64 = 4096
-    static let magic: [UInt8] = Array("STRATAMP".utf8)
-    static let formatVersion: UInt32 = 1
+package struct AllocationMapFile: Sendable {
+    package static let headerSize: UInt64 = 4096
+    package static let magic: [UInt8] = Array("STRATAMP".utf8)
+    package static let formatVersion: UInt32 = 1
     /// Entries per page; also the number of clusters in one chunk of the in-memory index.
     static let entriesPerPage = 4096
 
-    struct Header: Sendable, Equatable {
-        var formatVersion: UInt32
-        var dirty: Bool
-        var clusterSize: UInt32
-        var layerID: Int64
+    package struct Header: Sendable, Equatable {
+        package var formatVersion: UInt32
+        package var dirty: Bool
+        package var clusterSize: UInt32
+        package var layerID: Int64
     }
 
-    let file: SystemFile
+    package let file: SystemFile
 
     /// Writes a new, clean map and makes it durable.
-    static func create(at path: String, layerID: Int64, clusterSize: UInt32) throws -> AllocationMapFile {
+    package static func create(at path: String, layerID: Int64, clusterSize: UInt32) throws -> AllocationMapFile {
         let file = try SystemFile.open(path, create: true, exclusive: true)
         let map = AllocationMapFile(file: file)
         do {
@@ -44,7 +44,7 @@ struct AllocationMapFile: Sendable {
         return map
     }
 
-    func readHeader() throws -> Header {
+    package func readHeader() throws -> Header {
         var bytes = [UInt8](repeating: 0, count: 40)
         try bytes.withUnsafeMutableBytes { try file.read(into: $0, at: 0) }
         guard Array(bytes[0..<8]) == Self.magic else { throw StoreError(.corrupt, "allocation map has a bad magic") }
@@ -62,7 +62,7 @@ struct AllocationMapFile: Sendable {
     }
 
     /// Rewrites the header and makes it durable. The header fits in one sector, so it is never torn.
-    func writeHeader(_ header: Header) throws {
+    package func writeHeader(_ header: Header) throws {
         var bytes = [UInt8](repeating: 0, count: 40)
         bytes.replaceSubrange(0..<8, with: Self.magic)
         Self.store(header.formatVersion, &bytes, 8)
@@ -81,7 +81,7 @@ struct AllocationMapFile: Sendable {
     }
 
     /// Calls `body` with every cluster whose entry is not `.unallocated`, skipping holes of the file.
-    func forEachEntry(_ body: (_ cluster: Int, _ state: ClusterState) throws -> Void) throws {
+    package func forEachEntry(_ body: (_ cluster: Int, _ state: ClusterState) throws -> Void) throws {
         let fileSize = try file.size()
         var offset = Self.headerSize
         let bufferSize = 1 << 16

@@ -241,7 +241,7 @@ extension BlockStore {
         }
     }
 
-    static func parseCursor(_ cursor: String?) throws -> Int64 {
+    package static func parseCursor(_ cursor: String?) throws -> Int64 {
         guard let cursor, !cursor.isEmpty else { return 0 }
         guard cursor.utf8.count <= 19, cursor.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let value = Int64(cursor) else {
             throw StoreError(.invalidArgument, "malformed cursor")

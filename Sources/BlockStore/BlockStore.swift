@@ -15,7 +15,7 @@ public final class BlockStore: Sendable {
     let options: StoreOptions
     let logger: Logger
     let catalog: Catalog
-    let layerDirectory: LayerDirectory
+    package let layerDirectory: LayerDirectory
     let controlLock = Mutex<Void>(())
     let state: Mutex<StoreState>
     /// Serializes flattens (explicit and background).

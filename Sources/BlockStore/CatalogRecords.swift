@@ -7,18 +7,18 @@ import GRDB
 /// - `depth` = 1 + parent's depth (1 without parent); frozen layers never change content.
 /// - `materialized`: the layer's files exist. A new layer has none until it is first opened,
 ///   so creating a volume, clone or snapshot is one catalog commit; a layer without files is empty.
-struct LayerRow: Sendable, Equatable {
-    var id: Int64
-    var parentID: Int64?
-    var depth: Int
-    var clusterSize: UInt32
-    var frozen: Bool
-    var materialized: Bool
-    var refCount: Int
-    var allocatedBytes: UInt64
-    var createdAt: Double
+package struct LayerRow: Sendable, Equatable {
+    package var id: Int64
+    package var parentID: Int64?
+    package var depth: Int
+    package var clusterSize: UInt32
+    package var frozen: Bool
+    package var materialized: Bool
+    package var refCount: Int
+    package var allocatedBytes: UInt64
+    package var createdAt: Double
 
-    init(row: Row) {
+    package init(row: Row) {
         id = row["id"]
         parentID = row["parent_id"]
         depth = row["depth"]
@@ -45,20 +45,20 @@ struct LayerRow: Sendable, Equatable {
 }
 
 /// A volume row: the name is unique among volumes and is the key of idempotent creation.
-struct VolumeRow: Sendable, Equatable {
-    var seq: Int64
-    var id: String
-    var name: String
-    var size: UInt64
-    var clusterSize: UInt32
-    var headLayerID: Int64
-    var source: VolumeSource?
+package struct VolumeRow: Sendable, Equatable {
+    package var seq: Int64
+    package var id: String
+    package var name: String
+    package var size: UInt64
+    package var clusterSize: UInt32
+    package var headLayerID: Int64
+    package var source: VolumeSource?
     /// The hidden snapshot a clone-of-a-volume was made from; released with the clone.
-    var hiddenSnapshotID: String?
-    var parameters: [String: String]
-    var createdAt: Double
+    package var hiddenSnapshotID: String?
+    package var parameters: [String: String]
+    package var createdAt: Double
 
-    init(row: Row) {
+    package init(row: Row) {
         seq = row["seq"]
         id = row["id"]
         name = row["name"]
@@ -104,30 +104,30 @@ struct VolumeRow: Sendable, Equatable {
         }
     }
 
-    static func encodeParameters(_ parameters: [String: String]) -> String {
+    package static func encodeParameters(_ parameters: [String: String]) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         return String(decoding: (try? encoder.encode(parameters)) ?? Data("{}".utf8), as: UTF8.self)
     }
 
-    static func decodeParameters(_ text: String) -> [String: String] {
+    package static func decodeParameters(_ text: String) -> [String: String] {
         (try? JSONDecoder().decode([String: String].self, from: Data(text.utf8))) ?? [:]
     }
 }
 
 /// A snapshot row. Hidden snapshots (made for clone-from-volume) have no name and are never listed.
-struct SnapshotRow: Sendable, Equatable {
-    var seq: Int64
-    var id: String
-    var name: String?
-    var sourceVolumeID: String
-    var layerID: Int64
-    var size: UInt64
-    var groupID: String?
-    var hidden: Bool
-    var createdAt: Double
+package struct SnapshotRow: Sendable, Equatable {
+    package var seq: Int64
+    package var id: String
+    package var name: String?
+    package var sourceVolumeID: String
+    package var layerID: Int64
+    package var size: UInt64
+    package var groupID: String?
+    package var hidden: Bool
+    package var createdAt: Double
 
-    init(row: Row) {
+    package init(row: Row) {
         seq = row["seq"]
         id = row["id"]
         name = row["name"]

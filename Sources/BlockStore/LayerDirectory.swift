@@ -19,10 +19,10 @@ final class LayerFiles: Sendable {
 
 /// The folder of layer files. File names come only from internal layer numbers
 /// (`layer-<16 hex digits>.data` / `.map`), never from a user-supplied name or id.
-struct LayerDirectory: Sendable {
+package struct LayerDirectory: Sendable {
     let path: String
 
-    enum FileKind: String, Sendable {
+    package enum FileKind: String, Sendable {
         case data
         case map
     }
@@ -30,7 +30,7 @@ struct LayerDirectory: Sendable {
     func dataPath(_ layerID: Int64) -> String { "\(path)/\(fileName(layerID, .data))" }
     func mapPath(_ layerID: Int64) -> String { "\(path)/\(fileName(layerID, .map))" }
 
-    func fileName(_ layerID: Int64, _ kind: FileKind) -> String {
+    package func fileName(_ layerID: Int64, _ kind: FileKind) -> String {
         let hex = String(UInt64(bitPattern: layerID), radix: 16)
         return "layer-" + String(repeating: "0", count: max(0, 16 - hex.count)) + hex + "." + kind.rawValue
     }
@@ -78,7 +78,7 @@ struct LayerDirectory: Sendable {
         return (layers, others)
     }
 
-    private func parse(_ name: String) -> (Int64, FileKind)? {
+    package func parse(_ name: String) -> (Int64, FileKind)? {
         guard name.hasPrefix("layer-") else { return nil }
         let rest = name.dropFirst("layer-".count)
         guard let dot = rest.firstIndex(of: "."), rest.distance(from: rest.startIndex, to: dot) == 16,

@@ -3,7 +3,7 @@ import Glibc
 /// A raw file descriptor with the few system calls the store needs: positioned I/O that retries
 /// short transfers and EINTR, fsync, hole punching and hole seeking. All system calls of the
 /// store's data path go through here.
-struct SystemFile: Sendable, Hashable {
+package struct SystemFile: Sendable, Hashable {
     let descriptor: Int32
 
     static func open(_ path: String, create: Bool = false, exclusive: Bool = false, readOnly: Bool = false) throws -> SystemFile {
@@ -15,7 +15,7 @@ struct SystemFile: Sendable, Hashable {
         return SystemFile(descriptor: fd)
     }
 
-    func close() {
+    package func close() {
         _ = Glibc.close(descriptor)
     }
 
@@ -36,7 +36,7 @@ struct SystemFile: Sendable, Hashable {
         }
     }
 
-    func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+    package func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
         var done = 0
         while done < bytes.count {
             let n = Glibc.pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))

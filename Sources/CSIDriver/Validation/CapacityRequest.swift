@@ -1,17 +1,17 @@
 import CSIProto
 
 /// A CSI capacity_range resolved to the byte size Strata will give a volume.
-struct CapacityRequest {
+package struct CapacityRequest {
     /// Volumes are whole pages, so block devices and filesystems see aligned sizes.
-    static let granularity: UInt64 = 4096
+    package static let granularity: UInt64 = 4096
     /// Used when the CO asks for no particular size.
-    static let defaultSize: UInt64 = 1 << 30
+    package static let defaultSize: UInt64 = 1 << 30
 
-    let requiredBytes: UInt64
+    package let requiredBytes: UInt64
     /// Zero means no limit.
-    let limitBytes: UInt64
+    package let limitBytes: UInt64
 
-    init(_ range: Csi_V1_CapacityRange?) throws(CSIError) {
+    package init(_ range: Csi_V1_CapacityRange?) throws(CSIError) {
         let required = range?.requiredBytes ?? 0
         let limit = range?.limitBytes ?? 0
         guard required >= 0 else { throw .invalidArgument("capacity_range.required_bytes must not be negative") }
@@ -25,7 +25,7 @@ struct CapacityRequest {
 
     /// The size of a new volume: at least what was required and at least the source's size (a
     /// clone is never smaller than what it copies), page-aligned, and within the limit.
-    func sizeForNewVolume(sourceSize: UInt64?) throws(CSIError) -> UInt64 {
+    package func sizeForNewVolume(sourceSize: UInt64?) throws(CSIError) -> UInt64 {
         var size = requiredBytes > 0 ? requiredBytes : (sourceSize ?? Self.defaultSize)
         if requiredBytes == 0, sourceSize == nil, limitBytes > 0 { size = min(size, limitBytes) }
         size = Self.roundedUp(max(size, sourceSize ?? 0))
@@ -34,7 +34,7 @@ struct CapacityRequest {
     }
 
     /// The size after ControllerExpandVolume/NodeExpandVolume: never smaller than now.
-    func sizeAfterExpanding(from current: UInt64) throws(CSIError) -> UInt64 {
+    package func sizeAfterExpanding(from current: UInt64) throws(CSIError) -> UInt64 {
         let size = max(Self.roundedUp(requiredBytes), current)
         guard limitBytes == 0 || size <= limitBytes else {
             throw .outOfRange(size == current
@@ -45,7 +45,7 @@ struct CapacityRequest {
     }
 
     /// OUT_OF_RANGE when no page-aligned size lies in the range at all, whatever the volume.
-    func requireAlignedSizeInRange() throws(CSIError) {
+    package func requireAlignedSizeInRange() throws(CSIError) {
         let smallest = Self.roundedUp(requiredBytes)
         guard limitBytes > 0, smallest > limitBytes else { return }
         throw .outOfRange("no size satisfies the range: sizes are multiples of \(Self.granularity) bytes and \(smallest) exceeds limit_bytes \(limitBytes)")
@@ -59,7 +59,7 @@ struct CapacityRequest {
         throw .outOfRange("no size satisfies the range: sizes are multiples of \(Self.granularity) bytes and \(size) exceeds limit_bytes \(limitBytes)")
     }
 
-    static func roundedUp(_ bytes: UInt64) -> UInt64 {
+    package static func roundedUp(_ bytes: UInt64) -> UInt64 {
         (bytes + granularity - 1) / granularity * granularity
     }
 }

@@ -2,17 +2,17 @@ import Foundation
 
 /// Staging and target paths come from kubelet; the node plugin acts only inside kubelet's
 /// directory, so a hostile or mistaken path can never make it mount over /etc or unmount /.
-struct PathRules {
-    let root: String
+package struct PathRules {
+    package let root: String
     /// kubelet's own paths are under 200 bytes; longer ones are abbreviated in messages.
-    static let quotedLength = 512
+    package static let quotedLength = 512
 
-    init(root: String) {
+    package init(root: String) {
         self.root = URL(fileURLWithPath: root).standardizedFileURL.path
     }
 
     /// The path, normalized, if it is absolute and strictly inside the root; else INVALID_ARGUMENT.
-    func require(_ path: String, field: String) throws(CSIError) -> String {
+    package func require(_ path: String, field: String) throws(CSIError) -> String {
         guard !path.isEmpty else { throw .invalidArgument("\(field) is required") }
         guard path.hasPrefix("/") else { throw .invalidArgument("\(field) must be an absolute path, not \(RequestFields.quoted(path, limit: Self.quotedLength))") }
         guard !path.utf8.contains(0), path.utf8.count <= 4096 else { throw .invalidArgument("\(field) is not a valid path") }

@@ -3,14 +3,14 @@
 /// Unknown keys are refused so that a typo (`clustersize`) fails loudly instead of silently
 /// creating a volume with defaults; keys under `csi.storage.k8s.io/` belong to the sidecars
 /// (secrets references, PVC metadata) and are ignored.
-struct StorageClassParameters: Equatable {
-    static let clusterSizeKey = "clusterSize"
-    static let reservedPrefix = "csi.storage.k8s.io/"
+package struct StorageClassParameters: Equatable {
+    package static let clusterSizeKey = "clusterSize"
+    package static let reservedPrefix = "csi.storage.k8s.io/"
 
     /// Bytes per copy-on-write cluster; nil means the store's default (64 KiB).
-    var clusterSize: UInt32?
+    package var clusterSize: UInt32?
 
-    init(_ parameters: [String: String]) throws(CSIError) {
+    package init(_ parameters: [String: String]) throws(CSIError) {
         for (key, value) in parameters.sorted(by: { $0.key < $1.key }) where !key.hasPrefix(Self.reservedPrefix) {
             switch key {
             case Self.clusterSizeKey:
@@ -25,14 +25,14 @@ struct StorageClassParameters: Equatable {
     }
 
     /// What the store records, and compares on a repeated CreateVolume.
-    var stored: [String: String] {
+    package var stored: [String: String] {
         clusterSize.map { [Self.clusterSizeKey: String($0)] } ?? [:]
     }
 }
 
 /// Snapshot classes have no Strata parameters; only the sidecars' own keys are accepted.
-enum SnapshotParameters {
-    static func validate(_ parameters: [String: String]) throws(CSIError) {
+package enum SnapshotParameters {
+    package static func validate(_ parameters: [String: String]) throws(CSIError) {
         if let key = parameters.keys.sorted().first(where: { !$0.hasPrefix(StorageClassParameters.reservedPrefix) }) {
             throw .invalidArgument("unknown snapshot parameter \(RequestFields.quoted(key)); Strata snapshots take none")
         }

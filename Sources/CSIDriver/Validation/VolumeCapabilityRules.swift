@@ -1,16 +1,16 @@
 import CSIProto
 
 /// What Strata volumes can be: a block device or an ext4/xfs filesystem, used from one node.
-enum VolumeCapabilityRules {
-    static let supportedFilesystems: Set<String> = ["ext4", "xfs"]
-    static let defaultFilesystem = "ext4"
+package enum VolumeCapabilityRules {
+    package static let supportedFilesystems: Set<String> = ["ext4", "xfs"]
+    package static let defaultFilesystem = "ext4"
 
-    static let supportedAccessModes: Set<Csi_V1_VolumeCapability.AccessMode.Mode> = [
+    package static let supportedAccessModes: Set<Csi_V1_VolumeCapability.AccessMode.Mode> = [
         .singleNodeWriter, .singleNodeReaderOnly, .singleNodeSingleWriter, .singleNodeMultiWriter,
     ]
 
     /// Throws INVALID_ARGUMENT naming the first capability Strata cannot provide.
-    static func validate(_ capabilities: [Csi_V1_VolumeCapability]) throws(CSIError) {
+    package static func validate(_ capabilities: [Csi_V1_VolumeCapability]) throws(CSIError) {
         guard !capabilities.isEmpty else { throw .invalidArgument("volume_capabilities is required") }
         for capability in capabilities {
             if let reason = unsupportedReason(capability) { throw .invalidArgument(reason) }
@@ -18,7 +18,7 @@ enum VolumeCapabilityRules {
     }
 
     /// Nil when the capability is supported, else why not (ValidateVolumeCapabilities reports it).
-    static func unsupportedReason(_ capability: Csi_V1_VolumeCapability) -> String? {
+    package static func unsupportedReason(_ capability: Csi_V1_VolumeCapability) -> String? {
         switch capability.accessType {
         case nil:
             return "volume capability needs an access type: block or mount"
@@ -39,28 +39,28 @@ enum VolumeCapabilityRules {
         return nil
     }
 
-    static func isBlock(_ capability: Csi_V1_VolumeCapability) -> Bool {
+    package static func isBlock(_ capability: Csi_V1_VolumeCapability) -> Bool {
         if case .block = capability.accessType { return true }
         return false
     }
 
-    static func isReadOnly(_ capability: Csi_V1_VolumeCapability) -> Bool {
+    package static func isReadOnly(_ capability: Csi_V1_VolumeCapability) -> Bool {
         capability.accessMode.mode == .singleNodeReaderOnly
     }
 }
 
 /// Mount flags reach mount(2) as its data string, so only plain option words pass: no commas
 /// (which would smuggle more options), no paths, nothing that could change what is mounted.
-enum MountFlagRules {
+package enum MountFlagRules {
     /// mount(8) words that change what is mounted, or where, rather than how: Strata makes its
     /// own bind mounts. Refused here, before a volume is exported, attached and formatted for a
     /// mount that could never succeed.
-    static let mountOperations: Set<String> = [
+    package static let mountOperations: Set<String> = [
         "bind", "rbind", "move", "remount", "loop",
         "shared", "rshared", "private", "rprivate", "slave", "rslave", "unbindable", "runbindable",
     ]
 
-    static func isAllowed(_ flag: String) -> Bool {
+    package static func isAllowed(_ flag: String) -> Bool {
         guard (1...128).contains(flag.utf8.count) else { return false }
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_=-.")
         return flag.allSatisfy(allowed.contains) && !mountOperations.contains(flag.lowercased())
