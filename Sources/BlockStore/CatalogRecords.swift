@@ -18,16 +18,16 @@ package struct LayerRow: Sendable, Equatable {
     package var allocatedBytes: UInt64
     package var createdAt: Double
 
-    package init(row: Row) {
-        id = row["id"]
-        parentID = row["parent_id"]
-        depth = row["depth"]
-        clusterSize = UInt32(row["cluster_size"] as Int64)
-        frozen = row["frozen"]
-        materialized = row["materialized"]
-        refCount = row["ref_count"]
-        allocatedBytes = UInt64(row["allocated_bytes"] as Int64)
-        createdAt = row["created_at"]
+    package init(row: Row) throws {
+        id = try row.catalogValue("id")
+        parentID = try row.catalogValue("parent_id")
+        depth = try row.catalogValue("depth")
+        clusterSize = try row.catalogUnsigned("cluster_size")
+        frozen = try row.catalogValue("frozen")
+        materialized = try row.catalogValue("materialized")
+        refCount = try row.catalogValue("ref_count")
+        allocatedBytes = try row.catalogUnsigned("allocated_bytes")
+        createdAt = try row.catalogValue("created_at")
     }
 
     init(id: Int64, parentID: Int64?, depth: Int, clusterSize: UInt32, frozen: Bool, materialized: Bool = false,
@@ -58,21 +58,21 @@ package struct VolumeRow: Sendable, Equatable {
     package var parameters: [String: String]
     package var createdAt: Double
 
-    package init(row: Row) {
-        seq = row["seq"]
-        id = row["id"]
-        name = row["name"]
-        size = UInt64(row["size"] as Int64)
-        clusterSize = UInt32(row["cluster_size"] as Int64)
-        headLayerID = row["head_layer_id"]
-        switch (row["source_kind"] as String?, row["source_id"] as String?) {
+    package init(row: Row) throws {
+        seq = try row.catalogValue("seq")
+        id = try row.catalogValue("id")
+        name = try row.catalogValue("name")
+        size = try row.catalogUnsigned("size")
+        clusterSize = try row.catalogUnsigned("cluster_size")
+        headLayerID = try row.catalogValue("head_layer_id")
+        switch (try row.catalogValue("source_kind") as String?, try row.catalogValue("source_id") as String?) {
         case ("snapshot", let id?): source = .snapshot(id: id)
         case ("volume", let id?): source = .volume(id: id)
         default: source = nil
         }
-        hiddenSnapshotID = row["hidden_snapshot_id"]
-        parameters = Self.decodeParameters(row["parameters"])
-        createdAt = row["created_at"]
+        hiddenSnapshotID = try row.catalogValue("hidden_snapshot_id")
+        parameters = Self.decodeParameters(try row.catalogValue("parameters"))
+        createdAt = try row.catalogValue("created_at")
     }
 
     init(id: String, name: String, size: UInt64, clusterSize: UInt32, headLayerID: Int64, source: VolumeSource?,
@@ -127,16 +127,16 @@ package struct SnapshotRow: Sendable, Equatable {
     package var hidden: Bool
     package var createdAt: Double
 
-    package init(row: Row) {
-        seq = row["seq"]
-        id = row["id"]
-        name = row["name"]
-        sourceVolumeID = row["source_volume_id"]
-        layerID = row["layer_id"]
-        size = UInt64(row["size"] as Int64)
-        groupID = row["group_id"]
-        hidden = row["hidden"]
-        createdAt = row["created_at"]
+    package init(row: Row) throws {
+        seq = try row.catalogValue("seq")
+        id = try row.catalogValue("id")
+        name = try row.catalogValue("name")
+        sourceVolumeID = try row.catalogValue("source_volume_id")
+        layerID = try row.catalogValue("layer_id")
+        size = try row.catalogUnsigned("size")
+        groupID = try row.catalogValue("group_id")
+        hidden = try row.catalogValue("hidden")
+        createdAt = try row.catalogValue("created_at")
     }
 
     init(id: String, name: String?, sourceVolumeID: String, layerID: Int64, size: UInt64, groupID: String?, hidden: Bool, createdAt: Double) {
@@ -149,5 +149,26 @@ package struct SnapshotRow: Sendable, Equatable {
         self.groupID = groupID
         self.hidden = hidden
         self.createdAt = createdAt
+    }
+}
+
+/// Reading catalog columns. SQLite keeps no checksums: a flipped bit in a record can leave NULL,
+/// text or an out-of-range number where the schema promises something else. That is `.corrupt`,
+/// never a trap (GRDB's subscript traps) and never a silently wrapped value.
+extension Row {
+    func catalogValue<Value: DatabaseValueConvertible>(_ name: String) throws -> Value {
+        do {
+            return try decode(Value.self, forColumn: name)
+        } catch {
+            throw StoreError(.corrupt, "catalog column \(name) does not hold a \(Value.self)", underlying: error)
+        }
+    }
+
+    func catalogUnsigned<Value: FixedWidthInteger & UnsignedInteger>(_ name: String) throws -> Value {
+        let number: Int64 = try catalogValue(name)
+        guard let value = Value(exactly: number) else {
+            throw StoreError(.corrupt, "catalog column \(name) holds \(number), out of range for a \(Value.self)")
+        }
+        return value
     }
 }
