@@ -27,7 +27,10 @@ package struct CapacityRequest {
     /// clone is never smaller than what it copies), page-aligned, and within the limit.
     package func sizeForNewVolume(sourceSize: UInt64?) throws(CSIError) -> UInt64 {
         var size = requiredBytes > 0 ? requiredBytes : (sourceSize ?? Self.defaultSize)
-        if requiredBytes == 0, sourceSize == nil, limitBytes > 0 { size = min(size, limitBytes) }
+        // Only a limit: the largest whole-page size within it (rounding the limit up would exceed it).
+        if requiredBytes == 0, sourceSize == nil, limitBytes > 0 {
+            size = min(size, max(limitBytes / Self.granularity * Self.granularity, Self.granularity))
+        }
         size = Self.roundedUp(max(size, sourceSize ?? 0))
         try checkLimit(size, sourceSize: sourceSize)
         return size
