@@ -62,7 +62,8 @@ package enum MountFlagRules {
 
     package static func isAllowed(_ flag: String) -> Bool {
         guard (1...128).contains(flag.utf8.count) else { return false }
-        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_=-.")
-        return flag.allSatisfy(allowed.contains) && !mountOperations.contains(flag.lowercased())
+        // Bytes, not Characters: as a Character, U+212A KELVIN SIGN equals "K".
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_=-.".utf8)
+        return flag.utf8.allSatisfy(allowed.contains) && !mountOperations.contains(flag.lowercased())
     }
 }
