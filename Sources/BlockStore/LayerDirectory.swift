@@ -81,7 +81,10 @@ package struct LayerDirectory: Sendable {
     package func parse(_ name: String) -> (Int64, FileKind)? {
         guard name.hasPrefix("layer-") else { return nil }
         let rest = name.dropFirst("layer-".count)
+        // Exactly the names `fileName` makes: UInt64(_:radix:) alone also takes A–F and a leading
+        // "+", which would give one layer a second, never-collected file name.
         guard let dot = rest.firstIndex(of: "."), rest.distance(from: rest.startIndex, to: dot) == 16,
+            rest[..<dot].utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }),
             let kind = FileKind(rawValue: String(rest[rest.index(after: dot)...])),
             let number = UInt64(rest[..<dot], radix: 16)
         else { return nil }
