@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
         --json) json=true ;;
         --runtime) runtime=${2:?--runtime needs seconds}; shift ;;
         --keep-results) keep=${2:?--keep-results needs a directory}; shift ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "bench-node.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"math"
@@ -39,6 +40,7 @@ func runClones(arguments []string) error {
 	window := flags.Int("window", 100, "calls per percentile window")
 	goldenSize := flags.Int64("golden-size", 1<<30, "size of the golden volume in bytes")
 	asJSON := flags.Bool("json", false, "print one JSON object instead of a table")
+	jsonOut := flags.String("json-out", "", "also write the JSON object to this file")
 	series := flags.String("series", "", "directory to write each run's per-call latencies to (CSV)")
 	flags.Parse(arguments)
 	if *socket == "" {
@@ -92,8 +94,18 @@ func runClones(arguments []string) error {
 		}
 	}
 
+	report := jsonReport(runs, *count, *window)
+	if *jsonOut != "" {
+		encoded, err := json.MarshalIndent(report, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*jsonOut, append(encoded, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
 	if *asJSON {
-		return printJSON(jsonReport(runs, *count, *window))
+		return printJSON(report)
 	}
 	printTable(runs, *count, *window)
 	return nil
