@@ -47,10 +47,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Request validation and the CSIError it throws: CSIProto and GRPCCore only, so the fuzz
+        // harnesses build without NIO and the transport.
+        .target(
+            name: "CSIValidation",
+            dependencies: [
+                "CSIProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+            ]
+        ),
         .target(
             name: "CSIDriver",
             dependencies: [
-                "CSIProto", "BlockStore", "NodeHost",
+                "CSIProto", "CSIValidation", "BlockStore", "NodeHost",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -72,6 +81,18 @@ let package = Package(
             dependencies: [
                 "BlockStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // libFuzzer harnesses: scripts/fuzz.sh builds them with -sanitize=fuzzer,address and
+        // -DSTRATA_FUZZING; a plain build makes the same executable replay inputs.
+        .executableTarget(
+            name: "strata-fuzz",
+            dependencies: [
+                "BlockStore", "CSIValidation", "CSIProto",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "BlockStoreTests", dependencies: ["BlockStore"]),

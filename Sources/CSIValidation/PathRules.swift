@@ -16,11 +16,14 @@ package struct PathRules {
         guard !path.isEmpty else { throw .invalidArgument("\(field) is required") }
         guard path.hasPrefix("/") else { throw .invalidArgument("\(field) must be an absolute path, not \(RequestFields.quoted(path, limit: Self.quotedLength))") }
         guard !path.utf8.contains(0), path.utf8.count <= 4096 else { throw .invalidArgument("\(field) is not a valid path") }
-        guard !path.split(separator: "/").contains("..") else {
+        // Bytes, not Characters: as Characters, a "/" followed by a combining mark is no "/" (so a
+        // ".." would hide from the split), and U+212A KELVIN SIGN equals "K" (so "/data/\u{212A}8s/x"
+        // would pass for a root "/data/K8s").
+        guard !path.utf8.split(separator: UInt8(ascii: "/")).contains(where: { $0.elementsEqual("..".utf8) }) else {
             throw .invalidArgument("\(field) must not contain \"..\" components")
         }
         let normalized = URL(fileURLWithPath: path).standardizedFileURL.path
-        guard normalized.hasPrefix(root + "/"), normalized.count > root.count + 1 else {
+        guard normalized.utf8.starts(with: (root + "/").utf8), normalized.utf8.count > root.utf8.count + 1 else {
             throw .invalidArgument("\(field) \(RequestFields.quoted(path, limit: Self.quotedLength)) is outside the kubelet directory \(root)")
         }
         return normalized
