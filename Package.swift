@@ -100,7 +100,7 @@ let package = Package(
         .testTarget(
             name: "CSIDriverTests",
             dependencies: [
-                "CSIDriver", "CSIProto", "BlockStore",
+                "CSIDriver", "CSIProto", "CSIValidation", "BlockStore",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -3,6 +3,7 @@
 #endif
 @testable import CSIDriver
 import CSIProto
+import CSIValidation
 import Foundation
 import GRPCCore
 import Testing

@@ -1,5 +1,6 @@
 import BlockStore
 import CSIProto
+import CSIValidation
 import GRPCCore
 
 /// Read-only controller calls: listing, inspection, capability checks and capacity.

@@ -1,4 +1,5 @@
 import CSIProto
+import CSIValidation
 import GRPCCore
 import NodeHost
 

@@ -1,5 +1,6 @@
 import BlockStore
 import CSIProto
+import CSIValidation
 import GRPCCore
 
 /// Snapshots: O(1) freezes of a volume's head layer.

@@ -1,5 +1,6 @@
 import BlockStore
 import CSIProto
+import CSIValidation
 import GRPCCore
 
 /// CSI Controller: volumes, snapshots, expansion and capacity, backed by the block store.

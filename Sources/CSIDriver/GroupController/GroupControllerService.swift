@@ -1,5 +1,6 @@
 import BlockStore
 import CSIProto
+import CSIValidation
 import Foundation
 import GRPCCore
 import SwiftProtobuf

@@ -1,5 +1,6 @@
 import BlockStore
 import CSIProto
+import CSIValidation
 import GRPCCore
 import NodeHost
 

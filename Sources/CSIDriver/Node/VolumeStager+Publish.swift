@@ -1,4 +1,5 @@
 import BlockStore
+import CSIValidation
 import Foundation
 import NodeHost
 

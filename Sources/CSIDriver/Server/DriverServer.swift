@@ -2,6 +2,7 @@
 @preconcurrency import Glibc
 #endif
 import BlockStore
+import CSIValidation
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2

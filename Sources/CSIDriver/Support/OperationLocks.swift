@@ -1,3 +1,4 @@
+import CSIValidation
 import Synchronization
 
 /// Per-name and per-id exclusion for CSI operations.

@@ -1,3 +1,4 @@
+import CSIValidation
 import Foundation
 import Synchronization
 

@@ -1,6 +1,7 @@
 import BlockStore
 @testable import CSIDriver
 import CSIProto
+import CSIValidation
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
