@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Staging and target paths come from kubelet; the node plugin acts only inside kubelet's
 /// directory, so a hostile or mistaken path can never make it mount over /etc or unmount /.
@@ -27,5 +30,30 @@ package struct PathRules {
             throw .invalidArgument("\(field) \(RequestFields.quoted(path, limit: Self.quotedLength)) is outside the kubelet directory \(root)")
         }
         return normalized
+    }
+
+    /// `require`, and then the same with symlinks followed: the deepest part of the path that
+    /// exists must resolve inside the root (itself resolved), so a link placed under kubelet's
+    /// directory cannot send a mount or an unmount to /etc. The rest is created by the driver.
+    package func requireResolved(_ path: String, field: String) throws(CSIError) -> String {
+        let normalized = try require(path, field: field)
+        let realRoot = Self.realPath(root) ?? root
+        var existing = normalized
+        var resolved = Self.realPath(existing)
+        while resolved == nil, existing != "/" {
+            existing = (existing as NSString).deletingLastPathComponent
+            resolved = Self.realPath(existing)
+        }
+        guard let resolved, resolved == realRoot && existing != normalized || resolved.utf8.starts(with: (realRoot + "/").utf8) else {
+            throw .invalidArgument("\(field) \(RequestFields.quoted(path, limit: Self.quotedLength)) leads outside the kubelet directory \(root) through a symbolic link")
+        }
+        return normalized
+    }
+
+    /// realpath(3), nil when the path does not exist (or cannot be resolved).
+    private static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 }

@@ -18,6 +18,8 @@ extension HostileInputTests {
         ("a sibling sharing its prefix", { k in k + "-evil/pods/p" }, "outside"),
         ("a path with a NUL", { k in k + "/pods/a\u{0}b" }, "path"),
         ("a 1 MiB path", { k in k + "/" + mebibyte }, "path"),
+        ("a symlink in it that leads out", { k in k + "/pods/escape/volume" }, "symbolic link"),
+        ("a symlink in it to a path outside", { k in k + "/pods/escape" }, "symbolic link"),
     ]
 
     static var nodeRows: [Row] {

@@ -58,7 +58,7 @@ struct HostileInputTests {
         try await Self.withFixture { driver, fixture in
             let volumes = try driver.store.listVolumes(after: nil, limit: 0).items.map(\.id)
             let snapshots = try driver.store.listSnapshots(after: nil, limit: 0).items.map(\.id)
-            let watched = [driver.directory.path + "/kubelet", driver.directory.path + "/state"]
+            let watched = [driver.directory.path + "/kubelet", driver.directory.path + "/state", driver.directory.path + "/outside"]
             let before = HostFootprint.capture(directories: watched, scope: driver.directory.path)
 
             let outcome = await CallOutcome.of { try await row.call(driver, fixture) }
@@ -100,7 +100,8 @@ struct HostileInputTests {
     }
 
     /// Runs `body` against a driver serving every service, with a volume, a snapshot, a group
-    /// snapshot and an empty kubelet directory, once the node's export is mounted.
+    /// snapshot and a kubelet directory holding only a symlink out of it, once the node's export
+    /// is mounted.
     static func withFixture(_ body: (InProcessDriver, Fixture) async throws -> Void) async throws {
         guard geteuid() == 0, FileManager.default.fileExists(atPath: "/dev/fuse") else {
             print("skipping hostile input rows: the node service needs root and /dev/fuse")
@@ -109,6 +110,10 @@ struct HostileInputTests {
         try await InProcessDriver.with(mode: .all) { driver in
             let kubelet = driver.directory.path + "/kubelet"
             try FileManager.default.createDirectory(atPath: kubelet + "/pods", withIntermediateDirectories: true)
+            // A link inside kubelet's directory to one outside it: the node must not follow it.
+            let outside = driver.directory.path + "/outside"
+            try FileManager.default.createDirectory(atPath: outside + "/volume", withIntermediateDirectories: true)
+            try FileManager.default.createSymbolicLink(atPath: kubelet + "/pods/escape", withDestinationPath: outside)
             let exports = driver.directory.path + "/state/exports"
             let deadline = ContinuousClock.now + .seconds(10)
             while !HostFootprint.isMountPoint(exports), ContinuousClock.now < deadline {

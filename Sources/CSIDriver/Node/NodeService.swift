@@ -14,7 +14,7 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
 
     func nodeStageVolume(request: Csi_V1_NodeStageVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodeStageVolumeResponse {
         try RequestFields.requireID(request.volumeID, field: "volume_id")
-        let stagingPath = try paths.require(request.stagingTargetPath, field: "staging_target_path")
+        let stagingPath = try paths.requireResolved(request.stagingTargetPath, field: "staging_target_path")
         guard request.hasVolumeCapability else { throw CSIError.invalidArgument("volume_capability is required") }
         try VolumeCapabilityRules.validate([request.volumeCapability])
         let record = StagedVolume(
@@ -26,7 +26,7 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
 
     func nodeUnstageVolume(request: Csi_V1_NodeUnstageVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodeUnstageVolumeResponse {
         try RequestFields.requireID(request.volumeID, field: "volume_id")
-        let stagingPath = try paths.require(request.stagingTargetPath, field: "staging_target_path")
+        let stagingPath = try paths.requireResolved(request.stagingTargetPath, field: "staging_target_path")
         try await withVolume(request.volumeID, mustExist: !stager.isStaged(request.volumeID)) {
             try stager.unstage(volumeID: request.volumeID, stagingPath: stagingPath)
         }
@@ -35,10 +35,10 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
 
     func nodePublishVolume(request: Csi_V1_NodePublishVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodePublishVolumeResponse {
         try RequestFields.requireID(request.volumeID, field: "volume_id")
-        let targetPath = try paths.require(request.targetPath, field: "target_path")
+        let targetPath = try paths.requireResolved(request.targetPath, field: "target_path")
         guard request.hasVolumeCapability else { throw CSIError.invalidArgument("volume_capability is required") }
         try VolumeCapabilityRules.validate([request.volumeCapability])
-        let stagingPath = try paths.require(request.stagingTargetPath, field: "staging_target_path")
+        let stagingPath = try paths.requireResolved(request.stagingTargetPath, field: "staging_target_path")
         let readOnly = request.readonly || VolumeCapabilityRules.isReadOnly(request.volumeCapability)
         try await withVolume(request.volumeID) {
             try stager.publish(volumeID: request.volumeID, stagingPath: stagingPath, targetPath: targetPath, readOnly: readOnly)
@@ -48,7 +48,7 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
 
     func nodeUnpublishVolume(request: Csi_V1_NodeUnpublishVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodeUnpublishVolumeResponse {
         try RequestFields.requireID(request.volumeID, field: "volume_id")
-        let targetPath = try paths.require(request.targetPath, field: "target_path")
+        let targetPath = try paths.requireResolved(request.targetPath, field: "target_path")
         try await withVolume(request.volumeID, mustExist: !stager.isStaged(request.volumeID)) {
             try stager.unpublish(volumeID: request.volumeID, targetPath: targetPath)
         }
@@ -58,7 +58,7 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
     func nodeGetVolumeStats(request: Csi_V1_NodeGetVolumeStatsRequest, context _: ServerContext) async throws -> Csi_V1_NodeGetVolumeStatsResponse {
         try RequestFields.requireID(request.volumeID, field: "volume_id")
         guard !request.volumePath.isEmpty else { throw CSIError.invalidArgument("volume_path is required") }
-        let path = try? paths.require(request.volumePath, field: "volume_path")
+        let path = try? paths.requireResolved(request.volumePath, field: "volume_path")
         let report = try await withVolume(request.volumeID, exclusive: false) { () throws -> VolumeStager.VolumeReport in
             guard let path else { throw CSIError.notFound("volume \(request.volumeID) is not published at \(RequestFields.quoted(request.volumePath, limit: PathRules.quotedLength))") }
             return try stager.report(volumeID: request.volumeID, path: path)
@@ -90,8 +90,8 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
         try RequestFields.requireID(request.volumeID, field: "volume_id")
         // Expansion acts on the staged volume, not at these paths, but a request naming paths
         // outside kubelet's directory is not kubelet's: refuse it like every other node call.
-        _ = try paths.require(request.volumePath, field: "volume_path")
-        if !request.stagingTargetPath.isEmpty { _ = try paths.require(request.stagingTargetPath, field: "staging_target_path") }
+        _ = try paths.requireResolved(request.volumePath, field: "volume_path")
+        if !request.stagingTargetPath.isEmpty { _ = try paths.requireResolved(request.stagingTargetPath, field: "staging_target_path") }
         let capacity = try CapacityRequest(request.hasCapacityRange ? request.capacityRange : nil)
         // Before the store grows: a range no page-aligned size satisfies is refused up front.
         try capacity.requireAlignedSizeInRange()
