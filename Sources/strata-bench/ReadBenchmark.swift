@@ -10,8 +10,12 @@ import Foundation
 ///   bottom of the chain: what a naive walk of the chain would pay most for.
 /// - scattered (worst case): every cluster lives in a layer picked at random, so at depth 64
 ///   nearly every neighbour comes from another file.
+/// Beside them, `files64` reads the golden depth-64 layout from 64 plain files directly (pread on
+/// the file a precomputed table names, no store): what the kernel alone charges for data spread
+/// over many sparse files, so `golden64 / files64` is the store's own cost at depth 64.
 /// Before timing, every file's cached pages are dropped and everything is read once through each
 /// reader in the same 1 MiB pattern (which also checks the bytes), so all start equally warm.
+/// Readers then take turns, in a rotating order, for `rounds` rounds; each keeps its best round.
 struct ReadBenchmark {
     let directory: String
     let options: StoreOptions
@@ -43,13 +47,17 @@ struct ReadBenchmark {
         var handles: [VolumeHandle] = []
         defer { for handle in handles { try? handle.close() } }
         for (layout, depth) in [(Layout.golden, 1), (.golden, 16), (.golden, 64), (.scattered, 16), (.scattered, 64)] {
-            let handle = try buildChain(store, layout: layout, depth: depth, dataset: UnsafeRawBufferPointer(dataset))
+            let handle = try buildChain(store, name: "\(layout.rawValue)-\(depth)", plan: placement(layout: layout, depth: depth), dataset: UnsafeRawBufferPointer(dataset))
             handles.append(handle)
             readers.append((depth == 1 ? "depth1" : "\(layout.rawValue)\(depth)", handle.read))
         }
+        let files = try FileChain(directory: directory, plan: placement(layout: .golden, depth: 64),
+                                  dataset: UnsafeRawBufferPointer(dataset), clusterSize: Self.clusterSize)
+        readers.append(("files64", files.read))
         for handle in handles { try handle.flush() }
         try plain.synchronize()
-        dropCachedPages(of: [plain.path] + layerFiles(of: storePath))
+        try files.synchronize()
+        dropCachedPages(of: [plain.path] + files.paths + layerFiles(of: storePath))
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
         defer { buffer.deallocate() }
         for (name, read) in readers {
@@ -66,8 +74,9 @@ struct ReadBenchmark {
         var random: [String: [Double]] = [:]
         var sequential: [String: [Double]] = [:]
         let small = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<4096])
-        for _ in 0..<rounds {
-            for (name, read) in readers {
+        for round in 0..<rounds {
+            for turn in 0..<readers.count {
+                let (name, read) = readers[(turn + round) % readers.count]
                 let seconds = try measure { for offset in offsets { try read(small, offset) } }
                 random[name, default: []].append(Double(randomReads) / seconds)
                 let sequentialSeconds = try measure {
@@ -89,6 +98,10 @@ struct ReadBenchmark {
         report.add("read4k_depth1_over_plain", iops["depth1"]! / iops["plain"]!, "x", "4 KiB random: depth 1 / plain file")
         report.add("read1m_depth64_over_depth1", throughput["golden64"]! / throughput["depth1"]!, "x", "1 MiB sequential: depth 64 / depth 1 (golden)")
         report.add("read1m_depth64_over_plain", throughput["golden64"]! / throughput["plain"]!, "x", "1 MiB sequential: depth 64 / plain file (golden)")
+        report.add("read4k_files64_over_plain", iops["files64"]! / iops["plain"]!, "x", "4 KiB random: 64 plain files in the golden layout / plain file")
+        report.add("read4k_depth64_over_files64", iops["golden64"]! / iops["files64"]!, "x", "4 KiB random: depth 64 / the same layout in plain files")
+        report.add("read1m_files64_over_plain", throughput["files64"]! / throughput["plain"]!, "x", "1 MiB sequential: 64 plain files in the golden layout / plain file")
+        report.add("read1m_depth64_over_files64", throughput["golden64"]! / throughput["files64"]!, "x", "1 MiB sequential: depth 64 / the same layout in plain files")
         report.add("read4k_depth64_over_plain_scattered", iops["scattered64"]! / iops["plain"]!, "x", "4 KiB random: depth 64 / plain file (scattered)")
         report.add("read4k_depth64_over_depth1_scattered", iops["scattered64"]! / iops["depth1"]!, "x", "4 KiB random: depth 64 / depth 1 (scattered)")
         report.add("read1m_depth64_over_plain_scattered", throughput["scattered64"]! / throughput["plain"]!, "x", "1 MiB sequential: depth 64 / plain file (scattered)")
@@ -99,32 +112,90 @@ struct ReadBenchmark {
         return ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).map { folder + "/" + $0 }
     }
 
-    /// A volume of `depth` layers whose contents are `dataset`, a snapshot frozen after each layer.
-    private func buildChain(_ store: BlockStore, layout: Layout, depth: Int, dataset: UnsafeRawBufferPointer) throws -> VolumeHandle {
-        let volume = try store.createVolume(
-            name: "\(layout.rawValue)-\(depth)", size: UInt64(datasetSize), clusterSize: UInt32(Self.clusterSize))
-        let handle = try store.open(volumeID: volume.id)
+    /// Which clusters each layer of a chain writes, bottom first.
+    private func placement(layout: Layout, depth: Int) -> [[Int]] {
         var generator = SplitMix(state: UInt64(depth))
         let clusters = datasetSize / Self.clusterSize
-        let owners = (0..<clusters).map { _ in Int(generator.next() % UInt64(depth)) }
-        func writeCluster(_ cluster: Int) throws {
-            let start = cluster * Self.clusterSize
-            try handle.write(UnsafeRawBufferPointer(rebasing: dataset[start..<start + Self.clusterSize]), at: UInt64(start))
-        }
-        for layer in 0..<depth {
-            switch (layout, layer) {
-            case (.golden, 0):
-                for offset in stride(from: 0, to: datasetSize, by: 1 << 20) {
-                    try handle.write(UnsafeRawBufferPointer(rebasing: dataset[offset..<offset + (1 << 20)]), at: UInt64(offset))
-                }
-            case (.golden, _):
-                for _ in 0..<max(1, clusters / 256) { try writeCluster(Int(generator.next() % UInt64(clusters))) }
-            case (.scattered, _):
-                for cluster in 0..<clusters where owners[cluster] == layer { try writeCluster(cluster) }
+        switch layout {
+        case .golden:
+            return (0..<depth).map { layer in
+                layer == 0 ? Array(0..<clusters)
+                    : (0..<max(1, clusters / 256)).map { _ in Int(generator.next() % UInt64(clusters)) }
             }
-            if layer < depth - 1 { _ = try store.createSnapshot(name: "\(layout.rawValue)-\(depth)-\(layer)", of: volume.id) }
+        case .scattered:
+            let owners = (0..<clusters).map { _ in Int(generator.next() % UInt64(depth)) }
+            return (0..<depth).map { layer in (0..<clusters).filter { owners[$0] == layer } }
         }
-        guard try store.volume(id: volume.id).chainDepth == depth else { throw BenchError("chain of depth \(depth) not built") }
+    }
+
+    /// A volume with one layer per entry of `plan` (a snapshot frozen after each but the last)
+    /// whose contents are `dataset`. A layer writing every cluster writes 1 MiB at a time, like
+    /// the plain file; other layers write cluster by cluster.
+    private func buildChain(_ store: BlockStore, name: String, plan: [[Int]], dataset: UnsafeRawBufferPointer) throws -> VolumeHandle {
+        let volume = try store.createVolume(name: name, size: UInt64(datasetSize), clusterSize: UInt32(Self.clusterSize))
+        let handle = try store.open(volumeID: volume.id)
+        for (layer, clusters) in plan.enumerated() {
+            try writeLayer(clusters, of: dataset) { bytes, offset in try handle.write(bytes, at: offset) }
+            if layer < plan.count - 1 { _ = try store.createSnapshot(name: "\(name)-\(layer)", of: volume.id) }
+        }
+        guard try store.volume(id: volume.id).chainDepth == plan.count else { throw BenchError("chain of depth \(plan.count) not built") }
         return handle
+    }
+}
+
+/// Writes the given clusters of `dataset` through `write`: in 1 MiB pieces when they are all of them.
+private func writeLayer(_ clusters: [Int], of dataset: UnsafeRawBufferPointer,
+                        write: (UnsafeRawBufferPointer, UInt64) throws -> Void) throws {
+    let clusterSize = ReadBenchmark.clusterSize
+    if clusters.count == dataset.count / clusterSize {
+        for offset in stride(from: 0, to: dataset.count, by: 1 << 20) {
+            try write(UnsafeRawBufferPointer(rebasing: dataset[offset..<offset + (1 << 20)]), UInt64(offset))
+        }
+    } else {
+        for cluster in clusters {
+            let start = cluster * clusterSize
+            try write(UnsafeRawBufferPointer(rebasing: dataset[start..<start + clusterSize]), UInt64(start))
+        }
+    }
+}
+
+/// A chain's layout in plain sparse files, read without the store: each cluster from the top
+/// file that wrote it, adjacent clusters of one file in one pread (as the store reads).
+private final class FileChain {
+    let files: [PlainFile]
+    /// Per cluster, the index of the file answering for it.
+    let owners: [Int]
+    let clusterShift: Int
+    var paths: [String] { files.map(\.path) }
+
+    init(directory: String, plan: [[Int]], dataset: UnsafeRawBufferPointer, clusterSize: Int) throws {
+        var owners = [Int](repeating: 0, count: dataset.count / clusterSize)
+        var files: [PlainFile] = []
+        for (layer, clusters) in plan.enumerated() {
+            let file = try PlainFile(path: directory + "/files-\(layer).img", size: UInt64(dataset.count))
+            try writeLayer(clusters, of: dataset) { bytes, offset in try file.write(bytes, at: offset) }
+            for cluster in clusters { owners[cluster] = layer }
+            files.append(file)
+        }
+        self.files = files
+        self.owners = owners
+        clusterShift = clusterSize.trailingZeroBitCount
+    }
+
+    func synchronize() throws { for file in files { try file.synchronize() } }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        let end = offset + UInt64(buffer.count)
+        var position = offset
+        while position < end {
+            let owner = owners[Int(position >> UInt64(clusterShift))]
+            var runEnd = min(end, ((position >> UInt64(clusterShift)) + 1) << UInt64(clusterShift))
+            while runEnd < end, owners[Int(runEnd >> UInt64(clusterShift))] == owner {
+                runEnd = min(end, runEnd + (1 << UInt64(clusterShift)))
+            }
+            try files[owner].read(into: UnsafeMutableRawBufferPointer(
+                rebasing: buffer[Int(position - offset)..<Int(runEnd - offset)]), at: position)
+            position = runEnd
+        }
     }
 }

@@ -29,7 +29,7 @@ struct StoreBenchmarkCommand: ParsableCommand {
         ).run(into: report) }
         if sections.contains("read") { try ReadBenchmark(
             directory: directory, options: options, datasetSize: quick ? 256 << 20 : 1 << 30,
-            randomReads: quick ? 100_000 : 400_000, sequentialPasses: quick ? 2 : 3, rounds: 3
+            randomReads: quick ? 100_000 : 400_000, sequentialPasses: quick ? 2 : 3, rounds: quick ? 3 : 5
         ).run(into: report) }
         if sections.contains("copyup") { try CopyUpBenchmark(
             directory: directory, options: options, datasetSize: quick ? 256 << 20 : 1 << 30,
