@@ -141,12 +141,13 @@ extension BlockStore {
         guard Identifier.isSnapshotID(id) else { throw StoreError.notFound("snapshot \(id)") }
         try controlLock.withLock { _ in
             try throwIfClosed()
-            let freed = try catalog.write { db -> [Int64] in
+            let freed = try spaceReserve.runDeletion { try catalog.write { db -> [Int64] in
                 guard let row = try db.snapshotRow(id: id), !row.hidden else { throw StoreError.notFound("snapshot \(id)") }
                 try db.deleteSnapshotRow(id: id)
                 return try db.releaseReference(to: row.layerID)
-            }
+            } }
             removeLayerFiles(freed)
+            spaceReserve.refill()
         }
     }
 

@@ -173,7 +173,7 @@ extension BlockStore {
                 return entry.handles
             }
             guard handles == 0 else { throw StoreError(.busy, "volume \(id) is open (\(handles) handles)") }
-            let freed = try catalog.write { db -> [Int64] in
+            let freed = try spaceReserve.runDeletion { try catalog.write { db -> [Int64] in
                 try db.deleteVolumeRow(id: id)
                 var freed = try db.releaseReference(to: row.headLayerID)
                 if let hidden = row.hiddenSnapshotID, let snapshot = try db.snapshotRow(id: hidden) {
@@ -181,8 +181,9 @@ extension BlockStore {
                     freed += try db.releaseReference(to: snapshot.layerID)
                 }
                 return freed
-            }
+            } }
             removeLayerFiles(freed)
+            spaceReserve.refill()
         }
     }
 

@@ -5,7 +5,8 @@ import Logging
 import Synchronization
 
 /// A layered copy-on-write block store in one directory: a SQLite catalog (`catalog.sqlite`) and
-/// a folder of layer files (`layers/`). One process at a time owns a directory (`store.lock`).
+/// a folder of layer files (`layers/`), and a few MiB kept in `space-reserve` so that deletions
+/// can commit on a full disk. One process at a time owns a directory (`store.lock`).
 ///
 /// Every method is synchronous and thread-safe. Control operations (create, delete, snapshot,
 /// expand, open, the last step of a flatten) are serialized by `controlLock`; they are all O(1)
@@ -22,6 +23,7 @@ public final class BlockStore: Sendable {
     let flattenLock = Mutex<Void>(())
     let backgroundQueue = DispatchQueue(label: "strata.blockstore.flatten", qos: .utility)
     let backgroundWork = DispatchGroup()
+    let spaceReserve: SpaceReserve
     private let lockFile: Int32
 
     /// What the store tracks in memory, guarded by `state`.
@@ -78,6 +80,7 @@ public final class BlockStore: Sendable {
             let highestFile = try Self.reconcile(catalog: catalog, layers: layerDirectory, logger: options.logger)
             let highestRow = try catalog.read { try $0.maxLayerID() }
             state = Mutex(StoreState(nextLayerID: max(highestFile, highestRow) + 1))
+            spaceReserve = SpaceReserve(path: directory + "/space-reserve", bytes: options.spaceReserveBytes, logger: options.logger)
         } catch {
             _ = Glibc.close(lockFile)
             throw error

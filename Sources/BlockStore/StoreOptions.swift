@@ -10,6 +10,8 @@ public struct StoreOptions: Sendable {
     public var hardChainDepthLimit: Int = 128
     /// Whether crossing the soft limit starts a background flatten (benchmarks and tests turn it off).
     public var backgroundFlatten: Bool = true
+    /// Space kept allocated so that deletions can still commit on a full disk (0: none).
+    public var spaceReserveBytes: Int = 8 << 20
     public var logger: Logger
 
     public init(
@@ -17,12 +19,14 @@ public struct StoreOptions: Sendable {
         softChainDepthLimit: Int = 32,
         hardChainDepthLimit: Int = 128,
         backgroundFlatten: Bool = true,
+        spaceReserveBytes: Int = 8 << 20,
         logger: Logger = Logger(label: "strata.blockstore")
     ) {
         self.defaultClusterSize = defaultClusterSize
         self.softChainDepthLimit = softChainDepthLimit
         self.hardChainDepthLimit = hardChainDepthLimit
         self.backgroundFlatten = backgroundFlatten
+        self.spaceReserveBytes = spaceReserveBytes
         self.logger = logger
     }
 }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
 import BlockStore
 @testable import CSIDriver
 import CSIProto
@@ -34,10 +37,6 @@ struct FullDiskTests {
             let keep = try await driver.controller.createVolume(Requests.createVolume("keep", bytes: Int64(kept.count))).volume
             keptID = keep.volumeID
             try Self.write(kept, to: try store.open(volumeID: keptID), flush: true)
-
-            // Room an operator can free later (see the known issue below).
-            let ballast = disk.mountPoint + "/ballast"
-            try Data(Self.pattern(seed: 3, bytes: 4 << 20)).write(to: URL(fileURLWithPath: ballast), options: .atomic)
 
             // Fill: thin volumes, written until the filesystem refuses.
             var fillers: [String] = []
@@ -84,23 +83,20 @@ struct FullDiskTests {
             var closedWhileFull = try store.checkConsistency()
             closedWhileFull.dirtyMaps = []
             #expect(closedWhileFull.isClean, "after closing volumes on a full disk: \(closedWhileFull)")
-            // Deleting is how a CO frees space, but the deletion's own catalog commit needs a
-            // little space (SQLite's log grows) and the store keeps none in reserve.
-            await withKnownIssue("DeleteVolume cannot commit on a full disk: space cannot be freed through the API", isIntermittent: true) {
-                let outcome = await CallOutcome.of { try await driver.controller.deleteVolume(.with { $0.volumeID = fillers[0] }) }
-                #expect(outcome.code == nil, "deleting a volume on a full disk: \(outcome)")
-            }
-            // So free space as an operator would, then delete through the API.
-            try FileManager.default.removeItem(atPath: ballast)
+            // Deleting is how a CO frees space: it must work on the full disk (the store gives
+            // back its reserve when the catalog's log cannot grow, and retakes it afterwards).
+            let deletion = await CallOutcome.of { try await driver.controller.deleteVolume(.with { $0.volumeID = fillers[0] }) }
+            #expect(deletion.code == nil, "deleting a volume on a full disk: \(deletion)")
+            // Its data lives on in the snapshots taken while full: they go too, and with them the space.
+            try Self.deleteVolumes(named: "while-full-", through: driver)
             // The volume that met the full disk is usable again at once.
             let again = Self.pattern(seed: 42, bytes: 2 << 20)
             try Self.write(again, to: try store.open(volumeID: fillers.last!), flush: true)
             #expect(try Self.read(fillers.last!, bytes: again.count, from: store) == again)
-            for id in fillers {
+            for id in fillers.dropFirst() {
                 let outcome = await CallOutcome.of { try await driver.controller.deleteVolume(.with { $0.volumeID = id }) }
                 #expect(outcome.code == nil, "deleting a filler to free space: \(outcome)")
             }
-            try Self.deleteVolumes(named: "while-full-", through: driver)
 
             let report = try store.checkConsistency()
             #expect(report.isClean, "\(report)")
@@ -122,7 +118,68 @@ struct FullDiskTests {
         #expect(try Self.read(keptID, bytes: kept.count, from: reopened) == kept, "flushed data changed after reopening")
     }
 
+    @Test("On a full disk a deletion commits by giving back the space reserve; without a reserve it cannot")
+    func deletionUsesTheReserve() throws {
+        for reserve in [8 << 20, 0] {
+            guard let disk = try LoopFilesystem.makeIfPossible(mebibytes: 32) else { return }
+            defer { disk.tearDown() }
+            let directory = disk.mountPoint + "/store"
+            let options = StoreOptions(spaceReserveBytes: reserve)
+            let setUp = try BlockStore(directory: directory, options: options)
+            let doomed = try setUp.createVolume(name: "doomed", size: 4 << 20)
+            let snapshotted = try setUp.createVolume(name: "snapshotted", size: 4 << 20)
+            let snapshot = try setUp.createSnapshot(name: "snapshot", of: snapshotted.id)
+            try Self.write(Self.pattern(seed: 5, bytes: 4 << 20), to: try setUp.open(volumeID: doomed.id), flush: true)
+            // Closing empties the catalog's log, so the next commit must grow it: the case where
+            // a full disk stops a deletion.
+            setUp.close()
+            let store = try BlockStore(directory: directory, options: options)
+            defer { store.close() }
+
+            // Every last block taken (root may use ext4's reserved blocks too).
+            let ballast = disk.mountPoint + "/ballast"
+            let filled = Self.fillCompletely(ballast)
+            #expect(filled > 0)
+
+            do {
+                try store.deleteSnapshot(id: snapshot.id)
+                try store.deleteVolume(id: doomed.id)
+                #expect(reserve > 0, "without a reserve the deletions fit after all: this test proves nothing here")
+            } catch let error as StoreError {
+                #expect(reserve == 0, "a deletion failed on a full disk despite the reserve: \(error)")
+                #expect(error.code == .noSpace, "\(error)")
+                continue
+            }
+            #expect(try store.listVolumes(after: nil, limit: 0).items.map(\.name) == ["snapshotted"])
+            #expect(try store.listSnapshots(after: nil, limit: 0).items.isEmpty)
+            #expect(try store.checkConsistency().isClean)
+            // Once there is room again, the reserve is whole after the next open.
+            try FileManager.default.removeItem(atPath: ballast)
+            store.close()
+            let reopened = try BlockStore(directory: directory)
+            defer { reopened.close() }
+            let reserveFile = try FileManager.default.attributesOfItem(atPath: directory + "/space-reserve")
+            #expect((reserveFile[.size] as? Int) == reserve, "the reserve was not retaken once space was free")
+            #expect(try reopened.checkConsistency().isClean)
+            #expect(try reopened.listVolumes(after: nil, limit: 0).items.map(\.name) == ["snapshotted"])
+        }
+    }
+
     // MARK: - Helpers
+
+    /// Writes `path` until the filesystem has no block left; returns the bytes written.
+    static func fillCompletely(_ path: String) -> Int {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard descriptor >= 0 else { return 0 }
+        defer { close(descriptor) }
+        var total = 0
+        for size in [1 << 20, 4096, 512] {
+            let chunk = [UInt8](repeating: 0xA5, count: size)
+            while chunk.withUnsafeBytes({ Glibc.write(descriptor, $0.baseAddress, size) }) == size { total += size }
+        }
+        fsync(descriptor)
+        return total
+    }
 
     /// Deterministic bytes that are neither zero nor compressible.
     static func pattern(seed: UInt64, bytes: Int) -> [UInt8] {
