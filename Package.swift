@@ -95,7 +95,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "BlockStoreTests", dependencies: ["BlockStore"]),
+        .testTarget(
+            name: "BlockStoreTests",
+            dependencies: ["BlockStore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
         .testTarget(name: "NodeHostTests", dependencies: ["NodeHost"]),
         .testTarget(
             name: "CSIDriverTests",

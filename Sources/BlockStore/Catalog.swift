@@ -140,6 +140,10 @@ final class Catalog: Sendable {
                 CREATE INDEX volumes_head ON volumes(head_layer_id);
                 """)
         }
+        // Group snapshot lookups scanned every snapshot; most have no group, so the index is partial.
+        migrator.registerMigration("v2-group-index") { db in
+            try db.execute(sql: "CREATE INDEX snapshots_group ON snapshots(group_id) WHERE group_id IS NOT NULL")
+        }
         return migrator
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 @testable import BlockStore
 
@@ -173,6 +174,14 @@ import Testing
             _ = try store.createSnapshots([(name: "a", volumeID: volumes[0].id), (name: "b", volumeID: volumes[0].id)], groupID: "x")
         }
         for handle in handles { try handle.close() }
+        #expect(try store.snapshots(inGroup: "group-1").map(\.id) == group.map(\.id))
+        #expect(try store.groupSnapshots(namePrefix: "g-").map(\.id) == group.map(\.id))
+        // Looking a group up reads its members only, not every snapshot.
+        let plan = try store.catalog.read { db in
+            try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN SELECT * FROM snapshots WHERE group_id = ? AND hidden = 0 ORDER BY seq",
+                             arguments: ["group-1"]).map { $0["detail"] as String }
+        }
+        #expect(plan.contains { $0.contains("snapshots_group") }, "\(plan)")
         #expect(try store.checkConsistency().isClean)
     }
 
