@@ -64,7 +64,7 @@ public final class FuseExporter: Sendable {
         self.mountPoint = path
         self.options = options
         self.logger = logger
-        self.buffers = BufferPool(bufferSize: options.maxTransferSize, retained: options.maxThreads)
+        self.buffers = BufferPool(bufferSize: options.maxTransferSize)
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         self.startTime = now
