@@ -137,6 +137,10 @@ extension HostileInputTests {
             Row("NodeExpandVolume of an unknown volume", .notFound, hint: "volume") { d, f in
                 _ = try await d.node.nodeExpandVolume(expand(f) { $0.volumeID = "vol-0123456789abcdef0" })
             },
+            // csi-sanity's case: an unknown volume is NOT_FOUND before its path is looked at.
+            Row("NodeExpandVolume of an unknown volume at a relative path", .notFound, hint: "volume") { d, f in
+                _ = try await d.node.nodeExpandVolume(expand(f) { $0.volumeID = "vol-0123456789abcdef0"; $0.volumePath = "some/path" })
+            },
         ]
         return rows
     }

@@ -88,8 +88,12 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
 
     func nodeExpandVolume(request: Csi_V1_NodeExpandVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodeExpandVolumeResponse {
         try RequestFields.requireID(request.volumeID, field: "volume_id")
-        // Expansion acts on the staged volume, not at these paths, but a request naming paths
-        // outside kubelet's directory is not kubelet's: refuse it like every other node call.
+        // An unknown volume is NOT_FOUND whatever else is wrong (csi-sanity asks it with a
+        // relative path): expansion acts on the volume, not at the paths.
+        let store = try context.store()
+        _ = try await BlockingWork.run { try store.volume(id: request.volumeID) }
+        // A request naming paths outside kubelet's directory is not kubelet's: refuse it like
+        // every other node call.
         _ = try paths.requireResolved(request.volumePath, field: "volume_path")
         if !request.stagingTargetPath.isEmpty { _ = try paths.requireResolved(request.stagingTargetPath, field: "staging_target_path") }
         let capacity = try CapacityRequest(request.hasCapacityRange ? request.capacityRange : nil)
