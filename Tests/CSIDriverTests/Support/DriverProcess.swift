@@ -28,7 +28,7 @@ final class DriverProcess: @unchecked Sendable {
         self.directory = try directory ?? TemporaryDirectory()
         socketPath = self.directory.path + "/" + socketName
         logPath = self.directory.path + "/driver.log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        guard FileManager.default.createFile(atPath: logPath, contents: nil) else { throw POSIXError(.EIO) }
         process.executableURL = URL(fileURLWithPath: Self.binaryPath)
         process.arguments = ["--endpoint", "unix://\(socketPath)", "--state-dir", self.directory.path + "/state",
                              "--nodeid", "test-node", "--grace-period", "2"] + extra
