@@ -38,13 +38,18 @@ extension BlockStore {
         return (orphans + files.keys + allRows.map(\.id)).max() ?? 0
     }
 
-    /// A dirty map lags its data file: clusters written but never mapped are garbage from writes
-    /// no flush acknowledged. Punches them out (restoring "unmapped reads zeros") and returns the
-    /// bytes the map holds.
+    /// A dirty map lags its data file: clusters (or subclusters of partial clusters) written but
+    /// never mapped are garbage from writes no flush acknowledged. Punches them out (restoring
+    /// "unmapped reads zeros") and returns the bytes the map holds.
     private static func recoverDirtyMap(_ files: LayerFiles, clusterSize: Int) throws -> UInt64 {
-        var mapped = Set<Int>()
-        try files.map.forEachEntry { cluster, state in
-            if state == .data { mapped.insert(cluster) }
+        let subclusters = Subclusters(clusterSize: clusterSize)
+        var held: [Int: UInt16] = [:]
+        try files.map.forEachEntry { cluster, entry in
+            switch entry.state {
+            case .data: held[cluster] = subclusters.fullMask
+            case .partial: held[cluster] = entry.subclusterMask & subclusters.fullMask
+            case .zero, .unallocated: break
+            }
         }
         let fileSize = try files.data.size()
         var offset: UInt64 = 0
@@ -53,16 +58,23 @@ extension BlockStore {
             let end = min(files.data.nextHole(from: start), fileSize)
             var cluster = Int(start / UInt64(clusterSize))
             while UInt64(cluster) * UInt64(clusterSize) < end {
-                if !mapped.contains(cluster) {
-                    try files.data.punchHole(at: UInt64(cluster) * UInt64(clusterSize), length: UInt64(clusterSize))
+                let mask = held[cluster] ?? 0
+                let clusterStart = UInt64(cluster) * UInt64(clusterSize)
+                if mask == 0 {
+                    try files.data.punchHole(at: clusterStart, length: UInt64(clusterSize))
                     punched += 1
+                } else if mask != subclusters.fullMask {
+                    for subcluster in 0..<subclusters.count where mask & (1 << subcluster) == 0 {
+                        try files.data.punchHole(at: clusterStart + UInt64(subcluster << subclusters.shift), length: UInt64(subclusters.size))
+                        punched += 1
+                    }
                 }
                 cluster += 1
             }
             offset = max(end, start + 1)
         }
         if punched > 0 { try files.data.synchronizeData() }
-        return UInt64(mapped.count) * UInt64(clusterSize)
+        return held.values.reduce(0) { $0 + UInt64($1.nonzeroBitCount) << UInt64(subclusters.shift) }
     }
 
     /// Compares the catalog with the files and with itself. Heads of volumes open right now may
@@ -99,9 +111,9 @@ extension BlockStore {
                 }
                 guard layer.materialized else { continue }
                 do {
-                    let map = AllocationMapFile(file: try SystemFile.open(layerDirectory.mapPath(layer.id), readOnly: true))
-                    defer { map.file.close() }
-                    let header = try map.readHeader()
+                    let file = try SystemFile.open(layerDirectory.mapPath(layer.id), readOnly: true)
+                    defer { file.close() }
+                    let (_, header) = try AllocationMapFile.open(file)
                     if header.layerID != layer.id || header.clusterSize != layer.clusterSize {
                         report.corruptMaps.append(layer.id)
                     } else if header.dirty && !openHeadLayers.contains(layer.id) {

@@ -47,8 +47,14 @@ package struct LayerDirectory: Sendable {
     func openLayer(_ layerID: Int64, writable: Bool) throws -> LayerFiles {
         let data = try SystemFile.open(dataPath(layerID), readOnly: !writable)
         do {
-            let map = AllocationMapFile(file: try SystemFile.open(mapPath(layerID), readOnly: !writable))
-            return LayerFiles(layerID: layerID, data: data, map: map)
+            let mapFile = try SystemFile.open(mapPath(layerID), readOnly: !writable)
+            do {
+                let (map, _) = try AllocationMapFile.open(mapFile)
+                return LayerFiles(layerID: layerID, data: data, map: map)
+            } catch {
+                mapFile.close()
+                throw error
+            }
         } catch {
             data.close()
             throw error

@@ -27,14 +27,17 @@ extension OpenVolume {
     /// whose entry is captured has already issued its pwrite; the fdatasync that follows covers it.
     func captureDirtyMap() -> CapturedMap {
         let chunks = index.takeDirtyChunks()
-        let pageSize = AllocationMapFile.entriesPerPage
-        let pages = UnsafeMutableRawBufferPointer.allocate(byteCount: max(chunks.count, 1) * pageSize, alignment: 4096)
+        let map = head.map
+        let pageBytes = map.pageBytes
+        let pages = UnsafeMutableRawBufferPointer.allocate(byteCount: max(chunks.count, 1) * pageBytes, alignment: 4096)
         for (number, chunk) in chunks.enumerated() {
-            let page = UnsafeMutableRawBufferPointer(rebasing: pages[number * pageSize..<(number + 1) * pageSize])
-            index.headMapPage(chunk, headPosition: headPosition, into: page)
+            let page = UnsafeMutableRawBufferPointer(rebasing: pages[number * pageBytes..<(number + 1) * pageBytes])
+            let entries = index.entries(chunk)
+            map.encodePage({ slot in
+                index.headMapEntry(entries, slot: slot, headPosition: headPosition, subclusters: subclusters)
+            }, into: page)
         }
-        let headBytes = UInt64(headDataClusters.load(ordering: .relaxed)) * UInt64(clusterSize)
-        return CapturedMap(head: head, chunks: chunks, pages: pages, headBytes: headBytes)
+        return CapturedMap(head: head, chunks: chunks, pages: pages, headBytes: headAllocatedBytes)
     }
 
     /// Writes captured pages in the durable order; on failure the pages are marked dirty again.
@@ -42,7 +45,7 @@ extension OpenVolume {
         do {
             try captured.head.data.synchronizeData()
             if !captured.chunks.isEmpty {
-                let pageSize = AllocationMapFile.entriesPerPage
+                let pageSize = captured.head.map.pageBytes
                 for (number, chunk) in captured.chunks.enumerated() {
                     let page = UnsafeRawBufferPointer(rebasing: captured.pages[number * pageSize..<(number + 1) * pageSize])
                     try captured.head.map.writePage(chunk, entries: page)
@@ -78,7 +81,7 @@ extension OpenVolume {
                 }
                 try commit(captured.headBytes)
                 layers.append(newHead)
-                headDataClusters.store(0, ordering: .relaxed)
+                headDataSubclusters.store(0, ordering: .relaxed)
                 persistedHeadBytes = 0
             }
         }
@@ -105,9 +108,11 @@ extension OpenVolume {
             let done = try structure.withReadLock { () throws -> Bool in
                 guard !isClosed else { throw StoreError(.invalidArgument, "volume \(volumeID) is closed") }
                 try markHeadDirtyIfNeeded()
+                var scratch: UnsafeMutableRawBufferPointer?
+                defer { scratch?.deallocate() }
                 let batchEnd = min(index.clusterCount, cluster + 256)
                 while cluster < batchEnd {
-                    try copyUpIfInherited(cluster)
+                    try copyUpIfInherited(cluster, scratch: &scratch)
                     cluster += 1
                 }
                 return cluster >= index.clusterCount
@@ -116,18 +121,23 @@ extension OpenVolume {
         }
     }
 
-    private func copyUpIfInherited(_ cluster: Int) throws {
+    private func copyUpIfInherited(_ cluster: Int, scratch: inout UnsafeMutableRawBufferPointer?) throws {
         let headPosition = self.headPosition
         let slot = cluster % ClusterIndex.chunkSize
-        let entry = index.entry(of: cluster)
-        guard entry.hasData, let owner = entry.position, owner < headPosition else { return }
+        func inherited(_ entry: IndexEntry) -> Bool {
+            entry.isMixed || (entry.hasData && entry.position! < headPosition)
+        }
+        guard inherited(index.entry(of: cluster)) else { return }
         let clusterStart = UInt64(cluster) << UInt64(clusterShift)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: clusterSize, alignment: 4096)
-        defer { buffer.deallocate() }
         try index.modifyChunk(cluster / ClusterIndex.chunkSize) { entries -> ((), Bool) in
             let current = IndexEntry(rawValue: entries[slot])
-            guard current.hasData, let owner = current.position, owner < headPosition else { return ((), false) }
-            try layers[owner]!.data.read(into: buffer, at: clusterStart)
+            guard inherited(current) else { return ((), false) }
+            if current.isMixed {
+                try completeMixedCluster(entries, cluster: cluster, scratch: &scratch)
+                return ((), true)
+            }
+            let buffer = UnsafeMutableRawBufferPointer(rebasing: scratchBuffer(&scratch)[0..<clusterSize])
+            try layers[current.position!]!.data.read(into: buffer, at: clusterStart)
             do {
                 try head.data.write(UnsafeRawBufferPointer(buffer), at: clusterStart)
             } catch {
@@ -135,7 +145,7 @@ extension OpenVolume {
                 throw error
             }
             entries[slot] = IndexEntry(position: headPosition, state: .data).rawValue
-            headDataClusters.add(1, ordering: .relaxed)
+            headDataSubclusters.add(subclusters.count, ordering: .relaxed)
             return ((), true)
         }
     }
@@ -149,7 +159,9 @@ extension OpenVolume {
                 guard !isClosed else { throw StoreError(.invalidArgument, "volume \(volumeID) is closed") }
                 guard headPosition > 0 else { return }
                 try markHeadDirtyIfNeeded()
-                for cluster in 0..<index.clusterCount { try copyUpIfInherited(cluster) }
+                var scratch: UnsafeMutableRawBufferPointer?
+                defer { scratch?.deallocate() }
+                for cluster in 0..<index.clusterCount { try copyUpIfInherited(cluster, scratch: &scratch) }
                 let captured = captureDirtyMap()
                 defer { captured.release() }
                 try persist(captured) { _, _ in }

@@ -10,17 +10,23 @@ import Synchronization
 /// two partial writes to one inherited cluster cannot lose each other. `flushLock` serializes
 /// flushes and head changes.
 ///
-/// Invariant: in the head's data file, a cluster the head does not hold as data reads as zeros
-/// (never written, punched on discard, or punched by crash recovery).
+/// Copy-up works per subcluster (see `Subclusters`): a partial write into an inherited cluster
+/// copies only the subclusters it touches, and the cluster becomes mixed in the index (its
+/// subclusters resolved one by one, still O(1)). A head whose map is in format 1 cannot record
+/// that, so it copies whole clusters.
+///
+/// Invariant: in the head's data file, a cluster (or subcluster) the head does not hold as data
+/// reads as zeros (never written, punched on discard, or punched by crash recovery).
 final class OpenVolume: @unchecked Sendable {
     let volumeID: String
     let clusterSize: Int
     let clusterShift: Int
+    let subclusters: Subclusters
     let structure = ReadWriteLock()
     let flushLock = Mutex<Void>(())
     let index: ClusterIndex
-    /// Head clusters holding data, kept current by writes and discards.
-    let headDataClusters = Atomic<Int>(0)
+    /// Head subclusters holding data, kept current by writes and discards.
+    let headDataSubclusters = Atomic<Int>(0)
     /// Whether the head map's header already says dirty (set durably before the first change).
     let headMarkedDirty = Atomic<Bool>(false)
     private let dirtyMarkLock = Mutex<Void>(())
@@ -34,6 +40,11 @@ final class OpenVolume: @unchecked Sendable {
 
     var head: LayerFiles { layers[layers.count - 1]! }
     var headPosition: Int { layers.count - 1 }
+    /// Whether a partial write into an inherited cluster may copy up subclusters only.
+    var headTakesPartialClusters: Bool { subclusters.count > 1 && head.map.supportsPartialClusters }
+
+    /// Bytes the head holds, from its subcluster count.
+    var headAllocatedBytes: UInt64 { UInt64(headDataSubclusters.load(ordering: .relaxed)) << UInt64(subclusters.shift) }
 
     init(volumeID: String, layers: [LayerFiles?], size: UInt64, clusterSize: UInt32, persistedHeadBytes: UInt64) {
         self.volumeID = volumeID
@@ -41,6 +52,7 @@ final class OpenVolume: @unchecked Sendable {
         self.size = size
         self.clusterSize = Int(clusterSize)
         self.clusterShift = Int(clusterSize).trailingZeroBitCount
+        subclusters = Subclusters(clusterSize: Int(clusterSize))
         self.persistedHeadBytes = persistedHeadBytes
         index = ClusterIndex(clusterCount: Int((size + UInt64(clusterSize) - 1) / UInt64(clusterSize)))
     }
@@ -69,24 +81,38 @@ final class OpenVolume: @unchecked Sendable {
 
     private func buildIndex() throws {
         var headData = 0
+        let fullMask = subclusters.fullMask
         for (position, layer) in layers.enumerated() {
             guard let layer else { continue }
             let isHead = position == headPosition
-            try layer.map.forEachEntry { cluster, state in
+            try layer.map.forEachEntry { cluster, entry in
                 guard cluster < index.clusterCount else {
                     throw StoreError(.corrupt, "layer \(layer.layerID) maps cluster \(cluster) beyond the volume")
                 }
-                index.setUnlocked(cluster, IndexEntry(position: position, state: state))
-                if isHead && state == .data { headData += 1 }
+                switch entry.state {
+                case .partial where entry.subclusterMask & ~fullMask != 0:
+                    throw StoreError(.corrupt, "layer \(layer.layerID) maps subclusters 0x\(String(entry.subclusterMask, radix: 16)) of cluster \(cluster), which has \(subclusters.count)")
+                case .partial where entry.subclusterMask != fullMask:
+                    index.setPartialUnlocked(cluster, position: position, mask: entry.subclusterMask)
+                    if isHead { headData += entry.subclusterMask.nonzeroBitCount }
+                case .partial, .data:
+                    index.setUnlocked(cluster, IndexEntry(position: position, state: .data))
+                    if isHead { headData += subclusters.count }
+                case .zero:
+                    index.setUnlocked(cluster, IndexEntry(position: position, state: .zero))
+                case .unallocated:
+                    break
+                }
             }
         }
-        headDataClusters.store(headData, ordering: .relaxed)
+        headDataSubclusters.store(headData, ordering: .relaxed)
     }
 
     // MARK: Reads
 
     /// Reads a range: runs of clusters answered by one layer become one pread; clusters no layer
-    /// holds, or recorded as zero, are filled with zeros.
+    /// holds, or recorded as zero, are filled with zeros; mixed clusters are read a run of
+    /// subclusters at a time.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         try structure.withReadLock {
             try checkOpenAndInRange(offset: offset, count: buffer.count)
@@ -98,7 +124,9 @@ final class OpenVolume: @unchecked Sendable {
                 let runEnd = min(end, UInt64(cluster + runLength) << UInt64(clusterShift))
                 let target = UnsafeMutableRawBufferPointer(
                     rebasing: buffer[Int(position - offset)..<Int(runEnd - offset)])
-                if entry.hasData, let owner = entry.position {
+                if entry.isMixed {
+                    try readMixed(cluster, into: target, at: position)
+                } else if entry.hasData, let owner = entry.position {
                     try layers[owner]!.data.read(into: target, at: position)
                 } else {
                     target.initializeMemory(as: UInt8.self, repeating: 0)
@@ -108,7 +136,36 @@ final class OpenVolume: @unchecked Sendable {
         }
     }
 
-    /// The entry of `cluster` and how many following clusters (up to `limit`) read from the same place.
+    /// Reads part of one mixed cluster: runs of subclusters with one owner become one pread.
+    private func readMixed(_ cluster: Int, into target: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        let record = index.entries(cluster / ClusterIndex.chunkSize)!.record(cluster % ClusterIndex.chunkSize)
+        let clusterStart = UInt64(cluster) << UInt64(clusterShift)
+        let shift = UInt64(subclusters.shift)
+        let end = offset + UInt64(target.count)
+        var position = offset
+        while position < end {
+            var subcluster = Int((position - clusterStart) >> shift)
+            let owner = record[subcluster]
+            repeat { subcluster += 1 } while subcluster < subclusters.count && clusterStart + (UInt64(subcluster) << shift) < end
+                && Self.readsAlike(record[subcluster], owner)
+            let runEnd = min(end, clusterStart + (UInt64(subcluster) << shift))
+            let piece = UnsafeMutableRawBufferPointer(rebasing: target[Int(position - offset)..<Int(runEnd - offset)])
+            if owner.hasData, let layer = owner.position {
+                try layers[layer]!.data.read(into: piece, at: position)
+            } else {
+                piece.initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            position = runEnd
+        }
+    }
+
+    /// Whether two plain entries read from the same place (any two without data read zeros).
+    private static func readsAlike(_ entry: IndexEntry, _ other: IndexEntry) -> Bool {
+        entry == other || (!entry.hasData && !other.hasData)
+    }
+
+    /// The entry of `cluster` and how many following clusters (up to `limit`) read from the same
+    /// place. A mixed cluster is a run of its own.
     private func run(startingAt cluster: Int, limit: Int) -> (IndexEntry, Int) {
         let chunkSize = ClusterIndex.chunkSize
         var first: IndexEntry?
@@ -123,8 +180,7 @@ final class OpenVolume: @unchecked Sendable {
                 while slot < upper {
                     let entry = IndexEntry(rawValue: entries?[slot] ?? 0)
                     if let first {
-                        let same = entry == first || (!entry.hasData && !first.hasData)
-                        if !same { return true }
+                        if first.isMixed || entry.isMixed || !Self.readsAlike(entry, first) { return true }
                     } else {
                         first = entry
                     }
@@ -162,13 +218,14 @@ final class OpenVolume: @unchecked Sendable {
 
     /// Writes bytes that lie inside one index chunk, holding its lock throughout. Clusters that
     /// need no copy-up (the head holds them, the write covers them, or nothing lies below) are
-    /// written in runs, one pwrite per run; a partial write over inherited data copies its
-    /// cluster up first so the data below is not lost.
+    /// written in runs, one pwrite per run; a partial write over inherited data copies up the
+    /// subclusters it touches (the whole cluster for a format 1 head) so the data below is kept.
     func writeWithinChunk(_ segment: UnsafeRawBufferPointer, at start: UInt64,
                           scratch: inout UnsafeMutableRawBufferPointer?) throws {
         let headPosition = self.headPosition
         let head = self.head
         let headData = IndexEntry(position: headPosition, state: .data).rawValue
+        let partialCopyUp = headTakesPartialClusters
         let firstCluster = Int(start >> UInt64(clusterShift))
         let chunk = firstCluster / ClusterIndex.chunkSize
         let chunkFirstCluster = chunk * ClusterIndex.chunkSize
@@ -193,7 +250,7 @@ final class OpenVolume: @unchecked Sendable {
                 }
                 for slot in runNewSlots { entries[slot] = headData }
                 if !runNewSlots.isEmpty {
-                    headDataClusters.add(runNewSlots.count, ordering: .relaxed)
+                    headDataSubclusters.add(runNewSlots.count * subclusters.count, ordering: .relaxed)
                     changed = true
                 }
                 runNewSlots.removeAll()
@@ -204,19 +261,33 @@ final class OpenVolume: @unchecked Sendable {
                 let slot = cluster - chunkFirstCluster
                 let clusterStart = UInt64(cluster) << UInt64(clusterShift)
                 let pieceEnd = min(end, clusterStart + UInt64(clusterSize))
+                let piece = UnsafeRawBufferPointer(rebasing: segment[Int(position - start)..<Int(pieceEnd - start)])
                 let coversCluster = position == clusterStart && pieceEnd >= min(clusterStart + UInt64(clusterSize), size)
                 let entry = IndexEntry(rawValue: entries[slot])
                 let headHolds = entry.position == headPosition && entry.hasData
-                if headHolds || coversCluster || !entry.hasData {
+                if entry.isMixed {
+                    try writeRun(upTo: position)
+                    if coversCluster || !partialCopyUp {
+                        try completeMixedCluster(entries, cluster: cluster, scratch: &scratch)
+                        try head.data.write(piece, at: position)
+                    } else {
+                        try writeSubclusters(piece, at: position, of: entries, slot: slot, scratch: &scratch)
+                    }
+                    changed = true
+                } else if headHolds || coversCluster || !entry.hasData {
                     // Nothing below to keep (or the head has it): the bytes go straight in.
                     if runStart == nil { runStart = position }
                     if !headHolds { runNewSlots.append(slot) }
+                } else if partialCopyUp {
+                    try writeRun(upTo: position)
+                    _ = entries.makeMixed(slot)
+                    try writeSubclusters(piece, at: position, of: entries, slot: slot, scratch: &scratch)
+                    changed = true
                 } else {
                     try writeRun(upTo: position)
-                    try copyUp(cluster, from: entry.position!, merging: UnsafeRawBufferPointer(
-                        rebasing: segment[Int(position - start)..<Int(pieceEnd - start)]), at: position, scratch: &scratch)
+                    try copyUp(cluster, from: entry.position!, merging: piece, at: position, scratch: &scratch)
                     entries[slot] = headData
-                    headDataClusters.add(1, ordering: .relaxed)
+                    headDataSubclusters.add(subclusters.count, ordering: .relaxed)
                     changed = true
                 }
                 position = pieceEnd
@@ -226,12 +297,109 @@ final class OpenVolume: @unchecked Sendable {
         }
     }
 
+    /// Writes a piece of one mixed cluster: subclusters the head holds, the piece covers, or that
+    /// have nothing below are written in place (one pwrite per run); a partly written subcluster
+    /// over inherited data is copied up with the piece merged in. When the head then holds every
+    /// subcluster, the cluster is the head's again.
+    private func writeSubclusters(_ piece: UnsafeRawBufferPointer, at start: UInt64, of entries: ChunkEntries, slot: Int,
+                                  scratch: inout UnsafeMutableRawBufferPointer?) throws {
+        let record = entries.record(slot)
+        let headData = IndexEntry(position: headPosition, state: .data)
+        let head = self.head
+        let clusterStart = (start >> UInt64(clusterShift)) << UInt64(clusterShift)
+        let shift = UInt64(subclusters.shift)
+        let end = start + UInt64(piece.count)
+        var runStart: UInt64?
+        var runNew: [Int] = []
+        func writeRun(upTo runEnd: UInt64) throws {
+            guard let begin = runStart else { return }
+            runStart = nil
+            do {
+                try head.data.write(UnsafeRawBufferPointer(rebasing: piece[Int(begin - start)..<Int(runEnd - start)]), at: begin)
+            } catch {
+                for subcluster in runNew {
+                    try? head.data.punchHole(at: clusterStart + (UInt64(subcluster) << shift), length: UInt64(subclusters.size))
+                }
+                throw error
+            }
+            for subcluster in runNew { record[subcluster] = headData }
+            headDataSubclusters.add(runNew.count, ordering: .relaxed)
+            runNew.removeAll()
+        }
+        var position = start
+        while position < end {
+            let subcluster = Int((position - clusterStart) >> shift)
+            let subclusterStart = clusterStart + (UInt64(subcluster) << shift)
+            let partEnd = min(end, subclusterStart + UInt64(subclusters.size))
+            let owner = record[subcluster]
+            let headHolds = owner == headData
+            let covers = position == subclusterStart && partEnd >= min(subclusterStart + UInt64(subclusters.size), size)
+            if headHolds || covers || !owner.hasData {
+                if runStart == nil { runStart = position }
+                if !headHolds { runNew.append(subcluster) }
+            } else {
+                try writeRun(upTo: position)
+                let buffer = scratchBuffer(&scratch)
+                let copy = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<subclusters.size])
+                do {
+                    try layers[owner.position!]!.data.read(into: copy, at: subclusterStart)
+                    let inner = Int(position - subclusterStart)
+                    UnsafeMutableRawBufferPointer(rebasing: copy[inner..<inner + Int(partEnd - position)])
+                        .copyMemory(from: UnsafeRawBufferPointer(rebasing: piece[Int(position - start)..<Int(partEnd - start)]))
+                    try head.data.write(UnsafeRawBufferPointer(copy), at: subclusterStart)
+                } catch {
+                    try? head.data.punchHole(at: subclusterStart, length: UInt64(subclusters.size))
+                    throw error
+                }
+                record[subcluster] = headData
+                headDataSubclusters.add(1, ordering: .relaxed)
+            }
+            position = partEnd
+        }
+        try writeRun(upTo: end)
+        if record.mask(of: headData, count: subclusters.count) == subclusters.fullMask {
+            entries[slot] = headData.rawValue
+        }
+    }
+
+    /// Copies every subcluster of a mixed cluster the head lacks into the head, so the head
+    /// holds the whole cluster (flatten, format 1 heads, and writes covering the cluster).
+    func completeMixedCluster(_ entries: ChunkEntries, cluster: Int, scratch: inout UnsafeMutableRawBufferPointer?) throws {
+        let record = entries.record(cluster % ClusterIndex.chunkSize)
+        let headData = IndexEntry(position: headPosition, state: .data)
+        let clusterStart = UInt64(cluster) << UInt64(clusterShift)
+        let buffer = UnsafeMutableRawBufferPointer(rebasing: scratchBuffer(&scratch)[0..<subclusters.size])
+        for subcluster in 0..<subclusters.count where record[subcluster] != headData {
+            let owner = record[subcluster]
+            let offset = clusterStart + (UInt64(subcluster) << UInt64(subclusters.shift))
+            // Subclusters with nothing below already read zeros in the head's file.
+            if owner.hasData, let layer = owner.position, offset < size {
+                do {
+                    try layers[layer]!.data.read(into: buffer, at: offset)
+                    try head.data.write(UnsafeRawBufferPointer(buffer), at: offset)
+                } catch {
+                    try? head.data.punchHole(at: offset, length: UInt64(subclusters.size))
+                    throw error
+                }
+            }
+            record[subcluster] = headData
+            headDataSubclusters.add(1, ordering: .relaxed)
+        }
+        entries[cluster % ClusterIndex.chunkSize] = headData.rawValue
+    }
+
+    func scratchBuffer(_ scratch: inout UnsafeMutableRawBufferPointer?) -> UnsafeMutableRawBufferPointer {
+        if let scratch { return scratch }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: clusterSize, alignment: 4096)
+        scratch = buffer
+        return buffer
+    }
+
     /// Copies a cluster from the layer at `owner` into the head with `piece` merged in at `position`.
     private func copyUp(_ cluster: Int, from owner: Int, merging piece: UnsafeRawBufferPointer, at position: UInt64,
                         scratch: inout UnsafeMutableRawBufferPointer?) throws {
         let clusterStart = UInt64(cluster) << UInt64(clusterShift)
-        let buffer = scratch ?? UnsafeMutableRawBufferPointer.allocate(byteCount: clusterSize, alignment: 4096)
-        scratch = buffer
+        let buffer = scratchBuffer(&scratch)
         do {
             try layers[owner]!.data.read(into: buffer, at: clusterStart)
             let inner = Int(position - clusterStart)
@@ -278,9 +446,12 @@ final class OpenVolume: @unchecked Sendable {
         try index.modifyChunk(cluster / ClusterIndex.chunkSize) { entries -> ((), Bool) in
             let entry = IndexEntry(rawValue: entries[slot])
             guard entry.hasData else { return ((), false) }
-            if entry.position == headPosition {
+            let headHeld = entry.isMixed
+                ? entries.record(slot).mask(of: IndexEntry(position: headPosition, state: .data), count: subclusters.count).nonzeroBitCount
+                : entry.position == headPosition ? subclusters.count : 0
+            if headHeld > 0 {
                 try head.data.punchHole(at: UInt64(cluster) << UInt64(clusterShift), length: UInt64(clusterSize))
-                headDataClusters.subtract(1, ordering: .relaxed)
+                headDataSubclusters.subtract(headHeld, ordering: .relaxed)
             }
             entries[slot] = headPosition == 0 ? 0 : IndexEntry(position: headPosition, state: .zero).rawValue
             return ((), true)
@@ -311,7 +482,7 @@ extension OpenVolume {
     /// The head layer and its allocated bytes right now, nil once closed.
     func liveHeadAllocation() -> (layerID: Int64, bytes: UInt64)? {
         structure.withReadLock {
-            isClosed ? nil : (head.layerID, UInt64(headDataClusters.load(ordering: .relaxed)) * UInt64(clusterSize))
+            isClosed ? nil : (head.layerID, headAllocatedBytes)
         }
     }
 }

@@ -5,8 +5,8 @@ import Glibc
 /// entry bytes at chosen places past the 4 KiB header block, with holes between them.
 ///
 /// Flag bits let the fuzzer get past the checks it cannot guess (a 64-bit checksum): 1 sets the
-/// magic, 2 the format version, 8 the layer number and cluster size the caller expects, 4 then
-/// makes the checksum right. The harness computes the checksum itself (FNV-1a over bytes 0..<32),
+/// magic, 2 the format version (the current one, or format 1 with bit 0x40), 8 the layer number
+/// and cluster size the caller expects, 4 then makes the checksum right. The harness computes the checksum itself (FNV-1a over bytes 0..<32),
 /// independently of the store's code.
 struct FuzzedMapFile {
     static let headerBlock: UInt64 = 4096
@@ -18,7 +18,7 @@ struct FuzzedMapFile {
         let flags = input.byte()
         header = input.bytes(exactly: 40)
         if flags & 1 != 0 { header.replaceSubrange(0..<8, with: AllocationMapFile.magic) }
-        if flags & 2 != 0 { Self.store(AllocationMapFile.formatVersion, into: &header, at: 8) }
+        if flags & 2 != 0 { Self.store(flags & 0x40 != 0 ? 1 : AllocationMapFile.formatVersion, into: &header, at: 8) }
         if flags & 8 != 0 {
             Self.store(clusterSize, into: &header, at: 16)
             Self.store(UInt64(bitPattern: layerID), into: &header, at: 24)
@@ -43,15 +43,33 @@ struct FuzzedMapFile {
     var dirty: Bool { Self.load(UInt32.self, header, 12) & 1 != 0 }
     var clusterSize: UInt32 { Self.load(UInt32.self, header, 16) }
     var layerID: Int64 { Int64(bitPattern: Self.load(UInt64.self, header, 24)) }
-    var isValidHeader: Bool { magicMatches && checksumMatches && version == AllocationMapFile.formatVersion }
+    var isValidHeader: Bool { magicMatches && checksumMatches && (version == 1 || version == 2) }
 
-    /// Every non-zero entry byte in file order: what a reader must report, up to the first bad one.
-    var nonZeroEntries: [(cluster: Int, value: UInt8)] {
-        runs.flatMap { run in
-            run.bytes.enumerated().compactMap { index, value in
-                value == 0 ? nil : (Int(run.offset - Self.headerBlock) + index, value)
-            }
+    /// Every non-zero entry in file order, as the format defines it: format 1 one byte per
+    /// cluster, format 2 a little-endian UInt32 per cluster (a trailing incomplete one is not an
+    /// entry). Values are the byte, or the word.
+    var nonZeroEntries: [(cluster: Int, value: UInt32)] {
+        let fileEnd = runs.reduce(UInt64(header.count)) { max($0, $1.offset + UInt64($1.bytes.count)) }
+        guard fileEnd > Self.headerBlock else { return [] }
+        var image = [UInt8](repeating: 0, count: Int(fileEnd - Self.headerBlock))
+        for run in runs where !run.bytes.isEmpty {
+            image.replaceSubrange(Int(run.offset - Self.headerBlock)..<Int(run.offset - Self.headerBlock) + run.bytes.count, with: run.bytes)
         }
+        let entrySize = version == 1 ? 1 : 4
+        return stride(from: 0, to: image.count / entrySize * entrySize, by: entrySize).compactMap { start in
+            let value = (0..<entrySize).reduce(UInt32(0)) { $0 | UInt32(image[start + $1]) << (8 * $1) }
+            return value == 0 ? nil : (start / entrySize, value)
+        }
+    }
+
+    /// Whether an entry value is one the format allows: format 1 states data (1) and zero (2);
+    /// format 2 a state up to partial (3) in the low byte, a zero second byte, and a subcluster
+    /// mask in the high half exactly when the state is partial.
+    func isValidEntry(_ value: UInt32) -> Bool {
+        if version == 1 { return value == 1 || value == 2 }
+        let state = value & 0xFF
+        let mask = value >> 16
+        return value & 0xFF00 == 0 && state <= 3 && (state == 3) == (mask != 0)
     }
 
     /// Writes the header and the runs over `file` (whose first 40 bytes it replaces).

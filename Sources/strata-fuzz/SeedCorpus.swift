@@ -19,6 +19,11 @@ enum SeedCorpus {
 
     /// Map flags: magic, version, right layer and cluster size, checksum; plus the run count.
     static let validHeader: UInt8 = 0x0f
+    /// Format 2 map entries (little-endian words: state, 0, subcluster mask).
+    static let unallocated: [UInt8] = [0, 0, 0, 0]
+    static let data: [UInt8] = [1, 0, 0, 0]
+    static let zero: [UInt8] = [2, 0, 0, 0]
+    static func partial(_ mask: UInt16) -> [UInt8] { [3, 0, UInt8(mask & 0xff), UInt8(mask >> 8)] }
 
     static func map(runs: [(pages: UInt8, bytes: [UInt8])], dirty: Bool = false, flags: UInt8 = validHeader) -> [UInt8] {
         var header = [UInt8](repeating: 0, count: 40)
@@ -33,9 +38,12 @@ enum SeedCorpus {
     static var store: [(String, [UInt8])] {
         let name = Array("0000000000000a2f".utf8)
         return [
-            ("map-clean", [0] + map(runs: [(0, [1, 1, 0, 2, 1])])),
-            ("map-dirty-sparse", [0] + map(runs: [(0, [1, 2]), (3, [1, 0, 0, 1])], dirty: true)),
-            ("map-bad-entry", [0] + map(runs: [(0, [1, 3, 1])])),
+            ("map-clean", [0] + map(runs: [(0, data + data + unallocated + zero + data)])),
+            ("map-partial", [0] + map(runs: [(0, data + partial(0x0005) + zero + partial(0xfffe))])),
+            ("map-dirty-sparse", [0] + map(runs: [(0, data + zero), (3, data + unallocated + partial(0x8000))], dirty: true)),
+            ("map-bad-entry", [0] + map(runs: [(0, data + [3, 0, 0, 0] + data)])),
+            ("map-v1-clean", [0] + map(runs: [(0, [1, 1, 0, 2, 1])], flags: validHeader | 0x40)),
+            ("map-v1-bad-entry", [0] + map(runs: [(0, [1, 3, 1])], flags: validHeader | 0x40)),
             ("map-bad-checksum", [0] + map(runs: [], flags: 0x0b)),
             ("layer-name", [1, 0x03, UInt8(name.count)] + name + [0x2f, 0x0a, 0, 0, 0, 0, 0, 0]),
             ("cursor", [2, 5] + Array("12345".utf8) + [7, 0, 0, 0, 0, 0, 0, 0]),
@@ -47,7 +55,7 @@ enum SeedCorpus {
 
     static var storeOpen: [(String, [UInt8])] {
         (0..<4).map { layer in
-            ("layer-\(layer)-dirty", [UInt8(layer)] + map(runs: [(0, [1, 0, 1, 2, 0, 1])], dirty: true))
+            ("layer-\(layer)-dirty", [UInt8(layer)] + map(runs: [(0, data + unallocated + partial(0x3) + zero + unallocated + data)], dirty: true))
         }
     }
 

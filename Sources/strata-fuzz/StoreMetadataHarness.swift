@@ -67,17 +67,22 @@ enum StoreMetadataHarness {
             check(false, "unexpected error \(error)")
         }
 
-        var reported: [(cluster: Int, value: UInt8)] = []
+        var reported: [(cluster: Int, value: UInt32)] = []
         var failure: StoreError?
         do {
-            try map.forEachEntry { cluster, state in reported.append((cluster, state.rawValue)) }
+            let (reader, _) = try AllocationMapFile.open(map.file)
+            try reader.forEachEntry { cluster, entry in reported.append((cluster, entry.packed)) }
         } catch let error as StoreError {
             failure = error
         } catch {
             check(false, "unexpected error \(error)")
         }
+        guard fuzzed.isValidHeader else {
+            check(failure?.code == .corrupt && reported.isEmpty, "a map with a bad header gave \(reported.count) entries and \(failure.map { "\($0)" } ?? "no error")")
+            return
+        }
         let entries = fuzzed.nonZeroEntries
-        let firstBad = entries.firstIndex { ClusterState(rawValue: $0.value) == nil }
+        let firstBad = entries.firstIndex { !fuzzed.isValidEntry($0.value) }
         let expected = entries[..<(firstBad ?? entries.count)]
         check(reported.elementsEqual(expected, by: { $0 == $1 }),
               "reported \(reported.count) entries (first \(reported.first.map { "\($0)" } ?? "none")), the file holds \(expected.count) before any bad one")

@@ -93,13 +93,14 @@ enum StoreOpenHarness {
     private static func makePristine() throws -> Pristine {
         let directory = Workspace.path + "/open-store-pristine"
         let store = try BlockStore(directory: directory, options: StoreMetadataHarness.quietOptions)
-        let cluster = 4096
-        let base = try store.createVolume(name: "base", size: UInt64(16 * cluster))
-        try write(store, base.id, clusters: [0, 1, 5, 15])
+        // 16 KiB clusters written 4 KiB at a time: the layers above the first hold partial clusters.
+        let block = 4096
+        let base = try store.createVolume(name: "base", size: UInt64(16 * block), clusterSize: 16384)
+        try write(store, base.id, blocks: [0, 1, 5, 15])
         _ = try store.createSnapshot(name: "snap", of: base.id)
-        try write(store, base.id, clusters: [1, 2])
-        let clone = try store.createVolume(name: "clone", size: UInt64(24 * cluster), source: .volume(id: base.id))
-        try write(store, clone.id, clusters: [5, 20])
+        try write(store, base.id, blocks: [1, 2])
+        let clone = try store.createVolume(name: "clone", size: UInt64(24 * block), source: .volume(id: base.id))
+        try write(store, clone.id, blocks: [5, 20])
         store.close()
 
         var files: [(String, [UInt8])] = []
@@ -118,11 +119,11 @@ enum StoreOpenHarness {
         return Pristine(files: files.sorted { $0.0 < $1.0 }, maps: maps.sorted { $0.0 < $1.0 })
     }
 
-    private static func write(_ store: BlockStore, _ volumeID: String, clusters: [Int]) throws {
+    private static func write(_ store: BlockStore, _ volumeID: String, blocks: [Int]) throws {
         let handle = try store.open(volumeID: volumeID)
-        for cluster in clusters {
-            let bytes = [UInt8](repeating: UInt8(truncatingIfNeeded: cluster + 1), count: 4096)
-            try bytes.withUnsafeBytes { try handle.write($0, at: UInt64(cluster * 4096)) }
+        for block in blocks {
+            let bytes = [UInt8](repeating: UInt8(truncatingIfNeeded: block + 1), count: 4096)
+            try bytes.withUnsafeBytes { try handle.write($0, at: UInt64(block * 4096)) }
         }
         try handle.close()
     }

@@ -196,11 +196,13 @@ import Testing
         let snapshot = try store.createSnapshot(name: "s", of: volume.id)
         #expect(snapshot.allocatedBytes == 4 * 65536)
         #expect(try store.volume(id: volume.id).allocatedBytes == 0)
-        try handle.write([1], at: 0)  // copy-up of one cluster
-        #expect(try store.volume(id: volume.id).allocatedBytes == 65536)
+        try handle.write([1], at: 0)  // copy-up of one 4 KiB subcluster
+        #expect(try store.volume(id: volume.id).allocatedBytes == 4096)
+        try handle.write(pattern(seed: 2, count: 65536), at: 65536)  // covers a cluster: no copy-up
+        #expect(try store.volume(id: volume.id).allocatedBytes == 4096 + 65536)
         try handle.close()
         let capacity = try store.capacity()
-        #expect(capacity.allocatedBytes == 5 * 65536)
+        #expect(capacity.allocatedBytes == 5 * 65536 + 4096)
         #expect(capacity.provisionedBytes == (1 << 20) + (3 << 20))
         #expect(capacity.totalBytes > 0 && capacity.freeBytes <= capacity.totalBytes)
         try store.deleteVolume(id: other.id)
