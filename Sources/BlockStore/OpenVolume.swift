@@ -267,7 +267,9 @@ final class OpenVolume: @unchecked Sendable {
                 let headHolds = entry.position == headPosition && entry.hasData
                 if entry.isMixed {
                     try writeRun(upTo: position)
-                    if coversCluster || !partialCopyUp {
+                    if coversCluster {
+                        try overwriteMixedCluster(entries, slot: slot, with: piece, at: position)
+                    } else if !partialCopyUp {
                         try completeMixedCluster(entries, cluster: cluster, scratch: &scratch)
                         try head.data.write(piece, at: position)
                     } else {
@@ -360,6 +362,23 @@ final class OpenVolume: @unchecked Sendable {
         if record.mask(of: headData, count: subclusters.count) == subclusters.fullMask {
             entries[slot] = headData.rawValue
         }
+    }
+
+    /// Writes a whole mixed cluster: nothing below needs copying, the head just takes it all.
+    private func overwriteMixedCluster(_ entries: ChunkEntries, slot: Int, with piece: UnsafeRawBufferPointer, at start: UInt64) throws {
+        let headData = IndexEntry(position: headPosition, state: .data)
+        let held = entries.record(slot).mask(of: headData, count: subclusters.count)
+        do {
+            try head.data.write(piece, at: start)
+        } catch {
+            // Subclusters the head did not hold must keep reading zeros in its file.
+            for subcluster in 0..<subclusters.count where held & (1 << subcluster) == 0 {
+                try? head.data.punchHole(at: start + UInt64(subcluster << subclusters.shift), length: UInt64(subclusters.size))
+            }
+            throw error
+        }
+        entries[slot] = headData.rawValue
+        headDataSubclusters.add(subclusters.count - held.nonzeroBitCount, ordering: .relaxed)
     }
 
     /// Copies every subcluster of a mixed cluster the head lacks into the head, so the head

@@ -2,7 +2,8 @@ import BlockStore
 import Foundation
 
 /// 4 KiB random writes into a fresh clone, each into a cluster it still inherits (so each one
-/// copies a cluster up), against the same writes into a plain file holding the same bytes.
+/// is a copy-up: of its 4 KiB subcluster, or of the whole cluster for a format 1 head), against
+/// the same writes into a plain file holding the same bytes.
 /// Both start from the same bytes written the same way (1 MiB writes), dropped from the page
 /// cache and read back once the same way. Measured twice: the writes alone (page cache), and
 /// the writes followed by a flush / fdatasync. Also with 4 KiB clusters, where a 4 KiB write

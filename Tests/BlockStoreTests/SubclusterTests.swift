@@ -115,6 +115,21 @@ import Testing
         try reopened.close()
     }
 
+    @Test func aWriteCoveringAMixedClusterReplacesItWhole() throws {
+        let fixture = try Fixture()
+        let handle = try fixture.store.open(volumeID: fixture.clone.id)
+        try handle.write([9, 9], at: UInt64(Self.cluster + 3 * Self.subcluster))
+        let whole = pattern(seed: 97, count: Self.cluster + 10)
+        try handle.write(whole, at: UInt64(Self.cluster))
+        var expected = fixture.base
+        expected.replaceSubrange(Self.cluster..<2 * Self.cluster + 10, with: whole)
+        #expect(try handle.read(count: expected.count, at: 0) == expected)
+        // Cluster 1 whole, and the subcluster of cluster 2 the tail of the write reached.
+        #expect(try fixture.store.volume(id: fixture.clone.id).allocatedBytes == UInt64(Self.cluster + Self.subcluster))
+        try handle.close()
+        #expect(try fixture.store.contents(ofVolume: fixture.clone.id).prefix(expected.count) == expected[...])
+    }
+
     @Test func discardingAPartialClusterHidesTheParentAndFreesTheSubclusters() throws {
         let fixture = try Fixture()
         let handle = try fixture.store.open(volumeID: fixture.clone.id)
