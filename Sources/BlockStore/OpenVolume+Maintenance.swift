@@ -136,14 +136,7 @@ extension OpenVolume {
                 try completeMixedCluster(entries, cluster: cluster, scratch: &scratch)
                 return ((), true)
             }
-            let buffer = UnsafeMutableRawBufferPointer(rebasing: scratchBuffer(&scratch)[0..<clusterSize])
-            try layers[current.position!]!.data.read(into: buffer, at: clusterStart)
-            do {
-                try head.data.write(UnsafeRawBufferPointer(buffer), at: clusterStart)
-            } catch {
-                try? head.data.punchHole(at: clusterStart, length: UInt64(clusterSize))
-                throw error
-            }
+            try copyIntoHead(from: current.position!, at: clusterStart, length: clusterSize, scratch: &scratch)
             entries[slot] = IndexEntry(position: headPosition, state: .data).rawValue
             headDataSubclusters.add(subclusters.count, ordering: .relaxed)
             return ((), true)

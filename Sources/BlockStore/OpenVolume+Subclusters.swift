@@ -65,18 +65,9 @@ extension OpenVolume {
                 if !headHolds { runNew.append(subcluster) }
             } else {
                 try writeRun(upTo: position)
-                let buffer = scratchBuffer(&scratch)
-                let copy = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<subclusters.size])
-                do {
-                    try layers[owner.position!]!.data.read(into: copy, at: subclusterStart)
-                    let inner = Int(position - subclusterStart)
-                    UnsafeMutableRawBufferPointer(rebasing: copy[inner..<inner + Int(partEnd - position)])
-                        .copyMemory(from: UnsafeRawBufferPointer(rebasing: piece[Int(position - start)..<Int(partEnd - start)]))
-                    try head.data.write(UnsafeRawBufferPointer(copy), at: subclusterStart)
-                } catch {
-                    try? head.data.punchHole(at: subclusterStart, length: UInt64(subclusters.size))
-                    throw error
-                }
+                try copyIntoHead(from: owner.position!, at: subclusterStart, length: subclusters.size,
+                                 merging: UnsafeRawBufferPointer(rebasing: piece[Int(position - start)..<Int(partEnd - start)]),
+                                 at: position, scratch: &scratch)
                 record[subcluster] = headData
                 headDataSubclusters.add(1, ordering: .relaxed)
             }
@@ -111,19 +102,12 @@ extension OpenVolume {
         let record = entries.record(cluster % ClusterIndex.chunkSize)
         let headData = IndexEntry(position: headPosition, state: .data)
         let clusterStart = UInt64(cluster) << UInt64(clusterShift)
-        let buffer = UnsafeMutableRawBufferPointer(rebasing: scratchBuffer(&scratch)[0..<subclusters.size])
         for subcluster in 0..<subclusters.count where record[subcluster] != headData {
             let owner = record[subcluster]
             let offset = clusterStart + (UInt64(subcluster) << UInt64(subclusters.shift))
             // Subclusters with nothing below already read zeros in the head's file.
             if owner.hasData, let layer = owner.position, offset < size {
-                do {
-                    try layers[layer]!.data.read(into: buffer, at: offset)
-                    try head.data.write(UnsafeRawBufferPointer(buffer), at: offset)
-                } catch {
-                    try? head.data.punchHole(at: offset, length: UInt64(subclusters.size))
-                    throw error
-                }
+                try copyIntoHead(from: layer, at: offset, length: subclusters.size, scratch: &scratch)
             }
             record[subcluster] = headData
             headDataSubclusters.add(1, ordering: .relaxed)

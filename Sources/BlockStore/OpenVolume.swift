@@ -264,7 +264,8 @@ final class OpenVolume: @unchecked Sendable {
                     changed = true
                 } else {
                     try writeRun(upTo: position)
-                    try copyUp(cluster, from: entry.position!, merging: piece, at: position, scratch: &scratch)
+                    try copyIntoHead(from: entry.position!, at: clusterStart, length: clusterSize, merging: piece, at: position,
+                                     scratch: &scratch)
                     entries[slot] = headData
                     headDataSubclusters.add(subclusters.count, ordering: .relaxed)
                     changed = true
@@ -283,18 +284,22 @@ final class OpenVolume: @unchecked Sendable {
         return buffer
     }
 
-    /// Copies a cluster from the layer at `owner` into the head with `piece` merged in at `position`.
-    private func copyUp(_ cluster: Int, from owner: Int, merging piece: UnsafeRawBufferPointer, at position: UInt64,
-                        scratch: inout UnsafeMutableRawBufferPointer?) throws {
-        let clusterStart = UInt64(cluster) << UInt64(clusterShift)
-        let buffer = scratchBuffer(&scratch)
+    /// Copies `length` bytes at `offset` from the layer at `owner` into the head, with `piece`
+    /// merged in at `position` when given. The one way data moves up the chain (copy-up of a
+    /// cluster or subcluster, flatten): on failure the range is punched, so the head keeps
+    /// reading zeros where it holds nothing.
+    func copyIntoHead(from owner: Int, at offset: UInt64, length: Int, merging piece: UnsafeRawBufferPointer? = nil,
+                      at position: UInt64 = 0, scratch: inout UnsafeMutableRawBufferPointer?) throws {
+        let buffer = UnsafeMutableRawBufferPointer(rebasing: scratchBuffer(&scratch)[0..<length])
         do {
-            try layers[owner]!.data.read(into: buffer, at: clusterStart)
-            let inner = Int(position - clusterStart)
-            UnsafeMutableRawBufferPointer(rebasing: buffer[inner..<inner + piece.count]).copyMemory(from: piece)
-            try head.data.write(UnsafeRawBufferPointer(buffer), at: clusterStart)
+            try layers[owner]!.data.read(into: buffer, at: offset)
+            if let piece {
+                let inner = Int(position - offset)
+                UnsafeMutableRawBufferPointer(rebasing: buffer[inner..<inner + piece.count]).copyMemory(from: piece)
+            }
+            try head.data.write(UnsafeRawBufferPointer(buffer), at: offset)
         } catch {
-            try? head.data.punchHole(at: clusterStart, length: UInt64(clusterSize))
+            try? head.data.punchHole(at: offset, length: UInt64(length))
             throw error
         }
     }
