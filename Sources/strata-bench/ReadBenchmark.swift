@@ -16,6 +16,10 @@ import Foundation
 /// Before timing, every file's cached pages are dropped and everything is read once through each
 /// reader in the same 1 MiB pattern (which also checks the bytes), so all start equally warm.
 /// Readers then take turns, in a rotating order, for `rounds` rounds; each keeps its best round.
+/// Last, the share of cached pages held in multi-page folios, for the plain file and for the
+/// bottom and upper files of `files64`: where the kernel builds large folios for the plain file
+/// but not for data written and read cluster by cluster, no layered layout can match the plain
+/// file on 4 KiB reads (on a filesystem whose page cache holds single pages, the store does).
 struct ReadBenchmark {
     let directory: String
     let options: StoreOptions
@@ -105,6 +109,11 @@ struct ReadBenchmark {
         report.add("read4k_depth64_over_plain_scattered", iops["scattered64"]! / iops["plain"]!, "x", "4 KiB random: depth 64 / plain file (scattered)")
         report.add("read4k_depth64_over_depth1_scattered", iops["scattered64"]! / iops["depth1"]!, "x", "4 KiB random: depth 64 / depth 1 (scattered)")
         report.add("read1m_depth64_over_plain_scattered", throughput["scattered64"]! / throughput["plain"]!, "x", "1 MiB sequential: depth 64 / plain file (scattered)")
+        // Why 4 KiB reads of upper layers cost more here than elsewhere (see PageCacheFolios).
+        let share = { (paths: [String]) in PageCacheFolios.largeFolioShare(of: paths).map { $0 * 100 } }
+        report.add("large_folio_pct_plain", share([plain.path]), "%", "cached pages in multi-page folios: plain file")
+        report.add("large_folio_pct_bottom", share([files.paths[0]]), "%", "cached pages in multi-page folios: bottom of files64")
+        report.add("large_folio_pct_upper", share(Array(files.paths.dropFirst())), "%", "cached pages in multi-page folios: upper 63 of files64")
     }
 
     private func layerFiles(of storePath: String) -> [String] {
