@@ -30,6 +30,8 @@ static inline int strata_ioctl_int(int fd, unsigned long request, unsigned long 
 static inline unsigned long strata_blkgetsize64(void) { return BLKGETSIZE64; }
 /// O_DIRECT without _GNU_SOURCE (glibc always defines the reserved spelling).
 static inline int strata_o_direct(void) { return __O_DIRECT; }
+/// O_PATH without _GNU_SOURCE: a descriptor that only names a file (for mounting through it).
+static inline int strata_o_path(void) { return __O_PATH; }
 
 // glibc declares fallocate only under _GNU_SOURCE.
 extern int fallocate(int fd, int mode, off_t offset, off_t length);

@@ -8,10 +8,16 @@ public struct LinuxMounter: Mounter {
     /// Adds "nouuid" when mounting xfs: clones of one snapshot share a filesystem UUID, and
     /// xfs refuses to mount a second filesystem with a UUID already mounted.
     public var xfsNoUUID: Bool
+    /// When set, mounts, binds and unmounts only ever land inside this directory (kubelet's).
+    /// Paths are checked when a request arrives; this checks again on the directory actually
+    /// opened for the mount, and mounts through that open descriptor, so a symbolic link swapped
+    /// into the path in between cannot send the mount elsewhere.
+    public var confinement: String?
     public var logger: Logger
 
-    public init(xfsNoUUID: Bool = true, logger: Logger = Logger(label: "strata.nodehost.mount")) {
+    public init(xfsNoUUID: Bool = true, confinedTo confinement: String? = nil, logger: Logger = Logger(label: "strata.nodehost.mount")) {
         self.xfsNoUUID = xfsNoUUID
+        self.confinement = confinement
         self.logger = logger
     }
 
@@ -35,7 +41,9 @@ public struct LinuxMounter: Mounter {
         if fsType == FilesystemType.xfs.rawValue && xfsNoUUID && !words.contains("nouuid") { words.append("nouuid") }
         var (flags, data) = try MountOptions.parse(words)
         if readOnly { flags |= UInt(MS_RDONLY) }
-        try Syscall.mount(source: source, target: target, fsType: fsType, flags: flags, data: data.isEmpty ? nil : data)
+        try withPinnedTarget(target) { pinned, _ in
+            try Syscall.mount(source: source, target: pinned, fsType: fsType, flags: flags, data: data.isEmpty ? nil : data)
+        }
         logger.info("mounted", metadata: ["source": "\(source)", "target": "\(target)", "fsType": "\(fsType)", "readOnly": "\(readOnly)"])
     }
 
@@ -53,16 +61,24 @@ public struct LinuxMounter: Mounter {
             return
         }
         try createTarget(target, directory: isDirectory)
-        try Syscall.mount(source: source, target: target, fsType: nil, flags: UInt(MS_BIND), data: nil)
+        try withPinnedTarget(target) { pinned, _ in
+            try Syscall.mount(source: source, target: pinned, fsType: nil, flags: UInt(MS_BIND), data: nil)
+        }
         if readOnly {
             // MS_RDONLY is ignored on the first bind; it takes a remount of the bind. Keep the
             // flags the bind inherited (nosuid, nodev…), or the kernel may refuse to drop them.
             do {
                 let inherited = try MountOptions.flags(of: target)
-                try Syscall.mount(source: nil, target: target, fsType: nil,
-                                  flags: UInt(MS_REMOUNT | MS_BIND | MS_RDONLY) | inherited, data: nil)
+                try withPinnedTarget(target) { pinned, opened in
+                    // Opened after the bind, the target is the bind's root: our source.
+                    guard opened.st_dev == origin.st_dev, opened.st_ino == origin.st_ino else {
+                        throw NodeHostError(.alreadyExists, "\(target) changed under the bind mount; not remounting it")
+                    }
+                    try Syscall.mount(source: nil, target: pinned, fsType: nil,
+                                      flags: UInt(MS_REMOUNT | MS_BIND | MS_RDONLY) | inherited, data: nil)
+                }
             } catch {
-                try? Syscall.unmount(target, flags: 0)
+                try? unmountOnce(target)
                 throw error
             }
         }
@@ -74,7 +90,7 @@ public struct LinuxMounter: Mounter {
         for _ in 0..<16 {
             guard try mountInfo(for: target) != nil else { return }
             do {
-                try Syscall.unmount(target, flags: 0)
+                try unmountOnce(target)
                 logger.info("unmounted", metadata: ["target": "\(target)"])
             } catch let error as NodeHostError where error.errno == EINVAL || error.errno == ENOENT {
                 return
@@ -89,6 +105,34 @@ public struct LinuxMounter: Mounter {
 
     public func mountInfo(for path: String) throws -> MountInfo? {
         try MountTable.mounts(at: path).last
+    }
+
+    /// Unmounts the top mount at `target` once it is confirmed inside the confinement. umount2
+    /// cannot go through a descriptor (an open one keeps the mount busy), so the last link is
+    /// not followed and the check stands just before.
+    private func unmountOnce(_ target: String) throws {
+        try withPinnedTarget(target) { _, _ in }
+        try Syscall.unmount(target, flags: Int32(UMOUNT_NOFOLLOW))
+    }
+
+    /// Opens `target` (O_PATH: no I/O, no permission needed on the object), checks that what was
+    /// opened lies inside `confinement`, and runs `body` with a path naming exactly that
+    /// directory or file (/proc/self/fd/N) and its status.
+    private func withPinnedTarget<T>(_ target: String, _ body: (String, stat) throws -> T) throws -> T {
+        let fd = try Syscall.openPath(target)
+        defer { Syscall.close(fd) }
+        var status = stat()
+        guard fstat(fd, &status) == 0 else {
+            throw NodeHostError(.systemCall, "fstat \(target): \(String(cString: strerror(errno)))", errno: errno)
+        }
+        if let confinement {
+            let opened = try Syscall.path(ofDescriptor: fd)
+            let root = Syscall.canonicalPath(confinement)
+            guard opened.hasPrefix(root == "/" ? "/" : root + "/"), opened != root else {
+                throw NodeHostError(.invalidArgument, "\(target) leads to \(opened), outside \(confinement): refusing to mount or unmount there")
+            }
+        }
+        return try body("/proc/self/fd/\(fd)", status)
     }
 
     private func createTarget(_ target: String, directory: Bool) throws {

@@ -34,6 +34,11 @@ enum Syscall {
         try retrying("open \(path)") { Glibc.open(path, flags | O_CLOEXEC, mode) }
     }
 
+    /// A descriptor that only names `path` (O_PATH): no I/O, no permission needed on the object.
+    static func openPath(_ path: String) throws -> Int32 {
+        try open(path, strata_o_path())
+    }
+
     static func close(_ fd: Int32) {
         _ = Glibc.close(fd)
     }
@@ -147,5 +152,14 @@ enum Syscall {
         guard let resolved = realpath(path, nil) else { return path }
         defer { free(resolved) }
         return String(cString: resolved)
+    }
+
+    /// The path the kernel names for an open descriptor (readlink of /proc/self/fd/N): where the
+    /// object it was opened on lies now, whatever links led there.
+    static func path(ofDescriptor fd: Int32) throws -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
+        guard count >= 0 else { throw failure("readlink /proc/self/fd/\(fd)", errno: Glibc.errno) }
+        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

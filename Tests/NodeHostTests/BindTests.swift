@@ -83,5 +83,41 @@ extension DeviceTests {
                 try fixture.unstage(name: "block", device: device)
             }
         }
+
+        @Test("a link swapped into a target's path cannot take a mount or an unmount out of kubelet's directory")
+        func confinement() throws {
+            try NodeFixture.run { fixture in
+                let kubelet = fixture.path("kubelet")
+                let outside = fixture.path("outside")
+                let source = kubelet + "/plugins/staging/volume"
+                try Syscall.makeDirectories(source)
+                try Syscall.makeDirectories(kubelet + "/real-pods")
+                try Syscall.makeDirectories(outside + "/pods")
+                let mounter = LinuxMounter(confinedTo: kubelet)
+                let unconfined = LinuxMounter()
+
+                // A link that stays inside is followed, for the bind, the read-only remount and the unmount.
+                #expect(symlink(kubelet + "/real-pods", kubelet + "/pods") == 0)
+                try mounter.bindMount(source: source, target: kubelet + "/pods/a/mount", readOnly: true)
+                #expect(try mounter.mountInfo(for: kubelet + "/real-pods/a/mount")?.isReadOnly == true)
+                try mounter.unmount(target: kubelet + "/pods/a/mount")
+                #expect(try !mounter.isMountPoint(kubelet + "/real-pods/a/mount"))
+
+                // The same link, swapped (after the request was checked) to lead outside.
+                #expect(unlink(kubelet + "/pods") == 0 && symlink(outside + "/pods", kubelet + "/pods") == 0)
+                #expect { try mounter.bindMount(source: source, target: kubelet + "/pods/b/mount", readOnly: false) } throws: {
+                    ($0 as? NodeHostError)?.code == .invalidArgument
+                }
+                #expect(try !mounter.isMountPoint(outside + "/pods/b/mount"), "nothing may be mounted outside")
+
+                // A mount outside, reached through the link, is not unmounted.
+                try unconfined.bindMount(source: source, target: outside + "/pods/c/mount", readOnly: false)
+                #expect { try mounter.unmount(target: kubelet + "/pods/c/mount") } throws: {
+                    ($0 as? NodeHostError)?.code == .invalidArgument
+                }
+                #expect(try mounter.isMountPoint(outside + "/pods/c/mount"), "a mount outside must survive")
+                try unconfined.unmount(target: outside + "/pods/c/mount")
+            }
+        }
     }
 }

@@ -38,7 +38,7 @@ public final class DriverServer: Sendable {
                     context: context,
                     exporter: FuseExporter(mountPoint: configuration.exportDirectory, logger: logger),
                     attacher: LoopAttacher(logger: logger),
-                    mounter: LinuxMounter(logger: logger),
+                    mounter: LinuxMounter(confinedTo: configuration.kubeletDirectory, logger: logger),
                     registry: try StagingRegistry(
                         directory: (configuration.stateDirectory as NSString).appendingPathComponent("node"), fileName: "staged-volumes.json"))
             } catch {
