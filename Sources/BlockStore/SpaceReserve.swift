@@ -20,6 +20,8 @@ final class SpaceReserve: Sendable {
         self.path = path
         self.bytes = bytes
         self.logger = logger
+        // A reserve left by a run configured with one is not wanted now.
+        if bytes == 0 { _ = unlink(path) }
         refill()
     }
 
@@ -41,6 +43,8 @@ final class SpaceReserve: Sendable {
                 logger.warning("cannot allocate the \(bytes >> 20) MiB space reserve: \(String(cString: strerror(result)))")
                 return
             }
+            // A run configured with a larger reserve may have left a longer file.
+            _ = ftruncate(descriptor, off_t(bytes))
             filled = true
         }
     }

@@ -38,6 +38,13 @@ public struct DriverConfiguration: Sendable {
     /// volumes of many nodes (deploy/): it could not reach them, so NodeExpandVolume grows each
     /// volume on the node that holds it.
     public var controllerExpansion = true
+    /// Past this chain depth a volume is flattened in the background, so reads of clones of
+    /// clones do not keep paying for ever deeper chains.
+    public var chainDepthSoftLimit = 32
+    /// A snapshot or clone that would make a chain deeper than this is refused (RESOURCE_EXHAUSTED).
+    public var chainDepthHardLimit = 128
+    /// Disk space the store keeps allocated so that deleting volumes still works on a full disk.
+    public var spaceReserveBytes = 8 << 20
     /// Off only to demonstrate, in tests, the disconnects `PingResponder` prevents.
     public var answersPingsBeforeHTTP2 = true
     public var logger: Logger

@@ -48,11 +48,27 @@ struct StrataCSI: AsyncParsableCommand {
     @Option(help: "Offer ControllerExpandVolume (true or false). Set false when one elected external-resizer serves many nodes' volumes, as deploy/ does: NodeExpandVolume then grows each volume on its node.")
     var controllerExpansion = true
 
+    @Option(help: "Chain depth past which a volume is flattened in the background (equal to the hard limit: never flatten, only refuse).")
+    var chainDepthSoftLimit = 32
+
+    @Option(help: "Chain depth no snapshot or clone may exceed (refused with RESOURCE_EXHAUSTED).")
+    var chainDepthHardLimit = 128
+
+    @Option(help: "MiB of disk the store keeps allocated so that deletions still work on a full disk (0: none).")
+    var spaceReserveMib = 8
+
     @Flag(help: .hidden)
     var disablePingResponder = false
 
     func validate() throws {
         guard gracePeriod >= 0 else { throw ValidationError("--grace-period must be zero or more seconds") }
+        guard chainDepthSoftLimit >= 1, chainDepthHardLimit >= 2 else {
+            throw ValidationError("--chain-depth-soft-limit must be at least 1 and --chain-depth-hard-limit at least 2")
+        }
+        guard chainDepthSoftLimit <= chainDepthHardLimit else {
+            throw ValidationError("--chain-depth-soft-limit (\(chainDepthSoftLimit)) must not exceed --chain-depth-hard-limit (\(chainDepthHardLimit))")
+        }
+        guard (0...(1 << 20)).contains(spaceReserveMib) else { throw ValidationError("--space-reserve-mib must be 0 to 1048576") }
         do { try DriverConfiguration.validate(driverName: drivername) } catch { throw ValidationError(error.description) }
     }
 
@@ -81,6 +97,9 @@ struct StrataCSI: AsyncParsableCommand {
         configuration.answersPingsBeforeHTTP2 = !disablePingResponder
         configuration.capabilityProfile = capabilityProfile
         configuration.controllerExpansion = controllerExpansion
+        configuration.chainDepthSoftLimit = chainDepthSoftLimit
+        configuration.chainDepthHardLimit = chainDepthHardLimit
+        configuration.spaceReserveBytes = spaceReserveMib << 20
         do {
             let endpoint = try UnixSocketEndpoint(parsing: endpoint ?? "unix://\(stateDirectory)/csi.sock")
             let server = try DriverServer(configuration: configuration)

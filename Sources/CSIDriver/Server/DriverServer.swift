@@ -86,7 +86,11 @@ public final class DriverServer: Sendable {
                         // The state directory holds volume data: nobody else may read it.
                         try FileManager.default.createDirectory(
                             atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-                        return try BlockStore(directory: directory, options: StoreOptions(logger: logger))
+                        return try BlockStore(directory: directory, options: StoreOptions(
+                            softChainDepthLimit: configuration.chainDepthSoftLimit,
+                            hardChainDepthLimit: configuration.chainDepthHardLimit,
+                            spaceReserveBytes: configuration.spaceReserveBytes,
+                            logger: logger))
                     }
                 } catch {
                     logger.critical("cannot open the block store", metadata: ["directory": "\(directory)", "error": "\(error)"])
