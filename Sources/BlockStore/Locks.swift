@@ -1,7 +1,10 @@
 import Glibc
 
 /// A reader–writer lock that prefers writers, so a snapshot waiting for I/O to drain is not
-/// starved by a steady stream of readers.
+/// starved by a steady stream of readers. Not recursive: taking it again on a thread that holds
+/// it for writing stops the process. (pthread answers EDEADLK there; going on regardless once
+/// released the outer hold early and unlocked twice, which left the lock's reader count negative
+/// and the next writer waiting forever.)
 final class ReadWriteLock: @unchecked Sendable {
     private let lock: UnsafeMutablePointer<pthread_rwlock_t>
 
@@ -20,13 +23,15 @@ final class ReadWriteLock: @unchecked Sendable {
     }
 
     func withReadLock<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_rwlock_rdlock(lock)
+        let result = pthread_rwlock_rdlock(lock)
+        precondition(result == 0, "pthread_rwlock_rdlock failed (\(result)): taken again by a thread that holds it?")
         defer { pthread_rwlock_unlock(lock) }
         return try body()
     }
 
     func withWriteLock<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_rwlock_wrlock(lock)
+        let result = pthread_rwlock_wrlock(lock)
+        precondition(result == 0, "pthread_rwlock_wrlock failed (\(result)): taken again by a thread that holds it?")
         defer { pthread_rwlock_unlock(lock) }
         return try body()
     }

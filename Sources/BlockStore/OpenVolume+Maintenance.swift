@@ -19,7 +19,7 @@ extension OpenVolume {
                 return captureDirtyMap()
             }
             defer { captured.release() }
-            try persist(captured, persistAllocation: persistAllocation)
+            try persist(captured, holdingStructure: false, persistAllocation: persistAllocation)
         }
     }
 
@@ -41,7 +41,10 @@ extension OpenVolume {
     }
 
     /// Writes captured pages in the durable order; on failure the pages are marked dirty again.
-    func persist(_ captured: CapturedMap, persistAllocation: (Int64, UInt64) throws -> Void) throws {
+    /// `holdingStructure`: the caller holds `structure` for writing (freeze, flatten, close), so
+    /// marking them must not take it again: the lock is not recursive.
+    func persist(_ captured: CapturedMap, holdingStructure: Bool,
+                 persistAllocation: (Int64, UInt64) throws -> Void) throws {
         do {
             try captured.head.data.synchronizeData()
             if !captured.chunks.isEmpty {
@@ -53,9 +56,10 @@ extension OpenVolume {
                 try captured.head.map.file.synchronizeData()
             }
         } catch {
-            structure.withWriteLock {
-                if captured.head === head { for chunk in captured.chunks { index.markDirty(chunk) } }
+            let markDirtyAgain = {
+                if captured.head === self.head { for chunk in captured.chunks { self.index.markDirty(chunk) } }
             }
+            if holdingStructure { markDirtyAgain() } else { structure.withWriteLock(markDirtyAgain) }
             throw error
         }
         if captured.headBytes != persistedHeadBytes {
@@ -74,7 +78,7 @@ extension OpenVolume {
                 guard !isClosed else { throw StoreError(.invalidArgument, "volume \(volumeID) is closed") }
                 let captured = captureDirtyMap()
                 defer { captured.release() }
-                try persist(captured) { _, _ in }
+                try persist(captured, holdingStructure: true) { _, _ in }
                 if headMarkedDirty.load(ordering: .relaxed) {
                     try head.map.setDirty(false)
                     headMarkedDirty.store(false, ordering: .relaxed)
@@ -157,7 +161,7 @@ extension OpenVolume {
                 for cluster in 0..<index.clusterCount { try copyUpIfInherited(cluster, scratch: &scratch) }
                 let captured = captureDirtyMap()
                 defer { captured.release() }
-                try persist(captured) { _, _ in }
+                try persist(captured, holdingStructure: true) { _, _ in }
                 try commit(head.layerID, captured.headBytes)
                 persistedHeadBytes = captured.headBytes
                 let oldHeadPosition = headPosition
@@ -182,7 +186,7 @@ extension OpenVolume {
                 defer { for layer in layers { layer?.close() } }
                 let captured = captureDirtyMap()
                 defer { captured.release() }
-                try persist(captured, persistAllocation: persistAllocation)
+                try persist(captured, holdingStructure: true, persistAllocation: persistAllocation)
                 if headMarkedDirty.load(ordering: .relaxed) {
                     try head.map.setDirty(false)
                     headMarkedDirty.store(false, ordering: .relaxed)
