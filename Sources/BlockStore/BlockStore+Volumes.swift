@@ -18,49 +18,67 @@ extension BlockStore {
         if let clusterSize, !Self.isValidClusterSize(clusterSize) {
             throw StoreError(.invalidArgument, "cluster size \(clusterSize) is not a power of two in 4 KiB–1 MiB")
         }
-        return try controlLock.withLock { _ in
-            try throwIfClosed()
-            if let existing = try catalog.read({ try $0.volumeRow(named: name) }) {
-                let effectiveClusterSize = clusterSize ?? (source == nil ? options.defaultClusterSize : existing.clusterSize)
-                guard existing.size == size, existing.clusterSize == effectiveClusterSize, existing.source == source,
-                    existing.parameters == parameters
-                else { throw StoreError(.alreadyExists, "a different volume named \(name) exists") }
-                return try catalog.read { try makeVolume(existing, $0) }
-            }
-            switch source {
-            case nil:
-                let clusterSize = clusterSize ?? options.defaultClusterSize
-                try Self.checkSize(size, clusterSize: clusterSize)
-                return try insertVolumeLocked(
-                    name: name, size: size, clusterSize: clusterSize, parentLayerID: nil, source: nil,
-                    parameters: parameters)
-            case .snapshot(let snapshotID):
-                return try createCloneOfSnapshotLocked(
-                    name: name, size: size, clusterSize: clusterSize, snapshotID: snapshotID, parameters: parameters)
-            case .volume(let volumeID):
+        if case .volume(let volumeID) = source {
+            // Freezes the source's head, which waits for its I/O: not for a shared transaction.
+            return try controlLock.withLock { _ in
+                try throwIfClosed()
+                if let existing = try catalog.read({ try $0.volumeRow(named: name) }) {
+                    return try catalog.read { try matchExisting(existing, size: size, clusterSize: clusterSize, source: source, parameters: parameters, $0) }
+                }
                 return try createCloneOfVolumeLocked(
                     name: name, size: size, clusterSize: clusterSize, volumeID: volumeID, parameters: parameters)
             }
         }
-    }
-
-    private func createCloneOfSnapshotLocked(
-        name: String, size: UInt64, clusterSize: UInt32?, snapshotID: String, parameters: [String: String]
-    ) throws -> Volume {
-        guard Identifier.isSnapshotID(snapshotID) else { throw StoreError.notFound("snapshot \(snapshotID)") }
-        let (snapshot, layer) = try catalog.read { db -> (SnapshotRow, LayerRow) in
-            guard let snapshot = try db.snapshotRow(id: snapshotID), !snapshot.hidden else {
-                throw StoreError.notFound("snapshot \(snapshotID)")
+        let volume = try creations.perform({ [self] db in
+            if let existing = try db.volumeRow(named: name) {
+                return try matchExisting(existing, size: size, clusterSize: clusterSize, source: source, parameters: parameters, db)
             }
-            return (snapshot, try db.requireLayer(snapshot.layerID))
-        }
-        try checkCloneShape(size: size, clusterSize: clusterSize, sourceSize: snapshot.size, sourceClusterSize: layer.clusterSize)
-        try checkDepth(layer.depth + 1)
-        let volume = try insertVolumeLocked(
-            name: name, size: size, clusterSize: layer.clusterSize, parentLayerID: layer.id,
-            source: .snapshot(id: snapshotID), parameters: parameters)
+            guard case .snapshot(let snapshotID) = source else {
+                let clusterSize = clusterSize ?? options.defaultClusterSize
+                try Self.checkSize(size, clusterSize: clusterSize)
+                return try insertVolume(
+                    name: name, size: size, clusterSize: clusterSize, parentLayerID: nil, source: nil, parameters: parameters, db)
+            }
+            return try createCloneOfSnapshot(
+                name: name, size: size, clusterSize: clusterSize, snapshotID: snapshotID, parameters: parameters, db)
+        }, commitGroup: commitCreations)
         scheduleFlattenIfDeep(volume)
         return volume
+    }
+
+    /// Commits a group of creations in one transaction (see `GroupCommit`).
+    private func commitCreations(_ group: [GroupCommit<Volume>.Ticket]) throws {
+        try controlLock.withLock { _ in
+            try throwIfClosed()
+            try catalog.write { db in
+                for ticket in group { try GroupCommit.runInSavepoint(ticket, db) }
+            }
+        }
+    }
+
+    /// The existing volume of that name if the request matches it (idempotent create), else `.alreadyExists`.
+    private func matchExisting(
+        _ existing: VolumeRow, size: UInt64, clusterSize: UInt32?, source: VolumeSource?, parameters: [String: String], _ db: Database
+    ) throws -> Volume {
+        let effectiveClusterSize = clusterSize ?? (source == nil ? options.defaultClusterSize : existing.clusterSize)
+        guard existing.size == size, existing.clusterSize == effectiveClusterSize, existing.source == source,
+            existing.parameters == parameters
+        else { throw StoreError(.alreadyExists, "a different volume named \(existing.name) exists") }
+        return try makeVolume(existing, db)
+    }
+
+    private func createCloneOfSnapshot(
+        name: String, size: UInt64, clusterSize: UInt32?, snapshotID: String, parameters: [String: String], _ db: Database
+    ) throws -> Volume {
+        guard Identifier.isSnapshotID(snapshotID), let snapshot = try db.snapshotRow(id: snapshotID), !snapshot.hidden else {
+            throw StoreError.notFound("snapshot \(snapshotID)")
+        }
+        let layer = try db.requireLayer(snapshot.layerID)
+        try checkCloneShape(size: size, clusterSize: clusterSize, sourceSize: snapshot.size, sourceClusterSize: layer.clusterSize)
+        try checkDepth(layer.depth + 1)
+        return try insertVolume(
+            name: name, size: size, clusterSize: layer.clusterSize, parentLayerID: layer.id,
+            source: .snapshot(id: snapshotID), parameters: parameters, db)
     }
 
     /// A clone of a volume: an implicit hidden snapshot of the source, then a clone of it.
@@ -101,29 +119,27 @@ extension BlockStore {
         return volume
     }
 
-    /// Creates a fresh head layer (over `parentLayerID` when cloning) and the volume row, in one
-    /// transaction; the head's files are created when the volume is first opened.
-    private func insertVolumeLocked(
+    /// Adds a fresh head layer (over `parentLayerID` when cloning) and the volume row; the head's
+    /// files are created when the volume is first opened.
+    private func insertVolume(
         name: String, size: UInt64, clusterSize: UInt32, parentLayerID: Int64?, source: VolumeSource?,
-        parameters: [String: String]
+        parameters: [String: String], _ db: Database
     ) throws -> Volume {
         let headID = allocateLayerID()
         let volumeID = Identifier.newVolumeID()
         let createdAt = Self.now()
-        return try catalog.write { db in
-                var depth = 1
-                if let parentLayerID {
-                    depth = try db.requireLayer(parentLayerID).depth + 1
-                    try db.addReference(to: parentLayerID)
-                }
-                try db.insertLayer(LayerRow(
-                    id: headID, parentID: parentLayerID, depth: depth, clusterSize: clusterSize, frozen: false,
-                    refCount: 1, allocatedBytes: 0, createdAt: createdAt))
-                try db.insertVolume(VolumeRow(
-                    id: volumeID, name: name, size: size, clusterSize: clusterSize, headLayerID: headID, source: source,
-                    hiddenSnapshotID: nil, parameters: parameters, createdAt: createdAt))
-                return try makeVolume(try db.volumeRow(id: volumeID)!, db)
+        var depth = 1
+        if let parentLayerID {
+            depth = try db.requireLayer(parentLayerID).depth + 1
+            try db.addReference(to: parentLayerID)
         }
+        try db.insertLayer(LayerRow(
+            id: headID, parentID: parentLayerID, depth: depth, clusterSize: clusterSize, frozen: false,
+            refCount: 1, allocatedBytes: 0, createdAt: createdAt))
+        try db.insertVolume(VolumeRow(
+            id: volumeID, name: name, size: size, clusterSize: clusterSize, headLayerID: headID, source: source,
+            hiddenSnapshotID: nil, parameters: parameters, createdAt: createdAt))
+        return try makeVolume(try db.volumeRow(id: volumeID)!, db)
     }
 
     public func volume(id: String) throws -> Volume {

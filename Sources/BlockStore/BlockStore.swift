@@ -18,6 +18,8 @@ public final class BlockStore: Sendable {
     let catalog: Catalog
     package let layerDirectory: LayerDirectory
     let controlLock = Mutex<Void>(())
+    /// Volume creations that arrive together share one transaction and one fsync.
+    let creations = GroupCommit<Volume>()
     let state: Mutex<StoreState>
     /// Serializes flattens (explicit and background).
     let flattenLock = Mutex<Void>(())
