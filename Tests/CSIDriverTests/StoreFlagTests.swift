@@ -16,12 +16,7 @@ struct StoreFlagTests {
         defer { driver.stop() }
         try await driver.withClient { client in
             let controller = Csi_V1_Controller.Client(wrapping: client)
-            // volume (depth 2 after its snapshot) → clone (2) → its snapshot → clone (3)
-            let volume = try await controller.createVolume(Requests.createVolume("base")).volume.volumeID
-            let first = try await controller.createSnapshot(Requests.createSnapshot("first", of: volume)).snapshot.snapshotID
-            let clone = try await controller.createVolume(Requests.createVolume("clone", snapshot: first)).volume.volumeID
-            let second = try await controller.createSnapshot(Requests.createSnapshot("second", of: clone)).snapshot.snapshotID
-            let deep = try await controller.createVolume(Requests.createVolume("deep", snapshot: second)).volume.volumeID
+            let (volume, deep) = try await Self.chainOfDepthThree(controller)
             let refused = await statusCode { try await controller.createSnapshot(Requests.createSnapshot("third", of: deep)) }
             #expect(refused == .resourceExhausted)
             // The limit is on depth, not on the number of snapshots: a shallow volume still takes one.
@@ -32,13 +27,22 @@ struct StoreFlagTests {
         defer { unlimited.stop() }
         try await unlimited.withClient { client in
             let controller = Csi_V1_Controller.Client(wrapping: client)
-            let volume = try await controller.createVolume(Requests.createVolume("base")).volume.volumeID
-            let first = try await controller.createSnapshot(Requests.createSnapshot("first", of: volume)).snapshot.snapshotID
-            let clone = try await controller.createVolume(Requests.createVolume("clone", snapshot: first)).volume.volumeID
-            let second = try await controller.createSnapshot(Requests.createSnapshot("second", of: clone)).snapshot.snapshotID
-            let deep = try await controller.createVolume(Requests.createVolume("deep", snapshot: second)).volume.volumeID
+            let (_, deep) = try await Self.chainOfDepthThree(controller)
             #expect(await statusCode { try await controller.createSnapshot(Requests.createSnapshot("third", of: deep)) } == nil)
         }
+    }
+
+    /// A volume (depth 2 after its snapshot), a clone of that snapshot, its snapshot, and a clone
+    /// of that (depth 3): returns the first volume and the last clone.
+    private static func chainOfDepthThree<Transport: ClientTransport>(
+        _ controller: Csi_V1_Controller.Client<Transport>
+    ) async throws -> (volume: String, deep: String) {
+        let volume = try await controller.createVolume(Requests.createVolume("base")).volume.volumeID
+        let first = try await controller.createSnapshot(Requests.createSnapshot("first", of: volume)).snapshot.snapshotID
+        let clone = try await controller.createVolume(Requests.createVolume("clone", snapshot: first)).volume.volumeID
+        let second = try await controller.createSnapshot(Requests.createSnapshot("second", of: clone)).snapshot.snapshotID
+        let deep = try await controller.createVolume(Requests.createVolume("deep", snapshot: second)).volume.volumeID
+        return (volume, deep)
     }
 
     @Test("--space-reserve-mib sizes the store's space reserve, and a restart with less shrinks or removes it")
