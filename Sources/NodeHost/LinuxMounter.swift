@@ -69,9 +69,10 @@ public struct LinuxMounter: Mounter {
             // flags the bind inherited (nosuid, nodev…), or the kernel may refuse to drop them.
             do {
                 let inherited = try MountOptions.flags(of: target)
-                try withPinnedTarget(target) { pinned, opened in
+                try withPinnedTarget(target) { pinned, fd in
                     // Opened after the bind, the target is the bind's root: our source.
-                    guard opened.st_dev == origin.st_dev, opened.st_ino == origin.st_ino else {
+                    var opened = stat()
+                    guard fstat(fd, &opened) == 0, opened.st_dev == origin.st_dev, opened.st_ino == origin.st_ino else {
                         throw NodeHostError(.alreadyExists, "\(target) changed under the bind mount; not remounting it")
                     }
                     try Syscall.mount(source: nil, target: pinned, fsType: nil,
@@ -115,16 +116,12 @@ public struct LinuxMounter: Mounter {
         try Syscall.unmount(target, flags: Int32(UMOUNT_NOFOLLOW))
     }
 
-    /// Opens `target` (O_PATH: no I/O, no permission needed on the object), checks that what was
-    /// opened lies inside `confinement`, and runs `body` with a path naming exactly that
-    /// directory or file (/proc/self/fd/N) and its status.
-    private func withPinnedTarget<T>(_ target: String, _ body: (String, stat) throws -> T) throws -> T {
+    /// Opens `target` (O_PATH: no I/O, nothing asked of the filesystem, so a dead mount opens
+    /// too), checks that what was opened lies inside `confinement`, and runs `body` with a path
+    /// naming exactly that directory or file (/proc/self/fd/N) and the descriptor.
+    private func withPinnedTarget<T>(_ target: String, _ body: (String, Int32) throws -> T) throws -> T {
         let fd = try Syscall.openPath(target)
         defer { Syscall.close(fd) }
-        var status = stat()
-        guard fstat(fd, &status) == 0 else {
-            throw NodeHostError(.systemCall, "fstat \(target): \(String(cString: strerror(errno)))", errno: errno)
-        }
         if let confinement {
             let opened = try Syscall.path(ofDescriptor: fd)
             let root = Syscall.canonicalPath(confinement)
@@ -132,7 +129,7 @@ public struct LinuxMounter: Mounter {
                 throw NodeHostError(.invalidArgument, "\(target) leads to \(opened), outside \(confinement): refusing to mount or unmount there")
             }
         }
-        return try body("/proc/self/fd/\(fd)", status)
+        return try body("/proc/self/fd/\(fd)", fd)
     }
 
     private func createTarget(_ target: String, directory: Bool) throws {
