@@ -16,6 +16,9 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <linux/loop.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /// ioctl with a pointer argument (Swift cannot call the variadic ioctl).
 static inline int strata_ioctl_ptr(int fd, unsigned long request, void *argument) {
@@ -44,6 +47,18 @@ static inline int strata_fallocate(int fd, int mode, off_t offset, off_t length)
 /// (PR_SET_IO_FLUSHER: no recursion into I/O on memory reclaim). Needs CAP_SYS_RESOURCE.
 static inline int strata_set_io_flusher(void) {
     return prctl(57 /* PR_SET_IO_FLUSHER */, 1UL, 0UL, 0UL, 0UL);
+}
+
+/// openat2(2) with RESOLVE_BENEATH: the kernel refuses, while resolving, any step that would
+/// leave `directory` (`..`, an absolute or escaping symbolic link, a /proc magic link), with EXDEV.
+/// glibc 2.36 has no wrapper. `mode` counts only with O_CREAT (openat2 rejects it otherwise).
+static inline int strata_open_beneath(int directory, const char *path, int flags, unsigned int mode) {
+    struct open_how how = {
+        .flags = (unsigned long long)(unsigned int)flags,
+        .mode = (flags & O_CREAT) ? mode : 0,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+    };
+    return (int)syscall(SYS_openat2, directory, path, &how, sizeof how);
 }
 
 static inline dev_t strata_makedev(unsigned int major_number, unsigned int minor_number) {

@@ -8,10 +8,10 @@ public struct LinuxMounter: Mounter {
     /// Adds "nouuid" when mounting xfs: clones of one snapshot share a filesystem UUID, and
     /// xfs refuses to mount a second filesystem with a UUID already mounted.
     public var xfsNoUUID: Bool
-    /// When set, mounts, binds and unmounts only ever land inside this directory (kubelet's).
-    /// Paths are checked when a request arrives; this checks again on the directory actually
-    /// opened for the mount, and mounts through that open descriptor, so a symbolic link swapped
-    /// into the path in between cannot send the mount elsewhere.
+    /// When set, mounts, binds, unmounts and the targets created for them only ever land inside
+    /// this directory (kubelet's). Paths are checked when a request arrives; this opens them
+    /// again through the kernel's confinement (`ConfinedDirectory`) and mounts through the open
+    /// descriptor, so a symbolic link swapped into the path in between cannot send them elsewhere.
     public var confinement: String?
     public var logger: Logger
 
@@ -36,7 +36,7 @@ public struct LinuxMounter: Mounter {
             }
             return
         }
-        try Syscall.makeDirectories(target)
+        try makeDirectories(target)
         var words = options
         if fsType == FilesystemType.xfs.rawValue && xfsNoUUID && !words.contains("nouuid") { words.append("nouuid") }
         var (flags, data) = try MountOptions.parse(words)
@@ -108,35 +108,37 @@ public struct LinuxMounter: Mounter {
         try MountTable.mounts(at: path).last
     }
 
-    /// Unmounts the top mount at `target` once it is confirmed inside the confinement. umount2
-    /// cannot go through a descriptor (an open one keeps the mount busy), so the last link is
-    /// not followed and the check stands just before.
+    /// Unmounts the top mount at `target`. umount2 cannot go through a descriptor of the mount
+    /// itself (an open one keeps it busy), so it goes through one of its parent directory, opened
+    /// inside the confinement, and does not follow the last name if it has become a link.
     private func unmountOnce(_ target: String) throws {
-        try withPinnedTarget(target) { _, _ in }
-        try Syscall.unmount(target, flags: Int32(UMOUNT_NOFOLLOW))
+        guard let confined else {
+            try Syscall.unmount(target, flags: Int32(UMOUNT_NOFOLLOW))
+            return
+        }
+        try confined.withParent(of: target) { parent, name in
+            try Syscall.unmount("/proc/self/fd/\(parent)/\(name)", flags: Int32(UMOUNT_NOFOLLOW))
+        }
     }
 
     /// Opens `target` (O_PATH: no I/O, nothing asked of the filesystem, so a dead mount opens
-    /// too), checks that what was opened lies inside `confinement`, and runs `body` with a path
-    /// naming exactly that directory or file (/proc/self/fd/N) and the descriptor.
+    /// too; inside the confinement when there is one) and runs `body` with a path naming exactly
+    /// what was opened (/proc/self/fd/N) and the descriptor.
     private func withPinnedTarget<T>(_ target: String, _ body: (String, Int32) throws -> T) throws -> T {
-        let fd = try Syscall.openPath(target)
+        let fd = try confined?.open(target, Syscall.pathOnly) ?? Syscall.openPath(target)
         defer { Syscall.close(fd) }
-        if let confinement {
-            let opened = try Syscall.path(ofDescriptor: fd)
-            let root = Syscall.canonicalPath(confinement)
-            guard opened.hasPrefix(root == "/" ? "/" : root + "/"), opened != root else {
-                throw NodeHostError(.invalidArgument, "\(target) leads to \(opened), outside \(confinement): refusing to mount or unmount there")
-            }
-        }
         return try body("/proc/self/fd/\(fd)", fd)
     }
 
+    private var confined: ConfinedDirectory? { confinement.map(ConfinedDirectory.init) }
+
+    private func makeDirectories(_ path: String) throws {
+        if let confined { try confined.makeDirectories(path) } else { try Syscall.makeDirectories(path) }
+    }
+
     private func createTarget(_ target: String, directory: Bool) throws {
-        if directory {
-            try Syscall.makeDirectories(target)
-            return
-        }
+        if directory { return try makeDirectories(target) }
+        if let confined { return try confined.makeFile(target) }
         let parent = (target as NSString).deletingLastPathComponent
         if !parent.isEmpty { try Syscall.makeDirectories(parent) }
         let fd = try Syscall.open(target, O_WRONLY | O_CREAT, mode: 0o640)

@@ -34,9 +34,24 @@ enum Syscall {
         try retrying("open \(path)") { Glibc.open(path, flags | O_CLOEXEC, mode) }
     }
 
+    /// O_PATH: a descriptor that only names a file (no I/O, nothing asked of its filesystem).
+    static var pathOnly: Int32 { strata_o_path() }
+
     /// A descriptor that only names `path` (O_PATH): no I/O, no permission needed on the object.
     static func openPath(_ path: String) throws -> Int32 {
-        try open(path, strata_o_path())
+        try open(path, pathOnly)
+    }
+
+    /// Opens `path` (relative) beneath the directory open as `root`; see `strata_open_beneath`.
+    static func openBeneath(_ root: Int32, _ path: String, _ flags: Int32, mode: mode_t = 0, naming subject: String) throws -> Int32 {
+        try retrying("open \(subject)") { strata_open_beneath(root, path, flags | O_CLOEXEC, mode) }
+    }
+
+    /// mkdir(2) of one name in the directory open as `parent`; an existing entry is fine.
+    static func makeDirectory(in parent: Int32, named name: String, mode: mode_t, naming subject: String) throws {
+        if mkdirat(parent, name, mode) != 0 && Glibc.errno != EEXIST {
+            throw failure("mkdir \(subject)", errno: Glibc.errno)
+        }
     }
 
     static func close(_ fd: Int32) {
@@ -149,17 +164,13 @@ enum Syscall {
     /// The canonical absolute path, or the path as given when it cannot be resolved
     /// (a dead FUSE mount answers ENOTCONN to every lookup).
     static func canonicalPath(_ path: String) -> String {
-        guard let resolved = realpath(path, nil) else { return path }
-        defer { free(resolved) }
-        return String(cString: resolved)
+        resolvedPath(path) ?? path
     }
 
-    /// The path the kernel names for an open descriptor (readlink of /proc/self/fd/N): where the
-    /// object it was opened on lies now, whatever links led there.
-    static func path(ofDescriptor fd: Int32) throws -> String {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
-        guard count >= 0 else { throw failure("readlink /proc/self/fd/\(fd)", errno: Glibc.errno) }
-        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    /// realpath(3): the canonical absolute path, or nil when it cannot be resolved.
+    static func resolvedPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 }

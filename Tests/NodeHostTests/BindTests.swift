@@ -109,6 +109,21 @@ extension DeviceTests {
                     ($0 as? NodeHostError)?.code == .invalidArgument
                 }
                 #expect(try !mounter.isMountPoint(outside + "/pods/b/mount"), "nothing may be mounted outside")
+                #expect(!FileManager.default.fileExists(atPath: outside + "/pods/b"), "nor any directory made there")
+                // A file target (a block volume's) is not created through the link either.
+                let deviceLike = kubelet + "/plugins/staging/device"
+                let made = creat(deviceLike, 0o600)
+                #expect(made >= 0)
+                close(made)
+                #expect { try mounter.bindMount(source: deviceLike, target: kubelet + "/pods/d/dev/volume", readOnly: false) } throws: {
+                    ($0 as? NodeHostError)?.code == .invalidArgument
+                }
+                #expect(!FileManager.default.fileExists(atPath: outside + "/pods/d"), "nor any file made there")
+                // A path that climbs out by name is refused before anything is opened.
+                #expect { try mounter.bindMount(source: source, target: kubelet + "/real-pods/../../escaped", readOnly: false) } throws: {
+                    ($0 as? NodeHostError)?.code == .invalidArgument
+                }
+                #expect(!FileManager.default.fileExists(atPath: fixture.path("escaped")))
 
                 // A mount outside, reached through the link, is not unmounted.
                 try unconfined.bindMount(source: source, target: outside + "/pods/c/mount", readOnly: false)

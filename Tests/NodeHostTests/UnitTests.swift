@@ -20,6 +20,38 @@ import Testing
         try ExportedFile.validate(name: name)
     }
 
+    @Test("opening beneath a directory: the kernel follows links that stay inside and refuses those that leave")
+    func openingBeneath() throws {
+        let base = NSTemporaryDirectory() + "strata-beneath-\(UUID().uuidString)"
+        let root = base + "/root"
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        try FileManager.default.createDirectory(atPath: root + "/real", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: base + "/outside", withIntermediateDirectories: true)
+        #expect(symlink("real", root + "/inside") == 0)
+        #expect(symlink("../outside", root + "/up") == 0)
+        #expect(symlink(base + "/outside", root + "/absolute") == 0)
+
+        // What stands between a checked path and its use, when a link is swapped in meanwhile.
+        let rootFD = try Syscall.open(root, Syscall.pathOnly | O_DIRECTORY)
+        defer { Syscall.close(rootFD) }
+        Syscall.close(try Syscall.openBeneath(rootFD, "inside", Syscall.pathOnly, naming: "inside"))
+        for escaping in ["up", "absolute", "../outside", "real/../../outside"] {
+            #expect { Syscall.close(try Syscall.openBeneath(rootFD, escaping, Syscall.pathOnly, naming: escaping)) } throws: {
+                ($0 as? NodeHostError)?.errno == EXDEV
+            }
+        }
+
+        let confined = ConfinedDirectory(root)
+        try confined.makeDirectories(root + "/inside/a/b")
+        #expect(FileManager.default.fileExists(atPath: root + "/real/a/b"))
+        try confined.makeFile(root + "/inside/a/file")
+        #expect(FileManager.default.fileExists(atPath: root + "/real/a/file"))
+        for escaping in [root + "/up/a", root + "/absolute/a", root + "/real/../../outside/a", root, base + "/outside/a"] {
+            #expect { try confined.makeDirectories(escaping) } throws: { ($0 as? NodeHostError)?.code == .invalidArgument }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: base + "/outside").isEmpty)
+    }
+
     @Test("mountinfo lines are parsed, escapes undone")
     func mountInfoParsing() throws {
         let line = #"36 35 98:0 /mnt1 /mnt/with\040space rw,noatime master:1 - ext3 /dev/root rw,errors=continue"#

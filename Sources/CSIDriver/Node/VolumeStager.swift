@@ -83,7 +83,6 @@ final class VolumeStager: Sendable {
         guard case .filesystem(let requestedType, let mountFlags) = record.access else { return }
         if try mounter.isMountPoint(record.stagingPath) { return }
         let fsType = try ensureFilesystem(on: device, requested: requestedType, readOnly: record.readOnly)
-        try FileManager.default.createDirectory(atPath: record.stagingPath, withIntermediateDirectories: true)
         var options = mountFlags
         // Skip ext4's background inode-table zeroing, which would allocate every cluster it touches.
         if fsType == .ext4, !options.contains("init_itable") { options.append("noinit_itable") }
