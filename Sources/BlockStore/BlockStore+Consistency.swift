@@ -1,3 +1,4 @@
+import GRDB
 import Logging
 
 /// Reconciling the catalog with the layer files at open, and checking that they agree.
@@ -157,5 +158,22 @@ extension BlockStore {
             return (allocated, provisioned)
         }
         return PoolCapacity(totalBytes: space.total, freeBytes: space.free, allocatedBytes: allocated, provisionedBytes: provisioned)
+    }
+
+    /// How much the store holds, in one catalog read (for monitoring: cheap enough for every scrape).
+    public func census() throws -> StoreCensus {
+        try catalog.read { db in
+            let volumes = try Row.fetchOne(db, sql: """
+                SELECT COUNT(*) AS count, COALESCE(SUM(v.size), 0) AS provisioned, COALESCE(MAX(l.depth), 0) AS deepest
+                FROM volumes v JOIN layers l ON l.id = v.head_layer_id
+                """)!
+            let layers = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS count, COALESCE(SUM(allocated_bytes), 0) AS allocated FROM layers")!
+            let snapshots = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots WHERE hidden = 0") ?? 0
+            let hidden = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots WHERE hidden = 1") ?? 0
+            return StoreCensus(
+                volumes: volumes["count"], snapshots: snapshots, hiddenSnapshots: hidden, layers: layers["count"],
+                allocatedBytes: UInt64(max(0, layers["allocated"] as Int64)), provisionedBytes: UInt64(max(0, volumes["provisioned"] as Int64)),
+                deepestChain: volumes["deepest"])
+        }
     }
 }

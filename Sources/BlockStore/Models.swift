@@ -54,6 +54,22 @@ public struct PoolCapacity: Sendable {
     public var provisionedBytes: UInt64
 }
 
+/// What the store holds (`census()`).
+public struct StoreCensus: Sendable, Equatable {
+    public var volumes: Int
+    /// Snapshots a caller can see; the hidden ones behind clones of volumes are counted apart.
+    public var snapshots: Int
+    public var hiddenSnapshots: Int
+    /// Every layer, including those of deleted snapshots that clones still read.
+    public var layers: Int
+    /// Sum of allocated bytes over every layer.
+    public var allocatedBytes: UInt64
+    /// Sum of the sizes of all volumes.
+    public var provisionedBytes: UInt64
+    /// The longest chain of any volume (1: a volume with no snapshot).
+    public var deepestChain: Int
+}
+
 /// What `checkConsistency()` found; empty lists mean the catalog and the files agree.
 public struct ConsistencyReport: Sendable, CustomStringConvertible {
     public struct ReferenceMismatch: Sendable, Hashable {

@@ -209,6 +209,29 @@ import Testing
         #expect(try store.capacity().provisionedBytes == 1 << 20)
     }
 
+    @Test func censusCountsWhatTheStoreHolds() throws {
+        let directory = TemporaryDirectory()
+        let store = try BlockStore(directory: directory.path, options: testOptions())
+        #expect(try store.census() == StoreCensus(
+            volumes: 0, snapshots: 0, hiddenSnapshots: 0, layers: 0, allocatedBytes: 0, provisionedBytes: 0, deepestChain: 0))
+        let base = try store.createVolume(name: "base", size: 1 << 20, clusterSize: 65536)
+        let handle = try store.open(volumeID: base.id)
+        try handle.write(pattern(seed: 3, count: 65536), at: 0)
+        try handle.close()
+        let snapshot = try store.createSnapshot(name: "s", of: base.id)
+        let clone = try store.createVolume(name: "clone", size: 2 << 20, source: .snapshot(id: snapshot.id))
+        let copy = try store.createVolume(name: "copy", size: 2 << 20, source: .volume(id: clone.id))  // through a hidden snapshot
+        try store.deleteSnapshot(id: snapshot.id)  // gone, but its layer stays: the clone reads it
+        let census = try store.census()
+        #expect(census.volumes == 3 && census.snapshots == 0 && census.hiddenSnapshots == 1)
+        let layerCount = try store.layerCount()
+        #expect(census.layers == 5 && census.layers == layerCount)
+        #expect(census.allocatedBytes == (try store.capacity().allocatedBytes) && census.allocatedBytes == 65536)
+        #expect(census.provisionedBytes == (1 << 20) + (2 << 20) + (2 << 20))
+        let depths = try [base, clone, copy].map { try store.volume(id: $0.id).chainDepth }
+        #expect(census.deepestChain == depths.max() && census.deepestChain > 2)
+    }
+
     @Test func anUnwrittenCloneOfATebibyteVolumeCostsAFewKilobytes() throws {
         let directory = TemporaryDirectory()
         let store = try BlockStore(directory: directory.path, options: testOptions())
