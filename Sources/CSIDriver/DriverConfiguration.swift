@@ -45,6 +45,8 @@ public struct DriverConfiguration: Sendable {
     public var chainDepthHardLimit = 128
     /// Disk space the store keeps allocated so that deleting volumes still works on a full disk.
     public var spaceReserveBytes = 8 << 20
+    /// Where to serve Prometheus metrics over plain HTTP (`GET /metrics`); nil: nowhere.
+    public var metricsAddress: ListenAddress?
     /// Off only to demonstrate, in tests, the disconnects `PingResponder` prevents.
     public var answersPingsBeforeHTTP2 = true
     public var logger: Logger
@@ -67,6 +69,29 @@ public struct DriverConfiguration: Sendable {
         self.exportDirectory = exportDirectory ?? (stateDirectory as NSString).appendingPathComponent("exports")
         self.gracePeriod = gracePeriod
         self.logger = logger
+    }
+
+    /// A TCP address to listen on.
+    public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        /// `host:port`, `:port` (every interface) or `[v6-address]:port`.
+        public init(parsing text: String) throws(ConfigurationError) {
+            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+                throw ConfigurationError("\"\(text)\" is not host:port (e.g. :9820 or 127.0.0.1:9820)")
+            }
+            var host = String(text[..<colon])
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            self.init(host: host.isEmpty ? "0.0.0.0" : host, port: port)
+        }
+
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
     }
 
     /// The topology segment key: volumes live on the node that created them.

@@ -57,6 +57,9 @@ struct StrataCSI: AsyncParsableCommand {
     @Option(help: "MiB of disk the store keeps allocated so that deletions still work on a full disk (0: none).")
     var spaceReserveMib = 8
 
+    @Option(help: "Serve Prometheus metrics over HTTP at GET /metrics on this address (host:port, :port for every interface); off when not given.")
+    var metricsAddress: String?
+
     @Flag(help: .hidden)
     var disablePingResponder = false
 
@@ -70,6 +73,11 @@ struct StrataCSI: AsyncParsableCommand {
         }
         guard (0...(1 << 20)).contains(spaceReserveMib) else { throw ValidationError("--space-reserve-mib must be 0 to 1048576") }
         do { try DriverConfiguration.validate(driverName: drivername) } catch { throw ValidationError(error.description) }
+        if let metricsAddress {
+            do { _ = try DriverConfiguration.ListenAddress(parsing: metricsAddress) } catch {
+                throw ValidationError("--metrics-address: \(error.description)")
+            }
+        }
     }
 
     func run() async throws {
@@ -100,6 +108,7 @@ struct StrataCSI: AsyncParsableCommand {
         configuration.chainDepthSoftLimit = chainDepthSoftLimit
         configuration.chainDepthHardLimit = chainDepthHardLimit
         configuration.spaceReserveBytes = spaceReserveMib << 20
+        configuration.metricsAddress = try metricsAddress.map { text throws(ConfigurationError) in try DriverConfiguration.ListenAddress(parsing: text) }
         do {
             let endpoint = try UnixSocketEndpoint(parsing: endpoint ?? "unix://\(stateDirectory)/csi.sock")
             let server = try DriverServer(configuration: configuration)

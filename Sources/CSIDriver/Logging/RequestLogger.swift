@@ -3,10 +3,11 @@ import GRPCCore
 import Logging
 import SwiftProtobuf
 
-/// One log line per RPC: method, the ids it concerns, the gRPC code and the duration.
-/// Request bodies are logged at debug level only, with every secret redacted.
+/// One log line per RPC: method, the ids it concerns, the gRPC code and the duration (also
+/// counted in `metrics`). Request bodies are logged at debug level only, with every secret redacted.
 struct RequestLogger: ServerInterceptor {
     let logger: Logger
+    let metrics: DriverMetrics
 
     /// Request fields (JSON names) worth a place on the RPC's log line.
     private static let subjectFields = [
@@ -31,7 +32,9 @@ struct RequestLogger: ServerInterceptor {
             }
         }
 
-        let logCompletion: @Sendable (RPCError?) -> Void = { [logger, metadata] error in
+        let method = context.descriptor.method
+        let logCompletion: @Sendable (RPCError?) -> Void = { [logger, metrics, metadata] error in
+            metrics.recordCall(method: method, code: error?.code, duration: ContinuousClock.now - started)
             var line = metadata
             line["code"] = "\(error.map { "\($0.code)" } ?? "ok")"
             line["duration_ms"] = "\(Self.milliseconds(since: started))"

@@ -17,6 +17,7 @@ public final class DriverServer: Sendable {
     /// Present when this process serves the Node service.
     let stager: VolumeStager?
     private let publications: PublicationRegistry
+    public let metrics: DriverMetrics
 
     public init(configuration: DriverConfiguration) throws(ConfigurationError) {
         try DriverConfiguration.validate(driverName: configuration.driverName)
@@ -24,6 +25,7 @@ public final class DriverServer: Sendable {
         self.configuration = configuration
         let context = DriverContext(configuration: configuration)
         self.context = context
+        metrics = DriverMetrics(configuration: configuration)
         do {
             publications = try PublicationRegistry(
                 directory: (configuration.stateDirectory as NSString).appendingPathComponent("controller"),
@@ -52,6 +54,32 @@ public final class DriverServer: Sendable {
     /// Listens on `endpoint` and serves until `shutdown` fires; then stops accepting calls, lets
     /// in-flight ones finish within the grace period, cancels the rest and removes the socket.
     public func serve(on endpoint: UnixSocketEndpoint, until shutdown: ShutdownTrigger) async throws {
+        let metricsEndpoint = try await startMetricsEndpoint()
+        do {
+            try await serveCalls(on: endpoint, until: shutdown)
+        } catch {
+            await metricsEndpoint?.stop()
+            throw error
+        }
+        await metricsEndpoint?.stop()
+    }
+
+    private func startMetricsEndpoint() async throws(ConfigurationError) -> MetricsEndpoint? {
+        guard let address = configuration.metricsAddress else { return nil }
+        let endpoint: MetricsEndpoint
+        do {
+            endpoint = try await MetricsEndpoint.start(host: address.host, port: address.port) { [metrics, context] in
+                metrics.refresh(from: try? context.store())
+                return metrics.exposition()
+            }
+        } catch {
+            throw ConfigurationError("cannot serve metrics on \(address): \(error)")
+        }
+        configuration.logger.notice("serving metrics", metadata: ["address": "\(address.host):\(endpoint.port)", "path": "/metrics"])
+        return endpoint
+    }
+
+    private func serveCalls(on endpoint: UnixSocketEndpoint, until shutdown: ShutdownTrigger) async throws {
         let logger = configuration.logger
         try endpoint.prepareForListening()
         let listener = UnixSocketListenerFactory(
@@ -61,7 +89,7 @@ public final class DriverServer: Sendable {
         let server = GRPCServer(
             transport: transport,
             services: makeServices(),
-            interceptors: [RequestLogger(logger: logger)]
+            interceptors: [RequestLogger(logger: logger, metrics: metrics)]
         )
         defer {
             if listener.ownership.ownsSocketFile { unlink(endpoint.path) }

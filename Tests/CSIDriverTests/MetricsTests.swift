@@ -1,0 +1,61 @@
+import CSIProto
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import GRPCCore
+import Testing
+
+/// What an admin's Prometheus sees: the real binary, scraped over HTTP.
+@Suite("Metrics")
+struct MetricsTests {
+    @Test("--metrics-address serves every call by method and gRPC code, its duration, and what the store holds")
+    func scrape() async throws {
+        let driver = try DriverProcess.started(arguments: ["--metrics-address", "127.0.0.1:0"])
+        defer { driver.stop() }
+        let port = try #require(Self.metricsPort(in: driver.log), "no 'serving metrics' line in:\n\(driver.log)")
+        try await driver.withClient { client in
+            let controller = Csi_V1_Controller.Client(wrapping: client)
+            let volume = try await controller.createVolume(Requests.createVolume("base")).volume.volumeID
+            _ = try await controller.createVolume(Requests.createVolume("base"))  // idempotent repeat: OK again
+            _ = try await controller.createSnapshot(Requests.createSnapshot("golden", of: volume))
+            #expect(await statusCode { try await controller.deleteVolume(.with { $0.volumeID = "" }) } == .invalidArgument)
+        }
+        let (status, body) = try await Self.get(port: port, path: "/metrics")
+        #expect(status == 200)
+        for line in [
+            #"strata_rpc_total{method="CreateVolume",code="OK"} 2"#,
+            #"strata_rpc_total{method="CreateSnapshot",code="OK"} 1"#,
+            #"strata_rpc_total{method="DeleteVolume",code="InvalidArgument"} 1"#,
+            #"strata_rpc_duration_seconds_count{method="CreateVolume"} 2"#,
+            "strata_store_open 1.0", "strata_volumes 1.0", "strata_snapshots 1.0", "strata_layers 2.0", "strata_deepest_chain 2.0",
+        ] {
+            #expect(body.split(separator: "\n").contains { $0 == line }, "missing \(line) in:\n\(body)")
+        }
+        #expect(body.contains(#"strata_build_info{version=""#))
+        let free = try #require(body.split(separator: "\n").first { $0.hasPrefix("strata_pool_free_bytes ") })
+        #expect((Double(free.split(separator: " ")[1]) ?? 0) > 0)
+
+        #expect(try await Self.get(port: port, path: "/").status == 404)
+    }
+
+    @Test("a --metrics-address that is not host:port is refused before anything starts")
+    func badAddress() throws {
+        let driver = try DriverProcess(arguments: ["--metrics-address", "localhost"])
+        let status = try driver.waitForExit()
+        #expect(status != 0)
+        #expect(driver.log.contains("is not host:port"), "\(driver.log)")
+    }
+
+    private static func metricsPort(in log: String) -> Int? {
+        guard let line = log.split(separator: "\n").first(where: { $0.contains("serving metrics") }),
+              let address = line.split(separator: " ").first(where: { $0.hasPrefix("address=") }),
+              let port = address.split(separator: ":").last else { return nil }
+        return Int(port)
+    }
+
+    private static func get(port: Int, path: String) async throws -> (status: Int, body: String) {
+        let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+    }
+}
