@@ -1,3 +1,4 @@
+import CSIDriver
 import CSIProto
 import Foundation
 #if canImport(FoundationNetworking)
@@ -45,6 +46,18 @@ struct MetricsTests {
         let status = try driver.waitForExit()
         #expect(status != 0)
         #expect(driver.log.contains("is not host:port"), "\(driver.log)")
+    }
+
+    @Test("metrics addresses: host:port, :port for every interface, [v6]:port; anything else is refused")
+    func addresses() throws {
+        typealias Address = DriverConfiguration.ListenAddress
+        #expect(try Address(parsing: ":9820") == Address(host: "0.0.0.0", port: 9820))
+        #expect(try Address(parsing: "127.0.0.1:0") == Address(host: "127.0.0.1", port: 0))
+        #expect(try Address(parsing: "[::1]:9820") == Address(host: "::1", port: 9820))
+        #expect(Address(host: "::1", port: 9820).description == "[::1]:9820")
+        for bad in ["localhost", "host:", "host:99999", "host:-1", ":port", ""] {
+            #expect(throws: ConfigurationError.self, "\(bad)") { try Address(parsing: bad) }
+        }
     }
 
     private static func metricsPort(in log: String) -> Int? {
