@@ -49,7 +49,8 @@ struct FuzzedMapFile {
     /// cluster, format 2 a little-endian UInt32 per cluster (a trailing incomplete one is not an
     /// entry). Values are the byte, or the word.
     var nonZeroEntries: [(cluster: Int, value: UInt32)] {
-        let fileEnd = runs.reduce(UInt64(header.count)) { max($0, $1.offset + UInt64($1.bytes.count)) }
+        // An empty run writes nothing, so it does not make the file longer.
+        let fileEnd = runs.filter { !$0.bytes.isEmpty }.reduce(UInt64(header.count)) { max($0, $1.offset + UInt64($1.bytes.count)) }
         guard fileEnd > Self.headerBlock else { return [] }
         var image = [UInt8](repeating: 0, count: Int(fileEnd - Self.headerBlock))
         for run in runs where !run.bytes.isEmpty {
