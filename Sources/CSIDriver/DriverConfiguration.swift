@@ -11,12 +11,17 @@ public struct DriverConfiguration: Sendable {
         var servesNode: Bool { self != .controller }
     }
 
-    /// Which capabilities the driver advertises. `csi1_6` hides those added after CSI 1.6
-    /// (GET_SNAPSHOT, GROUP_CONTROLLER_SERVICE) from conformance tools that reject any capability
-    /// they do not know, such as csi-sanity v4.4.0; the RPCs themselves keep working.
+    /// Which capabilities the driver advertises. An older CSI version's profile hides the
+    /// capabilities added after it from conformance tools that reject any capability they do not
+    /// know: `csi1_10` hides GET_SNAPSHOT (csi-sanity v5.3), `csi1_6` also
+    /// GROUP_CONTROLLER_SERVICE (csi-sanity v4.4). The RPCs themselves keep working.
     public enum CapabilityProfile: String, CaseIterable, Sendable {
         case current
+        case csi1_10 = "csi-1.10"
         case csi1_6 = "csi-1.6"
+
+        var advertisesGetSnapshot: Bool { self == .current }
+        var advertisesGroupController: Bool { self != .csi1_6 }
     }
 
     public static let defaultDriverName = "strata.csi.dev"

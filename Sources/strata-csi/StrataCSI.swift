@@ -42,7 +42,7 @@ struct StrataCSI: AsyncParsableCommand {
     @Option(help: "Seconds in-flight calls may run after SIGTERM/SIGINT before they are cancelled.")
     var gracePeriod: Int = 10
 
-    @Option(help: "Capabilities to advertise: current, or csi-1.6 for conformance tools that reject newer ones (csi-sanity v4.4.0).")
+    @Option(help: "Capabilities to advertise: current, or csi-1.10 / csi-1.6 for conformance tools that reject newer ones (csi-sanity v5.3 / v4.4).")
     var capabilityProfile: DriverConfiguration.CapabilityProfile = .current
 
     @Option(help: "Offer ControllerExpandVolume (true or false). Set false when one elected external-resizer serves many nodes' volumes, as deploy/ does: NodeExpandVolume then grows each volume on its node.")

@@ -16,9 +16,13 @@ struct ControllerVolumeTests {
             let plugin = try await driver.identity.getPluginCapabilities(.init()).capabilities.map(\.service.type)
             #expect(plugin.contains(.controllerService) && plugin.contains(.volumeAccessibilityConstraints))
         }
-        try await InProcessDriver.with(configure: { $0.capabilityProfile = .csi1_6 }) { driver in
-            let types = try await driver.controller.controllerGetCapabilities(.init()).capabilities.map(\.rpc.type)
-            #expect(!types.contains(.getSnapshot))
+        for (profile, groupController) in [(DriverConfiguration.CapabilityProfile.csi1_10, true), (.csi1_6, false)] {
+            try await InProcessDriver.with(configure: { $0.capabilityProfile = profile }) { driver in
+                let types = try await driver.controller.controllerGetCapabilities(.init()).capabilities.map(\.rpc.type)
+                #expect(!types.contains(.getSnapshot) && types.contains(.createDeleteSnapshot), "\(profile)")
+                let plugin = try await driver.identity.getPluginCapabilities(.init()).capabilities.map(\.service.type)
+                #expect(plugin.contains(.groupControllerService) == groupController, "\(profile)")
+            }
         }
         try await InProcessDriver.with(configure: { $0.controllerExpansion = false }) { driver in
             let types = try await driver.controller.controllerGetCapabilities(.init()).capabilities.map(\.rpc.type)

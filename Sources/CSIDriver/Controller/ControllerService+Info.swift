@@ -101,7 +101,7 @@ extension ControllerService {
             .publishUnpublishVolume, .publishReadonly, .listVolumesPublishedNodes,
         ]
         if expansion { capabilities.append(.expandVolume) }
-        if profile == .current { capabilities.append(.getSnapshot) }
+        if profile.advertisesGetSnapshot { capabilities.append(.getSnapshot) }
         return capabilities
     }
 

@@ -26,7 +26,7 @@ struct IdentityService: Csi_V1_Identity.SimpleServiceProtocol {
         var services: [Csi_V1_PluginCapability.Service.TypeEnum] = [.volumeAccessibilityConstraints]
         if configuration.mode.servesController {
             services.append(.controllerService)
-            if configuration.capabilityProfile == .current { services.append(.groupControllerService) }
+            if configuration.capabilityProfile.advertisesGroupController { services.append(.groupControllerService) }
         }
         return services.map { type in .with { $0.service = .with { $0.type = type } } }
     }
