@@ -75,7 +75,8 @@ public final class DriverServer: Sendable {
         } catch {
             throw ConfigurationError("cannot serve metrics on \(address): \(error)")
         }
-        configuration.logger.notice("serving metrics", metadata: ["address": "\(address.host):\(endpoint.port)", "path": "/metrics"])
+        let bound = DriverConfiguration.ListenAddress(host: address.host, port: endpoint.port)
+        configuration.logger.notice("serving metrics", metadata: ["address": "\(bound)", "path": "/metrics"])
         return endpoint
     }
 
