@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what Strata needs on a fresh Debian machine of this kind (idempotent, quick when done).
 #   runtime: FUSE, loop/mount tools, mkfs for ext4 and xfs
-#   tests:   protoc + Go and Python gRPC (interop tests), fio and bindfs (benchmarks),
+#   tests:   protoc + Go and Python gRPC (interop tests), Prometheus's Go text parser (metrics
+#            test), fio and bindfs (benchmarks),
 #            kubernetes-validate (offline manifest validation)
 set -euo pipefail
 
 apt_packages=(
   fuse3 libfuse3-dev pkg-config libsqlite3-dev e2fsprogs xfsprogs util-linux
   protobuf-compiler golang-go golang-google-grpc-dev golang-google-protobuf-dev
-  golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc fio bindfs
+  golang-github-golang-protobuf-1-5-dev golang-github-prometheus-common-dev protoc-gen-go
+  protoc-gen-go-grpc fio bindfs
 )
 pip_packages=(grpcio grpcio-tools kubernetes-validate==1.37.0)
 

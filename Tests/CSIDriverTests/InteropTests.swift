@@ -69,18 +69,10 @@ struct GoClient {
     }
 
     private static func compile() throws -> GoClient {
-        let workspace = FileManager.default.temporaryDirectory.appendingPathComponent("strata-go-\(getpid())").path
-        let source = workspace + "/src/strataclient"
-        try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
-        try ExternalTool.run("protoc", ["--proto_path=\(Repository.path("proto"))", "--go_out=\(workspace)/src",
-                                        "--go-grpc_out=\(workspace)/src", "csi.proto"])
-        try? FileManager.default.removeItem(atPath: source + "/client.go")
-        try FileManager.default.copyItem(atPath: Repository.path("Tests/CSIDriverTests/Interop/go/client.go"), toPath: source + "/client.go")
-        let binary = workspace + "/client"
-        try ExternalTool.run("go", ["build", "-o", binary, "."],
-                             environment: ["GO111MODULE": "off", "GOPATH": "\(workspace):/usr/share/gocode", "GOFLAGS": ""],
-                             in: source)
-        return GoClient(binary: binary)
+        let workspace = try GoWorkspace(named: "client")
+        try ExternalTool.run("protoc", ["--proto_path=\(Repository.path("proto"))", "--go_out=\(workspace.path)/src",
+                                        "--go-grpc_out=\(workspace.path)/src", "csi.proto"])
+        return GoClient(binary: try workspace.build(package: "strataclient", from: ["Tests/CSIDriverTests/Interop/go/client.go"]))
     }
 
     func run(socket: String, calls: Int) throws -> InteropTests.GoClientSummary {

@@ -24,18 +24,20 @@ struct MetricsTests {
         }
         let (status, body) = try await Self.get(port: port, path: "/metrics")
         #expect(status == 200)
-        for line in [
-            #"strata_rpc_total{method="CreateVolume",code="OK"} 2"#,
-            #"strata_rpc_total{method="CreateSnapshot",code="OK"} 1"#,
-            #"strata_rpc_total{method="DeleteVolume",code="InvalidArgument"} 1"#,
-            #"strata_rpc_duration_seconds_count{method="CreateVolume"} 2"#,
-            "strata_store_open 1.0", "strata_volumes 1.0", "strata_snapshots 1.0", "strata_layers 2.0", "strata_deepest_chain 2.0",
-        ] {
-            #expect(body.split(separator: "\n").contains { $0 == line }, "missing \(line) in:\n\(body)")
+        // Parsed by Prometheus's own parser: a malformed line, a family of the wrong type or a
+        // histogram whose buckets decrease fails here.
+        let families = try PrometheusExposition.parse(body)
+        #expect(families["strata_rpc_total"]?.type == "counter")
+        #expect(families["strata_rpc_total"]?.value(["method": "CreateVolume", "code": "OK"]) == 2)
+        #expect(families["strata_rpc_total"]?.value(["method": "CreateSnapshot", "code": "OK"]) == 1)
+        #expect(families["strata_rpc_total"]?.value(["method": "DeleteVolume", "code": "InvalidArgument"]) == 1)
+        #expect(families["strata_rpc_duration_seconds"]?.type == "histogram")
+        #expect(families["strata_rpc_duration_seconds"]?.value(["method": "CreateVolume"]) == 2)
+        for (gauge, value) in [("strata_store_open", 1.0), ("strata_volumes", 1), ("strata_snapshots", 1), ("strata_layers", 2), ("strata_deepest_chain", 2)] {
+            #expect(families[gauge]?.type == "gauge" && families[gauge]?.value([:]) == value, "\(gauge) in:\n\(body)")
         }
-        #expect(body.contains(#"strata_build_info{version=""#))
-        let free = try #require(body.split(separator: "\n").first { $0.hasPrefix("strata_pool_free_bytes ") })
-        #expect((Double(free.split(separator: " ")[1]) ?? 0) > 0)
+        #expect(families["strata_build_info"]?.samples?.first?.labels["version"] == DriverConfiguration.version)
+        #expect((families["strata_pool_free_bytes"]?.value([:]) ?? 0) > 0)
 
         #expect(try await Self.get(port: port, path: "/").status == 404)
     }
@@ -70,5 +72,42 @@ struct MetricsTests {
     private static func get(port: Int, path: String) async throws -> (status: Int, body: String) {
         let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// A scrape as Prometheus reads it: parsed by github.com/prometheus/common/expfmt (Debian's
+/// package) in Interop/promparse, built once per test process.
+struct PrometheusExposition {
+    struct Family: Decodable {
+        struct Sample: Decodable {
+            let labels: [String: String]
+            let value: Double
+        }
+
+        let type: String
+        let help: String
+        let samples: [Sample]?
+
+        /// The value of the sample with exactly these labels.
+        func value(_ labels: [String: String]) -> Double? {
+            samples?.first { $0.labels == labels }?.value
+        }
+    }
+
+    nonisolated(unsafe) private static var parser: Result<String, any Error>?
+    private static let lock = NSLock()
+
+    static func parse(_ exposition: String) throws -> [String: Family] {
+        let binary = try lock.withLock {
+            if parser == nil {
+                parser = Result { try GoWorkspace(named: "promparse").build(package: "promparse", from: ["Tests/CSIDriverTests/Interop/promparse/main.go"]) }
+            }
+            return try parser!.get()
+        }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("strata-scrape-\(UUID().uuidString)")
+        try Data(exposition.utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let output = try ExternalTool.run(binary, [file.path])
+        return try JSONDecoder().decode([String: Family].self, from: Data(output.utf8))
     }
 }
