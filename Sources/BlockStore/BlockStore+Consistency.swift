@@ -23,20 +23,28 @@ extension BlockStore {
         }
         if !orphans.isEmpty { try SystemDirectory.synchronize(layers.path) }
         for row in rows {
-            let files = try layers.openLayer(row.id, writable: !row.frozen)
-            defer { files.close() }
-            let header = try files.map.readHeader()
-            guard header.layerID == row.id, header.clusterSize == row.clusterSize else {
-                throw StoreError(.corrupt, "the map of layer \(row.id) describes layer \(header.layerID), cluster size \(header.clusterSize)")
-            }
-            guard header.dirty else { continue }
-            guard !row.frozen else { throw StoreError(.corrupt, "frozen layer \(row.id) has a dirty map") }
-            let bytes = try recoverDirtyMap(files, clusterSize: Int(row.clusterSize))
-            try catalog.write { try $0.setAllocatedBytes(bytes, ofLayer: row.id) }
-            try files.map.setDirty(false)
-            logger.notice("recovered the dirty map of layer \(row.id)")
+            _ = try recoverIfDirty(row, layers: layers, catalog: catalog, logger: logger)
         }
         return (orphans + files.keys + allRows.map(\.id)).max() ?? 0
+    }
+
+    /// Checks a layer's map header and recovers the map if it is dirty: at store open, and when a
+    /// head whose last close failed (a full disk) is opened again in the same process. Returns
+    /// the bytes a recovered map holds, nil when the map was clean.
+    static func recoverIfDirty(_ row: LayerRow, layers: LayerDirectory, catalog: Catalog, logger: Logger) throws -> UInt64? {
+        let files = try layers.openLayer(row.id, writable: !row.frozen)
+        defer { files.close() }
+        let header = try files.map.readHeader()
+        guard header.layerID == row.id, header.clusterSize == row.clusterSize else {
+            throw StoreError(.corrupt, "the map of layer \(row.id) describes layer \(header.layerID), cluster size \(header.clusterSize)")
+        }
+        guard header.dirty else { return nil }
+        guard !row.frozen else { throw StoreError(.corrupt, "frozen layer \(row.id) has a dirty map") }
+        let bytes = try recoverDirtyMap(files, clusterSize: Int(row.clusterSize))
+        try catalog.write { try $0.setAllocatedBytes(bytes, ofLayer: row.id) }
+        try files.map.setDirty(false)
+        logger.notice("recovered the dirty map of layer \(row.id)")
+        return bytes
     }
 
     /// A dirty map lags its data file: clusters (or subclusters of partial clusters) written but

@@ -152,10 +152,17 @@ public final class BlockStore: Sendable {
                 return (row, try db.chain(endingAt: row.headLayerID))
             }
             let head = chain.last!
-            if !head.materialized { try materializeLayerLocked(head) }
+            var headBytes = head.allocatedBytes
+            if !head.materialized {
+                try materializeLayerLocked(head)
+            } else if let recovered = try Self.recoverIfDirty(head, layers: layerDirectory, catalog: catalog, logger: logger) {
+                // Its last close failed (a full disk): writes it never mapped are not read, but
+                // they hold blocks nothing would free.
+                headBytes = recovered
+            }
             let volume = try OpenVolume.open(
                 volumeID: volumeID, chain: chain.map { ($0.id, $0.materialized) }, size: row.size,
-                clusterSize: row.clusterSize, persistedHeadBytes: head.allocatedBytes, directory: layerDirectory)
+                clusterSize: row.clusterSize, persistedHeadBytes: headBytes, directory: layerDirectory)
             state.withLock { state in
                 state.open[volumeID] = StoreState.OpenEntry(volume: volume, handles: external ? 1 : 0, internalUsers: external ? 0 : 1)
             }

@@ -63,4 +63,55 @@ import Testing
         try handle.close()
         #expect(try store.checkConsistency().isClean)
     }
+
+    @Test("a close that finds the filesystem full leaves nothing behind once the volume is opened again")
+    func closeOnFullFilesystem() throws {
+        guard getuid() == 0 else { return }  // mounting a small tmpfs needs root
+        let directory = TemporaryDirectory("strata-full-close", onDisk: true)
+        let mountPoint = directory.path + "/fs"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        guard mount("tmpfs", mountPoint, "tmpfs", 0, "size=24m") == 0 else {
+            Issue.record("cannot mount a tmpfs: \(String(cString: strerror(errno)))")
+            return
+        }
+        defer { umount2(mountPoint, Int32(MNT_DETACH)) }
+
+        var options = testOptions()
+        options.spaceReserveBytes = 0
+        let store = try BlockStore(directory: mountPoint + "/store", options: options)
+        defer { store.close() }
+        let volume = try store.createVolume(name: "v", size: 64 << 20, clusterSize: 4096)
+        let handle = try store.open(volumeID: volume.id)
+        let data = pattern(seed: 5, count: 4096)
+        // Unflushed writes all over the volume: their map pages are written only at the close.
+        for offset in stride(from: 0, to: 64 << 20, by: 256 << 10) {
+            try handle.write(data, at: UInt64(offset))
+        }
+        let filler = mountPoint + "/filler"
+        let fd = open(filler, O_WRONLY | O_CREAT, 0o600)
+        defer { close(fd) }
+        let block = [UInt8](repeating: 1, count: 4096)
+        while write(fd, block, block.count) > 0 {}
+        #expect(throws: StoreError.self) { try handle.close() }
+        #expect(ftruncate(fd, 0) == 0)
+
+        // The writes no flush acknowledged are gone, and so are the blocks they held.
+        let reopened = try store.open(volumeID: volume.id)
+        #expect(try reopened.read(count: 4096, at: 0) == [UInt8](repeating: 0, count: 4096))
+        #expect(try store.volume(id: volume.id).allocatedBytes == 0)
+        #expect(Self.dataBlocks(in: mountPoint + "/store/layers") == 0)
+        try reopened.write(data, at: 8192)
+        try reopened.close()
+        #expect(try store.volume(id: volume.id).allocatedBytes == 4096)
+        #expect(try store.checkConsistency().isClean)
+    }
+
+    /// Bytes the layer data files under `path` hold on disk.
+    static func dataBlocks(in path: String) -> Int {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        return names.filter { $0.hasSuffix(".data") }.reduce(0) { total, name in
+            var info = stat()
+            return stat(path + "/" + name, &info) == 0 ? total + Int(info.st_blocks) * 512 : total
+        }
+    }
 }
