@@ -163,7 +163,8 @@ public final class DriverServer: Sendable {
     private enum ServeEvent { case announced, stopped, gracePeriodOver }
 
     private func makeServices() -> [any RegistrableRPCService] {
-        var services: [any RegistrableRPCService] = [IdentityService(context: context)]
+        // SnapshotMetadata reads the store, which every mode opens.
+        var services: [any RegistrableRPCService] = [IdentityService(context: context), SnapshotMetadataService(context: context)]
         if configuration.mode.servesController {
             services.append(ControllerService(context: context, publications: publications))
             services.append(GroupControllerService(context: context))
