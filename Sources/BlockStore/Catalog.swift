@@ -144,6 +144,18 @@ final class Catalog: Sendable {
         migrator.registerMigration("v2-group-index") { db in
             try db.execute(sql: "CREATE INDEX snapshots_group ON snapshots(group_id) WHERE group_id IS NOT NULL")
         }
+        // Former chains of heads a flatten detached, for changed-block listings across it
+        // (see LineageDirectory). Ancestors may be freed since: no reference to layers(id).
+        migrator.registerMigration("v3-lineage") { db in
+            try db.execute(sql: """
+                CREATE TABLE layer_lineage (
+                    layer_id INTEGER NOT NULL,
+                    position INTEGER NOT NULL,
+                    ancestor_id INTEGER NOT NULL,
+                    PRIMARY KEY (layer_id, position)
+                )
+                """)
+        }
         return migrator
     }
 }
@@ -209,6 +221,7 @@ extension Database {
             let layer = try requireLayer(current)
             guard layer.refCount > 1 else {
                 try cachedStatement(sql: "DELETE FROM layers WHERE id = ?").execute(arguments: [current])
+                try deleteLineage(of: current)
                 freed.append(current)
                 next = layer.parentID
                 continue

@@ -22,6 +22,8 @@ public struct DriverConfiguration: Sendable {
 
         var advertisesGetSnapshot: Bool { self == .current }
         var advertisesGroupController: Bool { self != .csi1_6 }
+        /// SNAPSHOT_METADATA_SERVICE is newer than what csi-sanity v5.3 accepts.
+        var advertisesSnapshotMetadata: Bool { self == .current }
     }
 
     public static let defaultDriverName = "strata.csi.dev"
@@ -52,6 +54,8 @@ public struct DriverConfiguration: Sendable {
     public var spaceReserveBytes = 8 << 20
     /// Where to serve Prometheus metrics over plain HTTP (`GET /metrics`); nil: nowhere.
     public var metricsAddress: ListenAddress?
+    /// The admin service's socket (mode 0600) for the `strata` CLI; nil: none.
+    public var adminEndpoint: UnixSocketEndpoint?
     /// Off only to demonstrate, in tests, the disconnects `PingResponder` prevents.
     public var answersPingsBeforeHTTP2 = true
     public var logger: Logger

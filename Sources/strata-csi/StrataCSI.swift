@@ -60,6 +60,9 @@ struct StrataCSI: AsyncParsableCommand {
     @Option(help: "Serve Prometheus metrics over HTTP at GET /metrics on this address (host:port, :port for every interface); off when not given.")
     var metricsAddress: String?
 
+    @Option(help: "The admin socket the strata CLI talks to, created mode 0600 (default: $STRATA_ADMIN_ENDPOINT, else unix://<state-dir>/admin.sock; none: no admin socket).")
+    var adminEndpoint: String?
+
     @Flag(help: .hidden)
     var disablePingResponder = false
 
@@ -110,7 +113,12 @@ struct StrataCSI: AsyncParsableCommand {
         configuration.spaceReserveBytes = spaceReserveMib << 20
         configuration.metricsAddress = try metricsAddress.map { text throws(ConfigurationError) in try DriverConfiguration.ListenAddress(parsing: text) }
         do {
+            let admin = adminEndpoint ?? ProcessInfo.processInfo.environment["STRATA_ADMIN_ENDPOINT"] ?? "unix://\(stateDirectory)/admin.sock"
+            configuration.adminEndpoint = admin == "none" ? nil : try UnixSocketEndpoint(parsing: admin)
             let endpoint = try UnixSocketEndpoint(parsing: endpoint ?? "unix://\(stateDirectory)/csi.sock")
+            guard configuration.adminEndpoint?.path != endpoint.path else {
+                throw ConfigurationError("--admin-endpoint must not be the CSI endpoint: the admin socket is root-only")
+            }
             let server = try DriverServer(configuration: configuration)
             let shutdown = ShutdownTrigger()
             let signalSources = installShutdownSignalHandlers(logger: logger) { shutdown.fire() }
