@@ -120,3 +120,27 @@ def image_parts(image):
     if colon > slash:
         return name[:colon], name[colon + 1:]
     return name, None
+
+
+def selects(selector, labels):
+    """Whether a non-empty matchLabels-style selector selects an object with `labels`."""
+    return bool(selector) and all((labels or {}).get(k) == v for k, v in selector.items())
+
+
+def pod_labels(manifest):
+    """The pod template labels of a workload."""
+    template = (manifest.data.get("spec") or {}).get("template") or {}
+    return (template.get("metadata") or {}).get("labels") or {}
+
+
+def container_port(pod, port):
+    """A Service targetPort or NetworkPolicy port (number or name) as a container port number."""
+    if isinstance(port, int):
+        return port
+    return port_number(pod, port)
+
+
+def host_port_pair(address):
+    """('host', port) of 'host:port', or (None, None)."""
+    host, _, port = str(address or "").rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else (None, None)
