@@ -206,6 +206,11 @@ struct Breakage: CustomStringConvertible, Sendable {
                  original: "  audience: strata-snapshot-metadata\n",
                  replacement: "  audiences: strata-snapshot-metadata\n",
                  expectedReport: "'audiences' was unexpected"),
+        Breakage(description: "the keeper given --socket=PATH, a form it does not parse",
+                 file: "fuse-keeper-daemonset.yaml",
+                 original: "            - --socket\n            - /run/strata/fuse-keeper.sock\n",
+                 replacement: "            - --socket=/run/strata/fuse-keeper.sock\n",
+                 expectedReport: "strata-fuse-keeper takes exactly `--socket PATH`"),
 
     ]
 

@@ -41,7 +41,12 @@ def check_keeper(manifests, plugin, findings):
     driver_host = plugin.files.host_path(plugin.driver, socket)
     findings.check(driver_host, where, f"--fuse-keeper-socket {socket} is not on a hostPath "
                    "volume: the keeper in its own pod could not see it")
-    keeper_socket = Arguments(container, kwhere, findings).get("socket")
+    # strata-fuse-keeper parses its own arguments: exactly `--socket PATH`, two of them.
+    arguments = [str(a) for a in container.get("args") or []]
+    keeper_socket = arguments[1] if len(arguments) == 2 and arguments[0] == "--socket" else None
+    findings.check(keeper_socket and keeper_socket.startswith("/"), kwhere, f"arguments "
+                   f"{arguments}: strata-fuse-keeper takes exactly `--socket PATH` (two "
+                   "arguments, an absolute path)")
     keeper_host = PodFiles(pod).host_path(container, keeper_socket) if keeper_socket else None
     findings.check(keeper_host, kwhere, f"--socket {keeper_socket} is not on a hostPath volume")
     if driver_host and keeper_host:
