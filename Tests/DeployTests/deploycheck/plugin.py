@@ -21,7 +21,8 @@ if [ "${1:-}" = get ]; then printf '%s' "${FAKE_PODS:-}"; fi
 """
 
 
-def _run(script, workdir, arguments, pods):
+def _run(script, workdir, arguments, pods, terminal=False):
+    """Runs the plugin; with `terminal`, stdin and stdout are a pseudo-terminal."""
     log = os.path.join(workdir, "calls.log")
     if os.path.exists(log):
         os.remove(log)
@@ -29,8 +30,17 @@ def _run(script, workdir, arguments, pods):
                    if key not in ("KUBECTL", "STRATA_NAMESPACE")}
     environment.update({"PATH": workdir + os.pathsep + environment.get("PATH", ""),
                         "FAKE_KUBECTL_LOG": log, "FAKE_PODS": pods})
-    run = subprocess.run(["bash", script, *arguments], capture_output=True, text=True,
-                         env=environment, stdin=subprocess.DEVNULL, timeout=30)
+    if terminal:
+        controller, device = os.openpty()
+        try:
+            run = subprocess.run(["bash", script, *arguments], stdin=device, stdout=device,
+                                 stderr=subprocess.PIPE, text=True, env=environment, timeout=30)
+        finally:
+            os.close(device)
+            os.close(controller)
+    else:
+        run = subprocess.run(["bash", script, *arguments], capture_output=True, text=True,
+                             env=environment, stdin=subprocess.DEVNULL, timeout=30)
     calls = []
     if os.path.exists(log):
         with open(log, encoding="utf-8") as handle:
@@ -94,6 +104,12 @@ def check_kubectl_plugin(deploy_dir, plugin, findings):
                     facts.ADMIN_CLI, *arguments]
         findings.check(execute == expected, where, f"runs {execute}, expected {expected} "
                        f"(the driver container is {container!r})")
+
+        run, calls = _run(script, workdir, [node, "flatten", "vol-1"], "strata-node-x7k2p\n",
+                          terminal=True)
+        findings.check(run.returncode == 0 and calls and calls[-1][:5] == [
+            "exec", "-n", namespace, "-i", "-t"], where, "on a terminal it must ask kubectl "
+            f"for one (-i -t), for flatten's progress bar: {calls[-1:] or run.stderr}")
 
         run, calls = _run(script, workdir, [node, "df"], "")
         findings.check(run.returncode != 0 and len(calls) == 1 and node in run.stderr, where,
