@@ -211,7 +211,11 @@ struct Breakage: CustomStringConvertible, Sendable {
                  original: "            - --socket\n            - /run/strata/fuse-keeper.sock\n",
                  replacement: "            - --socket=/run/strata/fuse-keeper.sock\n",
                  expectedReport: "strata-fuse-keeper takes exactly `--socket PATH`"),
-
+        Breakage(description: "a peer key readable by every user of the container",
+                 file: "node-daemonset.yaml",
+                 original: "            secretName: strata-peer-tls\n            defaultMode: 0400\n",
+                 replacement: "            secretName: strata-peer-tls\n",
+                 expectedReport: "lets others read tls.key: give it defaultMode 0400"),
     ]
 
     /// Rewrites the file, first proving the original text is there (so a breakage that no

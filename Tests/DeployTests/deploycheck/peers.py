@@ -6,7 +6,8 @@ the node pods reach the peer port.
 """
 
 from . import facts
-from .podspec import Arguments, container_port, host_port_pair, listen_port, pod_labels, selects
+from .podspec import (Arguments, container_port, host_port_pair, key_mode_ok, listen_port,
+                      pod_labels, selects)
 
 _PEER_FLAGS = ("peer-listen", "peer", "peer-dns")
 _SERVICE_SUFFIXES = (".svc", ".svc.cluster.local")
@@ -122,6 +123,8 @@ def _check_tls_dir(plugin, directory, where, findings):
                           f"--peer-tls-dir {directory} is not the mount of a secret volume"):
         return None
     findings.check(mount.get("readOnly") is True, where, f"{directory} is not mounted readOnly")
+    findings.check(key_mode_ok(secret), where, f"the secret volume behind {directory} lets "
+                   "others read tls.key: give it defaultMode 0400")
     items = {item.get("key") for item in secret.get("items") or []}
     if items:
         missing = sorted(set(facts.PEER_TLS_FILES) - items)

@@ -144,3 +144,11 @@ def host_port_pair(address):
     """('host', port) of 'host:port', or (None, None)."""
     host, _, port = str(address or "").rpartition(":")
     return (host, int(port)) if host and port.isdigit() else (None, None)
+
+
+def key_mode_ok(secret_volume):
+    """Whether a secret volume's files (a private key among them) are readable by the owner only
+    (Kubernetes' default mode is 0644)."""
+    modes = [secret_volume.get("defaultMode", 0o644)]
+    modes += [item["mode"] for item in secret_volume.get("items") or [] if "mode" in item]
+    return all(isinstance(mode, int) and mode & 0o077 == 0 for mode in modes)

@@ -4,7 +4,8 @@ its TLS Secret, the Service backup tools dial, and the SnapshotMetadataService t
 
 from . import facts
 from .peers import service_named
-from .podspec import Arguments, container_port, host_port_pair, listen_port, pod_labels, selects
+from .podspec import (Arguments, container_port, host_port_pair, key_mode_ok, listen_port,
+                      pod_labels, selects)
 
 SIDECAR = "csi-snapshot-metadata"
 # deploy/snapshot-metadata/ holds the SnapshotMetadataService with this where the admin's CA
@@ -87,6 +88,8 @@ def _check_tls(plugin, container, args, where, findings):
             names.add(secret.get("secretName"))
             findings.check(mount.get("readOnly") is True, where, f"{mount.get('mountPath')} is "
                            "not mounted readOnly")
+            findings.check(key_mode_ok(secret), where, f"the secret volume behind --{flag} lets "
+                           "others read the key: give it defaultMode 0400")
     findings.check(len(names) <= 1, where, f"certificate and key come from different Secrets "
                    f"{sorted(map(str, names))}")
     return next(iter(names), None)
