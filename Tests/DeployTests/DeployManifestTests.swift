@@ -216,6 +216,11 @@ struct Breakage: CustomStringConvertible, Sendable {
                  original: "            secretName: strata-peer-tls\n            defaultMode: 0400\n",
                  replacement: "            secretName: strata-peer-tls\n",
                  expectedReport: "lets others read tls.key: give it defaultMode 0400"),
+        Breakage(description: "a rolling update that does not wait for the driver",
+                 file: "node-daemonset.yaml",
+                 original: "          readinessProbe:\n            httpGet:\n              path: /healthz\n              port: healthz\n            periodSeconds: 5\n",
+                 replacement: "          readinessProbe:\n            tcpSocket:\n              port: healthz\n            periodSeconds: 5\n",
+                 expectedReport: "a rolling update needs a readinessProbe that asks the driver's Probe"),
     ]
 
     /// Rewrites the file, first proving the original text is there (so a breakage that no

@@ -25,6 +25,13 @@ def check_keeper(manifests, plugin, findings):
         findings.check(kind == "OnDelete", plugin.manifest.where(), f"updateStrategy {kind} "
                        "without --fuse-keeper-socket: a rollout cuts every running volume")
         return
+    if kind == "RollingUpdate":
+        ready = (plugin.driver.get("readinessProbe") or {}).get("httpGet")
+        alive = (plugin.driver.get("livenessProbe") or {}).get("httpGet") or {}
+        findings.check(ready and (ready.get("port"), ready.get("path")) == (
+            alive.get("port"), alive.get("path")), where, "a rolling update needs a "
+            "readinessProbe that asks the driver's Probe (as the livenessProbe does): else it "
+            "moves to the next node before this one has resumed its volumes")
     surge = str((strategy.get("rollingUpdate") or {}).get("maxSurge", 0))
     findings.check(surge in ("0", "0%"), plugin.manifest.where(), f"maxSurge {surge}: two "
                    "drivers would serve one node's state directory at once")
