@@ -4,7 +4,7 @@ socket on a host path, the keeper is never rolled, and the driver is rolled only
 
 from . import facts
 from .loading import pod_spec
-from .podspec import Arguments, PodFiles, image_parts
+from .podspec import Arguments, PodFiles, image_parts, pod_labels, selects
 
 _SCHEDULING = ("tolerations", "nodeSelector", "affinity")
 
@@ -44,6 +44,16 @@ def check_keeper(manifests, plugin, findings):
     pod = pod_spec(keeper.data)
     container = _keeper_container(keeper)
     kwhere = f"{keeper.where()} container {container.get('name')}"
+
+    selector = ((keeper.data.get("spec") or {}).get("selector") or {}).get("matchLabels")
+    findings.check(selects(selector, pod_labels(keeper)), keeper.where(),
+                   "spec.selector.matchLabels do not select the pod template's labels")
+    findings.check(not selects(selector, pod_labels(plugin.manifest)), keeper.where(),
+                   "its selector also selects the driver's pods")
+    volumes = PodFiles(pod).volumes
+    for mount in container.get("volumeMounts") or []:
+        findings.check(mount.get("name") in volumes, kwhere,
+                       f"volumeMount {mount.get('name')} names no volume")
 
     driver_host = plugin.files.host_path(plugin.driver, socket)
     findings.check(driver_host, where, f"--fuse-keeper-socket {socket} is not on a hostPath "
