@@ -1,4 +1,4 @@
-"""Checks that deploy/README.md and deploy/Containerfile say what the manifests do."""
+"""Checks that deploy/README.md, deploy/docs/ and deploy/Containerfile say what the manifests do."""
 
 import os
 import re
@@ -6,18 +6,39 @@ import re
 from . import facts
 
 
+def admin_documents(deploy_dir):
+    """{path relative to deploy/: text} of deploy/README.md and the pages of deploy/docs/."""
+    docs = os.path.join(deploy_dir, "docs")
+    pages = sorted(name for name in os.listdir(docs) if name.endswith(".md")) \
+        if os.path.isdir(docs) else []
+    texts = {}
+    for relative in ["README.md"] + [f"docs/{name}" for name in pages]:
+        path = os.path.join(deploy_dir, relative)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                texts[relative] = handle.read()
+    return texts
+
+
 def check_readme(deploy_dir, example_files, findings):
-    path = os.path.join(deploy_dir, "README.md")
-    if not findings.check(os.path.isfile(path), "deploy/README.md", "missing"):
+    texts = admin_documents(deploy_dir)
+    if not findings.check("README.md" in texts, "deploy/README.md", "missing"):
         return
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
+    text = texts["README.md"]
+    everything = "\n".join(texts.values())
     for name in example_files:
-        findings.check(f"examples/{name}" in text, "deploy/README.md",
-                       f"does not use examples/{name}")
-    for mentioned in sorted(set(re.findall(r"examples/([\w.-]+\.ya?ml)", text))):
+        findings.check(f"examples/{name}" in everything, "deploy/README.md",
+                       f"neither it nor docs/ uses examples/{name}")
+    for mentioned in sorted(set(re.findall(r"examples/([\w.-]+\.ya?ml)", everything))):
         findings.check(mentioned in example_files, "deploy/README.md",
                        f"uses examples/{mentioned}, which does not exist")
+    # Every page of docs/ is linked from the README, and every link leads to a page.
+    pages = {name for name in texts if name.startswith("docs/")}
+    linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)\)", text))
+    for page in sorted(pages - linked):
+        findings.fail("deploy/README.md", f"does not link {page}")
+    for page in sorted(linked - pages):
+        findings.fail("deploy/README.md", f"links {page}, which does not exist")
     for key, sidecar in facts.SIDECARS.items():
         findings.check(f"{key}:{sidecar.version}" in text, "deploy/README.md",
                        f"does not state the {key} version {sidecar.version}")

@@ -1,11 +1,12 @@
-"""The Secrets the pods mount are made by the admin, never committed: deploy/README.md must
-say how to make each one (name, namespace, keys), and deploy/ must hold no key material.
+"""The Secrets the pods mount are made by the admin, never committed: deploy/README.md (or a
+page of deploy/docs/) must say how to make each one (name, namespace, keys), and deploy/ must
+hold no key material.
 """
 
 import os
 import re
 
-from . import facts
+from . import documents, facts
 
 _CREATE = re.compile(r"kubectl\b[^\n]*?\bcreate secret (generic|tls) ([a-z0-9.-]+)([^\n]*)")
 _KEY_MATERIAL = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
@@ -20,9 +21,7 @@ def _commands(text):
 
 def check_secrets(deploy_dir, installed, namespace, wanted, findings):
     """`wanted`: {secret name: keys it must hold} for the Secrets the node pod mounts."""
-    path = os.path.join(deploy_dir, "README.md")
-    text = open(path, encoding="utf-8").read() if os.path.isfile(path) else ""
-    commands = _commands(text)
+    commands = _commands("\n".join(documents.admin_documents(deploy_dir).values()))
     for name, keys in sorted(wanted.items()):
         made = [c for c in commands if c[1] == name]
         if not findings.check(made, "deploy/README.md", f"no `kubectl create secret` makes "
