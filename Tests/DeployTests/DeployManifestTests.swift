@@ -135,7 +135,7 @@ struct Breakage: CustomStringConvertible, Sendable {
                  file: "volumesnapshotclass.yaml",
                  original: "replicate: all-nodes",
                  replacement: "replicate: every-node",
-                 expectedReport: "replicate 'every-node' is not one of ['all-nodes']"),
+                 expectedReport: "replicate 'every-node' is not one of ['all-nodes', 'none']"),
         Breakage(description: "golden snapshots that are not pre-placed",
                  file: "cdi/storageprofile.yaml",
                  original: "snapshotClass: strata-golden",

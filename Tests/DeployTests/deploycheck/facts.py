@@ -51,8 +51,9 @@ ADMIN_ENDPOINT_DEFAULT = "unix://{state_dir}/admin.sock"
 ADMIN_CLI = "strata"
 
 # VolumeSnapshotClass parameters the driver accepts, with their values (anything else is
-# INVALID_ARGUMENT at CreateSnapshot). replicate: all-nodes pre-places a snapshot everywhere.
-SNAPSHOT_CLASS_PARAMETERS = {"replicate": {"all-nodes"}}
+# INVALID_ARGUMENT at CreateSnapshot; Sources/CSIValidation/StorageClassParameters.swift).
+# replicate: all-nodes pre-places a snapshot everywhere; none (the default) does not.
+SNAPSHOT_CLASS_PARAMETERS = {"replicate": {"all-nodes", "none"}}
 
 # StorageClass parameters the driver accepts (csi.storage.k8s.io/* are accepted and ignored).
 CLUSTER_SIZE_RANGE = (4096, 1048576)
