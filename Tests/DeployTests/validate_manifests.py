@@ -7,8 +7,9 @@ Renders deploy/ and deploy/cdi/ as `kubectl apply -k` would, loads deploy/exampl
 SnapshotMetadataService template in deploy/snapshot-metadata/, validates every object against
 Kubernetes' schemas (kubernetes-validate's strict schemas for core kinds,
 deploycheck/crd_schemas.py for CRDs), then checks the cross-references that break an install
-without an error at apply time, and runs deploy/kubectl-strata against a fake kubectl. The strata-csi flags come from --strata-help FILE, else from
-`$STRATA_CSI_BINARY --help`, else from the fallback list in deploycheck/facts.py.
+without an error at apply time, and runs deploy/kubectl-strata against a fake kubectl. The
+strata-csi flags come from --strata-help FILE, else from `$STRATA_CSI_BINARY --help`, else from
+the fallback list in deploycheck/facts.py.
 
 Needs PyYAML, jsonschema, referencing and kubernetes-validate; no network, no cluster.
 Exit status 0 when everything holds, 1 when something does not (each problem on its own line).
@@ -85,8 +86,9 @@ def validate(deploy_dir, help_file=None):
     documents.check_readme(deploy_dir, example_files, findings)
     documents.check_containerfile(deploy_dir, findings)
 
-    summary = (f"{len(core) + len(cdi) + len(snapshots) + len(sample) + len(templates)} objects, Kubernetes schemas "
-               f"{', '.join(validator.versions)}, strata-csi flags from {strata_flags.source}")
+    count = len(core) + len(cdi) + len(snapshots) + len(sample) + len(templates)
+    summary = (f"{count} objects, Kubernetes schemas {', '.join(validator.versions)}, "
+               f"strata-csi flags from {strata_flags.source}")
     return findings, summary
 
 
