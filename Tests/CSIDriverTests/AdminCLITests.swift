@@ -24,11 +24,11 @@ struct AdminCLITests {
         var errors: String
     }
 
-    static func strata(_ arguments: [String], socket: String) async throws -> Run {
+    static func strata(_ arguments: [String], socket: String?) async throws -> Run {
         try await BlockingWork.run {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: binaryPath)
-            process.arguments = arguments + ["--endpoint", "unix://\(socket)"]
+            process.arguments = arguments + (socket.map { ["--endpoint", "unix://\($0)"] } ?? [])
             let output = Pipe(), errors = Pipe()
             process.standardOutput = output
             process.standardError = errors
@@ -44,6 +44,19 @@ struct AdminCLITests {
     static func json(_ run: Run) throws -> [String: Any] {
         guard run.status == 0 else { throw CSIError.internalError("strata exited \(run.status): \(run.errors)") }
         return try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as! [String: Any]
+    }
+
+    @Test("strata-csi serves the admin socket at <state-dir>/admin.sock, mode 0600, where the CLI looks by default; a clean stop removes it")
+    func defaultSocket() async throws {
+        let driver = try DriverProcess.started()
+        let state = driver.directory.path + "/state"
+        var info = stat()
+        #expect(stat(state + "/admin.sock", &info) == 0 && info.st_mode & 0o777 == 0o600)
+        let space = try Self.json(try await Self.strata(["df", "--json", "--state-dir", state], socket: nil))
+        #expect(space["volumes"] as? Int == 0 && space["layers"] as? Int == 0)
+        driver.signal(SIGTERM)
+        #expect(try driver.waitForExit() == 0)
+        #expect(!FileManager.default.fileExists(atPath: state + "/admin.sock"))
     }
 
     @Test("tree, ls and df report the family exactly, agree with the census, and change nothing while I/O runs; flatten makes depth 1")
