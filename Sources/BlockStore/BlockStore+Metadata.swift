@@ -44,7 +44,7 @@ extension BlockStore {
             return try catalog.read { db -> (ListedSnapshot, [MapSource]) in
                 let snapshot = try Self.listedSnapshot(id, db)
                 let chain = try db.chain(endingAt: snapshot.layerID)
-                return (snapshot, try openAll(chain.map { try mapSource(of: $0, withCopies: false) }))
+                return (snapshot, try openAll(chain.map { mapSource(of: $0, withCopies: false) }))
             }
         }
         defer { for source in sources { source.close() } }
@@ -75,7 +75,7 @@ extension BlockStore {
                 let targetRow = try Self.listedSnapshot(target, db)
                 let chain = try db.chain(endingAt: targetRow.layerID)
                 if let index = chain.firstIndex(where: { $0.id == baseRow.layerID }) {
-                    return (targetRow, try openAll(chain[(index + 1)...].map { try mapSource(of: $0, withCopies: true) }))
+                    return (targetRow, try openAll(chain[(index + 1)...].map { mapSource(of: $0, withCopies: true) }))
                 }
                 let bottom = chain[0]
                 let lineage = try db.lineage(of: bottom.id)

@@ -177,8 +177,12 @@ extension Database {
         try Row.fetchAll(try cachedStatement(sql: "SELECT * FROM layers ORDER BY id")).map(LayerRow.init(row:))
     }
 
+    /// The highest layer number in use, counting freed layers a lineage still names: a number
+    /// is never given twice, or a new layer could pass for a detached head's ancestor.
     func maxLayerID() throws -> Int64 {
-        try Int64.fetchOne(try cachedStatement(sql: "SELECT MAX(id) FROM layers")) ?? 0
+        try Int64.fetchOne(try cachedStatement(sql: """
+            SELECT MAX(id) FROM (SELECT MAX(id) AS id FROM layers UNION ALL SELECT MAX(ancestor_id) FROM layer_lineage)
+            """)) ?? 0
     }
 
     func insertLayer(_ layer: LayerRow) throws {

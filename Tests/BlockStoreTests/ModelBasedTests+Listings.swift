@@ -10,8 +10,9 @@ extension ModelBasedTests.Run {
             let history = model.snapshotHistory[targetName]!
             let allocated = try store.allocatedExtents(ofSnapshot: target.id)
             try checkShape(allocated, size: target.bytes.count, "allocated \(targetName)")
-            try expectCovered(allocated.extents, differences: target.bytes.indices.lazy.filter { target.bytes[$0] != 0 },
-                              "allocated \(targetName)")
+            if let block = ListingChecks.uncoveredDifference(allocated.extents, target: target.bytes, base: nil) {
+                throw StoreError(.corrupt, "allocated \(targetName) misses the block at \(block), which holds data, after \(log.suffix(8))")
+            }
             for (baseName, base) in model.snapshots where baseName != targetName {
                 guard let touched = history.touched[baseName] else {
                     do {
@@ -23,8 +24,9 @@ extension ModelBasedTests.Run {
                 let delta = try store.changedExtents(from: base.id, to: target.id)
                 let what = "delta \(baseName) → \(targetName)"
                 try checkShape(delta, size: target.bytes.count, what)
-                let baseBytes = base.bytes + [UInt8](repeating: 0, count: max(0, target.bytes.count - base.bytes.count))
-                try expectCovered(delta.extents, differences: target.bytes.indices.lazy.filter { target.bytes[$0] != baseBytes[$0] }, what)
+                if let block = ListingChecks.uncoveredDifference(delta.extents, target: target.bytes, base: base.bytes) {
+                    throw StoreError(.corrupt, "\(what) misses the block at \(block), which changed, after \(log.suffix(8))")
+                }
                 for extent in delta.extents {
                     let clusters = Int(extent.offset) / history.clusterSize...Int(extent.end - 1) / history.clusterSize
                     if let untouched = clusters.first(where: { !touched.contains($0) }) {
@@ -44,16 +46,6 @@ extension ModelBasedTests.Run {
                   previousEnd.map({ $0 < extent.offset }) ?? true
             else { throw StoreError(.corrupt, "\(what): extent \(extent) is misplaced in \(listing.extents.prefix(20))") }
             previousEnd = extent.end
-        }
-    }
-
-    private func expectCovered(_ extents: [Extent], differences: some Sequence<Int>, _ what: String) throws {
-        var index = 0
-        for byte in differences {
-            while index < extents.count && extents[index].end <= UInt64(byte) { index += 1 }
-            guard index < extents.count, extents[index].offset <= UInt64(byte) else {
-                throw StoreError(.corrupt, "\(what) misses byte \(byte), which changed, after \(log.suffix(8))")
-            }
         }
     }
 }

@@ -1,10 +1,13 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
+import AdminProto
 import BlockStore
 @testable import CSIDriver
 import CSIValidation
 import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
 import Synchronization
 import Testing
 
@@ -24,11 +27,11 @@ struct AdminCLITests {
         var errors: String
     }
 
-    static func strata(_ arguments: [String], socket: String) async throws -> Run {
+    static func strata(_ arguments: [String], socket: String?) async throws -> Run {
         try await BlockingWork.run {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: binaryPath)
-            process.arguments = arguments + ["--endpoint", "unix://\(socket)"]
+            process.arguments = arguments + (socket.map { ["--endpoint", "unix://\($0)"] } ?? [])
             let output = Pipe(), errors = Pipe()
             process.standardOutput = output
             process.standardError = errors
@@ -44,6 +47,19 @@ struct AdminCLITests {
     static func json(_ run: Run) throws -> [String: Any] {
         guard run.status == 0 else { throw CSIError.internalError("strata exited \(run.status): \(run.errors)") }
         return try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as! [String: Any]
+    }
+
+    @Test("strata-csi serves the admin socket at <state-dir>/admin.sock, mode 0600, where the CLI looks by default; a clean stop removes it")
+    func defaultSocket() async throws {
+        let driver = try DriverProcess.started()
+        let state = driver.directory.path + "/state"
+        var info = stat()
+        #expect(stat(state + "/admin.sock", &info) == 0 && info.st_mode & 0o777 == 0o600)
+        let space = try Self.json(try await Self.strata(["df", "--json", "--state-dir", state], socket: nil))
+        #expect(space["volumes"] as? Int == 0 && space["layers"] as? Int == 0)
+        driver.signal(SIGTERM)
+        #expect(try driver.waitForExit() == 0)
+        #expect(!FileManager.default.fileExists(atPath: state + "/admin.sock"))
     }
 
     @Test("tree, ls and df report the family exactly, agree with the census, and change nothing while I/O runs; flatten makes depth 1")
@@ -180,6 +196,37 @@ struct AdminCLITests {
             #expect(try read(4096, from: d, at: 0, store: store) == Data(repeating: 0x5A, count: 4096))
             let after = try Self.json(try await Self.strata(["tree", "--json", "d"], socket: socket))
             #expect(shape((after["roots"] as! [[String: Any]])[0]) == "volume d 1")
+        }
+    }
+
+    @Test("Hidden snapshots behind clones of volumes and layers of deleted snapshots show as such; bad references get clear codes")
+    func otherKinds() async throws {
+        let directory = try TemporaryDirectory()
+        let socket = directory.path + "/admin.sock"
+        try await InProcessDriver.with(directory: directory, configure: {
+            $0.adminEndpoint = try? UnixSocketEndpoint(parsing: "unix://\(socket)")
+        }) { driver in
+            let volume = try await driver.controller.createVolume(Requests.createVolume("v", bytes: 1 << 20)).volume.volumeID
+            _ = try await driver.controller.createVolume(Requests.createVolume("copy", bytes: 1 << 20, volume: volume))
+            let snapshot = try await driver.controller.createSnapshot(Requests.createSnapshot("s", of: volume)).snapshot.snapshotID
+            _ = try await driver.controller.createVolume(Requests.createVolume("clone", bytes: 1 << 20, snapshot: snapshot))
+            _ = try await driver.controller.deleteSnapshot(.with { $0.snapshotID = snapshot })
+            try await withGRPCClient(
+                transport: .http2NIOPosix(target: .unixDomainSocket(path: socket), transportSecurity: .plaintext)
+            ) { client in
+                let admin = Strata_Admin_V1_Admin.Client(wrapping: client)
+                let roots = try await admin.getTree(.init()).roots
+                func shape(_ node: Strata_Admin_V1_TreeNode) -> String {
+                    "\(node.kind) \(node.name)" + (node.children.isEmpty ? "" : " [" + node.children.map(shape).joined(separator: ", ") + "]")
+                }
+                #expect(roots.map(shape) == ["hiddenSnapshot  [volume copy, retained  [volume v, volume clone]]"])
+                #expect(await statusCode { try await admin.getTree(.with { $0.object = "s" }) } == .notFound)
+                #expect(await statusCode { try await admin.getTree(.with { $0.object = String(repeating: "x", count: 2000) }) } == .invalidArgument)
+                #expect(await statusCode { try await admin.flatten(.with { $0.volume = "" }) { try await $0.messages.reduce(0) { n, _ in n + 1 } } } == .invalidArgument)
+                #expect(await statusCode { try await admin.flatten(.with { $0.volume = "nothing" }) { try await $0.messages.reduce(0) { n, _ in n + 1 } } } == .notFound)
+                let space = try await admin.getSpace(.init())
+                #expect(space.volumes == 3 && space.snapshots == 0 && space.hiddenSnapshots == 1 && space.layers == 5)
+            }
         }
     }
 }
