@@ -88,6 +88,32 @@ struct MultiNodeTests {
         try snapshotImage.verify(deviceC, "C's clone after B wrote")
         try image.verify(goldenDevice, "A's volume after B wrote")
 
+        // Pre-placement: a snapshot of a class with replicate: all-nodes reaches B and C with no clone asking.
+        let placed = try await a.controller {
+            var request = Requests.createSnapshot("placed-snap", of: golden.volumeID)
+            request.parameters = ["replicate": "all-nodes"]
+            return try await $0.createSnapshot(request)
+        }.snapshot
+        let placedBy = ContinuousClock.now + .seconds(15)
+        while ContinuousClock.now < placedBy {
+            if try await b.metric("strata_peer_replica_snapshots") == 2, try await c.metric("strata_peer_replica_snapshots") == 3 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        // B and C held the golden snapshot's replica (and C the hidden one its volume clone came
+        // from), and now this one.
+        #expect(try await b.metric("strata_peer_replica_snapshots") == 2)
+        #expect(try await c.metric("strata_peer_replica_snapshots") == 3)
+        let fetchesBefore = try await b.metric("strata_peer_fetches_total", labels: "result=\"ok\"")
+        let placedClone = try await b.controller {
+            try await $0.createVolume(MultiNode.blockVolume("vm-placed", bytes: Self.volumeBytes, snapshot: placed.snapshotID))
+        }.volume
+        #expect(try await b.metric("strata_peer_fetches_total", labels: "result=\"ok\"") == fetchesBefore, "the first clone found it placed")
+        let devicePlaced = try await b.attach(placedClone.volumeID)
+        try image.verify(devicePlaced, "clone of the pre-placed snapshot on B")
+        try await b.detach(placedClone.volumeID)
+        try await b.controller { _ = try await $0.deleteVolume(.with { $0.volumeID = placedClone.volumeID }) }
+        try await a.controller { _ = try await $0.deleteSnapshot(.with { $0.snapshotID = placed.snapshotID }) }
+
         // Delete everything: every layer file on every node goes, copies included.
         for (node, volumes) in [(a, [golden.volumeID]), (b, [onB.volumeID, secondOnB.volumeID]), (c, [onC.volumeID, volumeCloneOnC.volumeID])] {
             for volume in volumes { try await node.detach(volume) }

@@ -56,6 +56,16 @@ struct PeerFaultTests {
         return (volume, snapshot, image)
     }
 
+    @Test("Peer flags without --peer-tls-dir, or with a TLS directory lacking a file, are refused at start",
+          arguments: [["--peer", "node-b=198.18.0.2:9821"], ["--peer-listen", ":9821"], ["--peer-dns", "peers.example:9821"],
+                      ["--peer-listen", ":9821", "--peer-tls-dir", "/nonexistent"], ["--peer", "198.18.0.2:9821", "--peer-tls-dir", "/tmp"]])
+    func peerFlagsNeedTLS(arguments: [String]) throws {
+        let driver = try DriverProcess(arguments: arguments)
+        #expect(try driver.waitForExit() != 0)
+        let log = driver.log
+        #expect(log.contains("--peer-tls-dir") || log.contains("peer TLS file") || log.contains("NODE=HOST:PORT"), "\(log)")
+    }
+
     @Test("Strangers are refused; hostile requests for heads, volumes and paths learn nothing")
     func strangersAndHostileRequests() async throws {
         let cluster = try PeerCluster(nodes: ["a"])
