@@ -30,7 +30,7 @@ struct PeerFaultTests {
             security = .tls { $0.trustRoots = trust; $0.serverCertificateVerification = .noHostnameVerification }
         }
         return try await withGRPCClient(
-            transport: .http2NIOPosix(target: .ipv4(host: cluster.address(node), port: PeerCluster.peerPort), transportSecurity: security)
+            transport: .http2NIOPosix(target: .ipv4(address: cluster.address(node), port: PeerCluster.peerPort), transportSecurity: security)
         ) { client in try await body(Strata_Peer_V1_Peer.Client(wrapping: client)) }
     }
 

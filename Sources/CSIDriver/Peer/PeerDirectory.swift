@@ -43,9 +43,9 @@ struct PeerConnector: Sendable {
     ) async throws -> Result {
         let target: any ResolvableTarget
         if IPAddressText.isIPv4(endpoint.host) {
-            target = .ipv4(host: endpoint.host, port: endpoint.port)
+            target = .ipv4(address: endpoint.host, port: endpoint.port)
         } else if endpoint.host.contains(":") {
-            target = .ipv6(host: endpoint.host, port: endpoint.port)
+            target = .ipv6(address: endpoint.host, port: endpoint.port)
         } else {
             target = .dns(host: endpoint.host, port: endpoint.port)
         }
@@ -115,7 +115,7 @@ final class PeerDirectory: Sendable {
         while let current = next {
             var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
             if getnameinfo(current.pointee.ai_addr, current.pointee.ai_addrlen, &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST) == 0 {
-                let address = String(cString: buffer)
+                let address = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
                 if !addresses.contains(address) { addresses.append(address) }
             }
             next = current.pointee.ai_next

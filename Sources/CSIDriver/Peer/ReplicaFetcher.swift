@@ -67,10 +67,10 @@ actor ReplicaFetcher {
         let task = Task<String, any Error> {
             do {
                 let value = try await work(self)
-                await self.finished(key)
+                self.finished(key)
                 return value
             } catch {
-                await self.finished(key)
+                self.finished(key)
                 throw error
             }
         }
@@ -153,7 +153,7 @@ actor ReplicaFetcher {
                 }
                 try await BlockingWork.run { try replica.finishLayer(layer.uuid) }
             }
-            try await BlockingWork.run { try replica.commit() }
+            _ = try await BlockingWork.run { try replica.commit() }
         } catch {
             replica.discard()
             throw error

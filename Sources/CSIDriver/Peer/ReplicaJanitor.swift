@@ -15,7 +15,7 @@ struct ReplicaJanitor: Sendable {
 
     /// Checks every visible replica (hidden ones belong to their clone and go with it).
     func checkAll() async {
-        guard let replicas = try? store().replicas() else { return }
+        guard let replicas = await replicasHere() else { return }
         let endpoints = await directory.endpoints()
         for replica in replicas where !replica.hidden {
             await check(replica, endpoints: endpoints)
@@ -24,8 +24,13 @@ struct ReplicaJanitor: Sendable {
 
     /// Checks one snapshot, if it is a replica here.
     func check(snapshotID: String) async {
-        guard let replica = try? store().replicas().first(where: { $0.snapshotID == snapshotID }), !replica.hidden else { return }
+        guard let replica = await replicasHere()?.first(where: { $0.snapshotID == snapshotID }), !replica.hidden else { return }
         await check(replica, endpoints: await directory.endpoints())
+    }
+
+    private func replicasHere() async -> [ReplicaRecord]? {
+        guard let store = try? store() else { return nil }
+        return try? await BlockingWork.run { try store.replicas() }
     }
 
     private func check(_ replica: ReplicaRecord, endpoints: [PeerEndpoint]) async {
