@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 @testable import BlockStore
 
@@ -198,6 +199,31 @@ import Testing
         #expect(try target.census().layers == 0, "the clone released its hidden replica")
         #expect(try target.checkConsistency().isClean)
         #expect(try origin.store.checkConsistency().isClean)
+    }
+
+    @Test func aStoreFromBeforeReplicationGivesEveryLayerAnIdentity() throws {
+        let a = TemporaryDirectory(), b = TemporaryDirectory()
+        var store: BlockStore? = try BlockStore(directory: a.path, options: testOptions())
+        let origin = try Origin(store!)
+        store!.close()
+        // Back to the v2 schema, as a store written before replication existed.
+        let queue = try DatabaseQueue(path: a.path + "/catalog.sqlite")
+        try queue.write { db in
+            try db.execute(sql: """
+                DROP INDEX layers_uuid; DROP INDEX snapshots_origin;
+                ALTER TABLE layers DROP COLUMN uuid; ALTER TABLE layers DROP COLUMN imported;
+                ALTER TABLE snapshots DROP COLUMN origin_node;
+                DELETE FROM grdb_migrations WHERE identifier = 'v3-replication';
+                """)
+        }
+        try queue.close()
+        store = try BlockStore(directory: a.path, options: testOptions())
+        let uuids = try store!.catalog.read { try $0.allLayers().map(\.uuid) }
+        #expect(uuids.allSatisfy(LayerDescriptor.isValidUUID) && Set(uuids).count == uuids.count)
+        #expect(try store!.checkConsistency().isClean)
+        let target = try BlockStore(directory: b.path, options: testOptions())
+        try Self.replicate(origin.s2.id, from: store!, to: target)
+        #expect(try target.contents(ofSnapshot: origin.s2.id) == origin.s2Contents)
     }
 
     @Test func onlyFrozenLayersOfExistingSnapshotsAreExported() throws {
