@@ -127,8 +127,8 @@ struct PeerFaultTests {
     func faults() async throws {
         let cluster = try PeerCluster(nodes: ["a", "b", "c"])
         defer { cluster.tearDown() }
-        // A serves at 4 MiB/s so that a transfer lasts long enough to be cut (16 MiB: 4 s).
-        try cluster.start("a", extra: ["--peer-send-limit-mibps", "4"])
+        // A serves at 4 MiB/s so that a transfer lasts long enough to be cut (16 MiB: 4 s), one at a time.
+        try cluster.start("a", extra: ["--peer-send-limit-mibps", "4", "--peer-max-sends", "1"])
         try cluster.start("b")
         try cluster.start("c")
         let a = cluster["a"], b = cluster["b"], c = cluster["c"]
@@ -167,8 +167,17 @@ struct PeerFaultTests {
         while try await b.metric("strata_peer_bytes_received_total") < Double(1 << 20), ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }
-        #expect(try await b.metric("strata_peer_transfers_in_progress", labels: "direction=\"receive\"") == 1, "the copy should be under way")
         #expect(b.layerFileCount > 0, "the copy should be under way")
+        // C asks for the same snapshot meanwhile: A serves one transfer at a time, C waits its turn.
+        let waiting = Task {
+            try await c.controller { try await $0.createVolume(MultiNode.blockVolume("vm-large-c", bytes: 64 << 20, snapshot: large.snapshot)) }
+        }
+        while try await c.metric("strata_peer_transfers_in_progress", labels: "direction=\"receive\"") < 1, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(try await b.metric("strata_peer_transfers_in_progress", labels: "direction=\"receive\"") == 1, "the copy should be under way")
+        #expect(try await c.metric("strata_peer_transfers_in_progress", labels: "direction=\"receive\"") == 1)
+        #expect(try await a.metric("strata_peer_transfers_in_progress", labels: "direction=\"send\"") == 1, "--peer-max-sends 1")
         b.kill()
         _ = await cut.result
         try cluster.start("b")
@@ -179,6 +188,11 @@ struct PeerFaultTests {
         let deviceLarge = try await cluster["b"].attach(retried)
         try large.image.verify(deviceLarge, "retried clone on B")
         try await cluster["b"].detach(retried)
+        // C got its turn once B's transfer was cut.
+        let onC = try await waiting.value.volume.volumeID
+        let deviceC = try await c.attach(onC)
+        try large.image.verify(deviceC, "clone on C that waited for A's send slot")
+        try await c.detach(onC)
 
         // A down, C holds a complete copy: B fetches from C.
         a.stop()
