@@ -1,7 +1,8 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Dependencies point one way: strata-csi → CSIDriver → (CSIProto, PeerProto, BlockStore, NodeHost).
+// Dependencies point one way: strata-csi → CSIDriver → (CSIProto, AdminProto, PeerProto, BlockStore, NodeHost);
+// the `strata` admin CLI → AdminProto only (it talks to the driver's admin socket).
 // BlockStore and NodeHost know nothing of gRPC, CSI or Kubernetes.
 let package = Package(
     name: "Strata",
@@ -9,6 +10,7 @@ let package = Package(
     products: [
         .executable(name: "strata-csi", targets: ["strata-csi"]),
         .executable(name: "strata-bench", targets: ["strata-bench"]),
+        .executable(name: "strata", targets: ["strata-cli"]),
         .library(name: "BlockStore", targets: ["BlockStore"]),
     ],
     dependencies: [
@@ -43,6 +45,15 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // Generated from proto/admin.proto by scripts/generate-proto.sh; never edited by hand.
+        .target(
+            name: "AdminProto",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
         .target(
             name: "BlockStore",
             dependencies: [
@@ -71,7 +82,7 @@ let package = Package(
         .target(
             name: "CSIDriver",
             dependencies: [
-                "CSIProto", "CSIValidation", "BlockStore", "NodeHost", "PeerProto",
+                "CSIProto", "AdminProto", "PeerProto", "CSIValidation", "BlockStore", "NodeHost",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -89,6 +100,18 @@ let package = Package(
                 "CSIDriver",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The admin CLI (product `strata`): flags and printing; everything else is the driver's.
+        .executableTarget(
+            name: "strata-cli",
+            dependencies: [
+                "AdminProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(
@@ -118,7 +141,7 @@ let package = Package(
         .testTarget(
             name: "CSIDriverTests",
             dependencies: [
-                "CSIDriver", "CSIProto", "CSIValidation", "BlockStore", "PeerProto",
+                "CSIDriver", "CSIProto", "AdminProto", "PeerProto", "CSIValidation", "BlockStore",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Regenerates Sources/CSIProto from proto/csi.proto and Sources/PeerProto from proto/peer.proto.
+# Regenerates Sources/CSIProto from proto/csi.proto, Sources/AdminProto from proto/admin.proto and
+# Sources/PeerProto from proto/peer.proto.
 #
 # Builds the two protoc plugins (release) from the exact dependency versions this package
-# resolves, so the generated code always matches the runtime libraries it links against.
+# resolves, so the generated code always matches the runtime libraries it links against; plugins
+# built earlier from those versions can be named instead with STRATA_PROTOC_GEN_SWIFT and
+# STRATA_PROTOC_GEN_GRPC_SWIFT (paths to protoc-gen-swift and protoc-gen-grpc-swift-2).
 # Needs protoc (Debian: protobuf-compiler). Never run in CI: the generated code is committed and
-# a test (ProtoContractTests) checks that it was generated from the current protos.
-# PROTOC_GEN_SWIFT and PROTOC_GEN_GRPC_SWIFT name prebuilt plugins (of those same versions) to
-# skip the two release builds.
+# tests (ProtoContractTests, AdminProtoTests) check that it was generated from the current protos.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,12 +18,14 @@ build_plugin() { # package-checkout product
   swift build -c release --package-path ".build/checkouts/$1" --scratch-path "$plugins/$1" --product "$2" >&2
   echo "$plugins/$1/release/$2"
 }
-if [ -z "${PROTOC_GEN_SWIFT:-}" ] || [ -z "${PROTOC_GEN_GRPC_SWIFT:-}" ]; then swift package resolve; fi
-protoc_gen_swift=${PROTOC_GEN_SWIFT:-$(build_plugin swift-protobuf protoc-gen-swift)}
-protoc_gen_grpc=${PROTOC_GEN_GRPC_SWIFT:-$(build_plugin grpc-swift-protobuf protoc-gen-grpc-swift-2)}
+if [ -z "${STRATA_PROTOC_GEN_SWIFT:-}" ] || [ -z "${STRATA_PROTOC_GEN_GRPC_SWIFT:-}" ]; then
+  swift package resolve
+fi
+protoc_gen_swift=${STRATA_PROTOC_GEN_SWIFT:-$(build_plugin swift-protobuf protoc-gen-swift)}
+protoc_gen_grpc=${STRATA_PROTOC_GEN_GRPC_SWIFT:-$(build_plugin grpc-swift-protobuf protoc-gen-grpc-swift-2)}
 
-generate() { # proto-file module hash-constant
-  local out="Sources/$2"
+generate() { # proto module hash-constant
+  local proto=$1 out=Sources/$2 constant=$3
   mkdir -p "$out"
   rm -f "$out"/*.pb.swift "$out"/*.grpc.swift
   protoc \
@@ -31,17 +34,18 @@ generate() { # proto-file module hash-constant
     --proto_path=proto \
     --swift_out="$out" --swift_opt=Visibility=Public \
     --grpc-swift-2_out="$out" --grpc-swift-2_opt=Visibility=Public,Server=true,Client=true \
-    "$1"
+    "$proto"
   # The hash lets the test suite prove the committed code was generated from this very proto.
   local hash
-  hash=$(sha256sum "proto/$1" | cut -d' ' -f1)
+  hash=$(sha256sum "proto/$proto" | cut -d' ' -f1)
   cat > "$out/ProtoSource.swift" <<SWIFT
 // Written by scripts/generate-proto.sh; do not edit.
 
-/// SHA-256 of proto/$1 when the code in this module was generated.
-public let $3 = "$hash"
+/// SHA-256 of proto/$proto when the code in this module was generated.
+public let ${constant} = "$hash"
 SWIFT
-  echo "generated $(ls "$out" | wc -l) files in $out from proto/$1 ($hash)"
+  echo "generated $(ls "$out" | wc -l) files in $out from proto/$proto ($hash)"
 }
 generate csi.proto CSIProto csiProtoSourceSHA256
+generate admin.proto AdminProto adminProtoSourceSHA256
 generate peer.proto PeerProto peerProtoSourceSHA256

@@ -22,6 +22,13 @@ extension BlockStore {
             try layers.removeLayer(layerID)
         }
         if !orphans.isEmpty { try SystemDirectory.synchronize(layers.path) }
+        let lineage = LineageDirectory(layers: layers)
+        let rowIDs = Set(allRows.map(\.id))
+        let unknownLineage = try lineage.folders().filter { !rowIDs.contains($0) }
+        if !unknownLineage.isEmpty {
+            logger.notice("collecting the lineage of layers \(unknownLineage): they have no catalog row")
+            try lineage.remove(unknownLineage)
+        }
         for row in rows {
             _ = try recoverIfDirty(row, layers: layers, catalog: catalog, logger: logger)
         }
@@ -41,6 +48,7 @@ extension BlockStore {
         guard header.dirty else { return nil }
         guard !row.frozen else { throw StoreError(.corrupt, "frozen layer \(row.id) has a dirty map") }
         let bytes = try recoverDirtyMap(files, clusterSize: Int(row.clusterSize))
+        try LineageDirectory(layers: layers).forgetCopies(of: row.id)
         try catalog.write { try $0.setAllocatedBytes(bytes, ofLayer: row.id) }
         try files.map.setDirty(false)
         logger.notice("recovered the dirty map of layer \(row.id)")

@@ -144,9 +144,21 @@ final class Catalog: Sendable {
         migrator.registerMigration("v2-group-index") { db in
             try db.execute(sql: "CREATE INDEX snapshots_group ON snapshots(group_id) WHERE group_id IS NOT NULL")
         }
+        // Former chains of heads a flatten detached, for changed-block listings across it
+        // (see LineageDirectory). Ancestors may be freed since: no reference to layers(id).
+        migrator.registerMigration("v3-lineage") { db in
+            try db.execute(sql: """
+                CREATE TABLE layer_lineage (
+                    layer_id INTEGER NOT NULL,
+                    position INTEGER NOT NULL,
+                    ancestor_id INTEGER NOT NULL,
+                    PRIMARY KEY (layer_id, position)
+                )
+                """)
+        }
         // Replication across nodes: every layer gets a cluster-wide identity (existing rows are
         // given one here), imported layers are marked, and a replica snapshot names its origin node.
-        migrator.registerMigration("v3-replication") { db in
+        migrator.registerMigration("v4-replication") { db in
             try db.execute(sql: """
                 ALTER TABLE layers ADD COLUMN uuid TEXT;
                 ALTER TABLE layers ADD COLUMN imported INTEGER NOT NULL DEFAULT 0;
@@ -222,6 +234,7 @@ extension Database {
             let layer = try requireLayer(current)
             guard layer.refCount > 1 else {
                 try cachedStatement(sql: "DELETE FROM layers WHERE id = ?").execute(arguments: [current])
+                try deleteLineage(of: current)
                 freed.append(current)
                 next = layer.parentID
                 continue

@@ -81,6 +81,9 @@ struct StrataCSI: AsyncParsableCommand {
     @Option(help: "Seconds between checks of the replicas held here against their origin (deleted there: freed here).")
     var peerCheckInterval = 60
 
+    @Option(help: "The admin socket the strata CLI talks to, created mode 0600 (default: $STRATA_ADMIN_ENDPOINT, else unix://<state-dir>/admin.sock; none: no admin socket).")
+    var adminEndpoint: String?
+
     @Flag(help: .hidden)
     var disablePingResponder = false
 
@@ -165,7 +168,12 @@ struct StrataCSI: AsyncParsableCommand {
         configuration.peering = try peerSettings()
         configuration.metricsAddress = try metricsAddress.map { text throws(ConfigurationError) in try DriverConfiguration.ListenAddress(parsing: text) }
         do {
+            let admin = adminEndpoint ?? ProcessInfo.processInfo.environment["STRATA_ADMIN_ENDPOINT"] ?? "unix://\(stateDirectory)/admin.sock"
+            configuration.adminEndpoint = admin == "none" ? nil : try UnixSocketEndpoint(parsing: admin)
             let endpoint = try UnixSocketEndpoint(parsing: endpoint ?? "unix://\(stateDirectory)/csi.sock")
+            guard configuration.adminEndpoint?.path != endpoint.path else {
+                throw ConfigurationError("--admin-endpoint must not be the CSI endpoint: the admin socket is root-only")
+            }
             let server = try DriverServer(configuration: configuration)
             let shutdown = ShutdownTrigger()
             let signalSources = installShutdownSignalHandlers(logger: logger) { shutdown.fire() }

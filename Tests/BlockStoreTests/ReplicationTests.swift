@@ -213,7 +213,7 @@ import Testing
                 DROP INDEX layers_uuid; DROP INDEX snapshots_origin;
                 ALTER TABLE layers DROP COLUMN uuid; ALTER TABLE layers DROP COLUMN imported;
                 ALTER TABLE snapshots DROP COLUMN origin_node;
-                DELETE FROM grdb_migrations WHERE identifier = 'v3-replication';
+                DELETE FROM grdb_migrations WHERE identifier = 'v4-replication';
                 """)
         }
         try queue.close()

@@ -113,8 +113,10 @@ public final class DriverServer: Sendable {
             services: makeServices(),
             interceptors: [RequestLogger(logger: logger, metrics: metrics)]
         )
+        let admin = try makeAdminServer()
         defer {
             if listener.ownership.ownsSocketFile { unlink(endpoint.path) }
+            if let admin, admin.listener.ownership.ownsSocketFile { unlink(admin.listener.endpoint.path) }
             // Staged volumes cannot outlive the process serving them: stop their export cleanly,
             // then release the store (and its lock) for whoever opens it next.
             stager?.shutDown()
@@ -125,6 +127,12 @@ public final class DriverServer: Sendable {
             group.addTask {
                 try await server.serve()
                 return .stopped
+            }
+            if let admin {
+                group.addTask {
+                    try await admin.server.serve()
+                    return .announced
+                }
             }
             group.addTask { [configuration, context] in
                 guard await transport.listeningAddress != nil else { return .announced }
@@ -165,6 +173,7 @@ public final class DriverServer: Sendable {
                 guard await shutdown.wait() else { return .gracePeriodOver }
                 logger.notice("shutting down: draining in-flight calls", metadata: ["grace_period": "\(gracePeriod)"])
                 server.beginGracefulShutdown()
+                admin?.server.beginGracefulShutdown()
                 try? await Task.sleep(for: gracePeriod)
                 if !Task.isCancelled {
                     logger.warning("grace period over: cancelling calls still running")
@@ -183,8 +192,23 @@ public final class DriverServer: Sendable {
 
     private enum ServeEvent { case announced, stopped, gracePeriodOver }
 
+    /// The admin service on its own root-only socket (see `AdminService`), when configured.
+    private func makeAdminServer() throws -> (server: GRPCServer<HTTP2ServerTransport.Custom<UnixSocketListenerFactory>>,
+                                              listener: UnixSocketListenerFactory)? {
+        guard let endpoint = configuration.adminEndpoint else { return nil }
+        try endpoint.prepareForListening()
+        var listener = UnixSocketListenerFactory(endpoint: endpoint, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        listener.permissions = UnixSocketListenerFactory.ownerOnlyPermissions
+        let server = GRPCServer(
+            transport: HTTP2ServerTransport.Custom(listenerFactory: listener),
+            services: [AdminService(context: context)],
+            interceptors: [RequestLogger(logger: configuration.logger, metrics: metrics)])
+        return (server, listener)
+    }
+
     private func makeServices() -> [any RegistrableRPCService] {
-        var services: [any RegistrableRPCService] = [IdentityService(context: context)]
+        // SnapshotMetadata reads the store, which every mode opens.
+        var services: [any RegistrableRPCService] = [IdentityService(context: context), SnapshotMetadataService(context: context)]
         if configuration.mode.servesController {
             services.append(ControllerService(context: context, publications: publications))
             services.append(GroupControllerService(context: context))
