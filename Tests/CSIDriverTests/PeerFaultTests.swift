@@ -66,6 +66,26 @@ struct PeerFaultTests {
         #expect(log.contains("--peer-tls-dir") || log.contains("peer TLS file") || log.contains("NODE=HOST:PORT"), "\(log)")
     }
 
+    @Test("Peers found through --peer-dns: every address is asked who it is, this node's own is skipped")
+    func peersByName() async throws {
+        let cluster = try PeerCluster(nodes: ["a", "b"])
+        defer { cluster.tearDown() }
+        let a = try cluster.start("a")
+        // A numeric name resolves to itself through getaddrinfo, as a headless Service's name
+        // resolves to every pod: B learns which node each address is by Identify.
+        let b = try cluster.start("b", extra: ["--peer-dns", "\(cluster.address("b")):\(PeerCluster.peerPort)",
+                                               "--peer-dns", "\(cluster.address("a")):\(PeerCluster.peerPort)"], staticPeers: false)
+        let (_, snapshot, image) = try await Self.golden(on: a, extents: 4, length: 64 << 10)
+        let clone = try await b.controller {
+            try await $0.createVolume(MultiNode.blockVolume("vm", bytes: 64 << 20, snapshot: snapshot))
+        }.volume.volumeID
+        let device = try await b.attach(clone)
+        try image.verify(device, "clone on B of a snapshot found through --peer-dns")
+        try await b.detach(clone)
+        #expect(try await b.metric("strata_peer_fetches_total", labels: "result=\"ok\"") == 1)
+        #expect(try await a.metric("strata_peer_bytes_sent_total") == b.metric("strata_peer_bytes_received_total"))
+    }
+
     @Test("Strangers are refused; hostile requests for heads, volumes and paths learn nothing")
     func strangersAndHostileRequests() async throws {
         let cluster = try PeerCluster(nodes: ["a"])

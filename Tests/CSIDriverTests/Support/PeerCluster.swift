@@ -93,8 +93,8 @@ final class PeerCluster: @unchecked Sendable {
 
     /// Starts (or restarts) a node's driver and waits until it serves.
     @discardableResult
-    func start(_ node: String, extra: [String] = []) throws -> ClusterNode {
-        let peers = names.filter { $0 != node }.flatMap { ["--peer", "node-\($0)=\(address($0)):\(Self.peerPort)"] }
+    func start(_ node: String, extra: [String] = [], staticPeers: Bool = true) throws -> ClusterNode {
+        let peers = staticPeers ? names.filter { $0 != node }.flatMap { ["--peer", "node-\($0)=\(address($0)):\(Self.peerPort)"] } : []
         let process = try ClusterNode(
             name: node, cluster: self,
             arguments: ["--peer-listen", "\(address(node)):\(Self.peerPort)", "--peer-tls-dir", tlsDirectory,
