@@ -8,6 +8,7 @@ import FoundationNetworking
 #endif
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import Synchronization
 
 /// Several nodes on one machine: a network namespace per node, joined by veth pairs to a bridge
 /// in a hub namespace; the test itself reaches them through one more veth from the host
@@ -32,8 +33,7 @@ final class PeerCluster: @unchecked Sendable {
     /// CA and a certificate of it for the negative cases).
     init(nodes names: [String]) throws {
         directory = try TemporaryDirectory()
-        tag = String(format: "%04x", UInt16.random(in: 0...UInt16.max))
-        subnet = Int.random(in: 1...250)
+        (tag, subnet) = try Self.allocateNetwork()
         self.names = names
         do {
             try setUpNetwork()
@@ -42,6 +42,24 @@ final class PeerCluster: @unchecked Sendable {
             tearDownNetwork()
             throw error
         }
+    }
+
+    /// Clusters of one test process run side by side: each gets its own names and /24, and a
+    /// /24 some other process put on the host already is skipped.
+    private static let allocations = Mutex<Int>(Int.random(in: 0..<250))
+
+    private static func allocateNetwork() throws -> (tag: String, subnet: Int) {
+        let used = (try? Shell.run("ip", "-o", "addr", "show")) ?? ""
+        for _ in 0..<250 {
+            let number = allocations.withLock { value -> Int in
+                defer { value += 1 }
+                return value
+            }
+            let subnet = number % 250 + 1
+            guard !used.contains("198.18.\(subnet).") else { continue }
+            return (String(format: "%04x", (Int(getpid()) &* 31 &+ number) & 0xFFFF), subnet)
+        }
+        throw ShellError(description: "no free /24 in 198.18.0.0/16 for a test cluster")
     }
 
     private func setUpNetwork() throws {
