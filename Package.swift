@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Dependencies point one way: strata-csi → CSIDriver → (CSIProto, AdminProto, BlockStore, NodeHost);
+// Dependencies point one way: strata-csi → CSIDriver → (CSIProto, AdminProto, PeerProto, BlockStore, NodeHost);
 // the `strata` admin CLI → AdminProto only (it talks to the driver's admin socket).
 // BlockStore and NodeHost know nothing of gRPC, CSI or Kubernetes.
 let package = Package(
@@ -23,11 +23,22 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // Already in the graph through swift-certificates; SHA-256 of the peer protocol's chunks.
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // Generated from proto/csi.proto by scripts/generate-proto.sh; never edited by hand.
         .target(
             name: "CSIProto",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        // Generated from proto/peer.proto (the node-to-node protocol) by scripts/generate-proto.sh.
+        .target(
+            name: "PeerProto",
             dependencies: [
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -71,8 +82,9 @@ let package = Package(
         .target(
             name: "CSIDriver",
             dependencies: [
-                "CSIProto", "AdminProto", "CSIValidation", "BlockStore", "NodeHost",
+                "CSIProto", "AdminProto", "PeerProto", "CSIValidation", "BlockStore", "NodeHost",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -129,7 +141,7 @@ let package = Package(
         .testTarget(
             name: "CSIDriverTests",
             dependencies: [
-                "CSIDriver", "CSIProto", "AdminProto", "CSIValidation", "BlockStore",
+                "CSIDriver", "CSIProto", "AdminProto", "PeerProto", "CSIValidation", "BlockStore",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

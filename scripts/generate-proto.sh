@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates Sources/CSIProto from proto/csi.proto and Sources/AdminProto from proto/admin.proto.
+# Regenerates Sources/CSIProto from proto/csi.proto, Sources/AdminProto from proto/admin.proto and
+# Sources/PeerProto from proto/peer.proto.
 #
 # Builds the two protoc plugins (release) from the exact dependency versions this package
 # resolves, so the generated code always matches the runtime libraries it links against; plugins
@@ -47,3 +48,4 @@ SWIFT
 }
 generate csi.proto CSIProto csiProtoSourceSHA256
 generate admin.proto AdminProto adminProtoSourceSHA256
+generate peer.proto PeerProto peerProtoSourceSHA256

@@ -184,12 +184,16 @@ extension BlockStore {
                 FROM volumes v JOIN layers l ON l.id = v.head_layer_id
                 """)!
             let layers = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS count, COALESCE(SUM(allocated_bytes), 0) AS allocated FROM layers")!
-            let snapshots = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots WHERE hidden = 0") ?? 0
-            let hidden = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots WHERE hidden = 1") ?? 0
+            let snapshots = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots WHERE hidden = 0 AND origin_node IS NULL") ?? 0
+            let hidden = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots WHERE hidden = 1 AND origin_node IS NULL") ?? 0
+            let replicas = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots WHERE origin_node IS NOT NULL") ?? 0
+            let imported = try Row.fetchOne(
+                db, sql: "SELECT COUNT(*) AS count, COALESCE(SUM(allocated_bytes), 0) AS allocated FROM layers WHERE imported = 1")!
             return StoreCensus(
                 volumes: volumes["count"], snapshots: snapshots, hiddenSnapshots: hidden, layers: layers["count"],
                 allocatedBytes: UInt64(max(0, layers["allocated"] as Int64)), provisionedBytes: UInt64(max(0, volumes["provisioned"] as Int64)),
-                deepestChain: volumes["deepest"])
+                deepestChain: volumes["deepest"], replicaSnapshots: replicas, importedLayers: imported["count"],
+                importedBytes: UInt64(max(0, imported["allocated"] as Int64)))
         }
     }
 }

@@ -54,6 +54,8 @@ public struct DriverConfiguration: Sendable {
     public var spaceReserveBytes = 8 << 20
     /// Where to serve Prometheus metrics over plain HTTP (`GET /metrics`); nil: nowhere.
     public var metricsAddress: ListenAddress?
+    /// How to reach other nodes' drivers and serve them (`--peer-*`); nil: this node alone.
+    public var peering: PeerSettings?
     /// The admin service's socket (mode 0600) for the `strata` CLI; nil: none.
     public var adminEndpoint: UnixSocketEndpoint?
     /// Off only to demonstrate, in tests, the disconnects `PingResponder` prevents.

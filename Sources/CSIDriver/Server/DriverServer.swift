@@ -26,6 +26,15 @@ public final class DriverServer: Sendable {
         let context = DriverContext(configuration: configuration)
         self.context = context
         metrics = DriverMetrics(configuration: configuration)
+        if let settings = configuration.peering {
+            try settings.validate()
+            context.peersDidStart(PeerRuntime(
+                settings: settings, nodeID: configuration.nodeID, metrics: metrics, logger: configuration.logger,
+                store: { [weak context] in
+                    guard let context else { throw CSIError.unavailable("the driver is stopping") }
+                    return try context.store()
+                }))
+        }
         do {
             publications = try PublicationRegistry(
                 directory: (configuration.stateDirectory as NSString).appendingPathComponent("controller"),
@@ -55,12 +64,24 @@ public final class DriverServer: Sendable {
     /// in-flight ones finish within the grace period, cancels the rest and removes the socket.
     public func serve(on endpoint: UnixSocketEndpoint, until shutdown: ShutdownTrigger) async throws {
         let metricsEndpoint = try await startMetricsEndpoint()
+        let peering = context.peers.map { [context, metrics, logger = configuration.logger] runtime in
+            Task {
+                do {
+                    try await runtime.run(context: context, metrics: metrics, logger: logger)
+                } catch where !(error is CancellationError) {
+                    logger.critical("the peer protocol stopped", metadata: ["error": "\(error)"])
+                }
+            }
+        }
         do {
             try await serveCalls(on: endpoint, until: shutdown)
         } catch {
+            peering?.cancel()
             await metricsEndpoint?.stop()
             throw error
         }
+        peering?.cancel()
+        _ = await peering?.result
         await metricsEndpoint?.stop()
     }
 
