@@ -7,8 +7,9 @@
 # each (mutual TLS with a CA made here by openssl). Node A gets a block volume of --size-mib
 # (default 2048) with --allocated-mib (default 1024) written in 2 MiB extents spread over it, and a
 # snapshot. Then, between the same namespaces:
-#   - plain TCP: socat sends the same allocated bytes (a contiguous file), and the whole virtual
-#     size (what a copy of the volume that does not know its holes moves);
+#   - plain TCP: socat sends the same allocated bytes (a contiguous file) to /dev/null and into a
+#     file on node B's filesystem made durable (dd conv=fsync, as the store makes a copied layer
+#     durable), and the whole virtual size (what a copy that does not know the holes moves);
 #   - strata: the first CreateVolume from the snapshot on node B (the peer fetch of its layers,
 #     then an O(1) clone), and a second one (layers already there).
 # Prints throughput and times. Set STRATA_CSI to use a given binary. Cleans up on exit.
@@ -93,9 +94,11 @@ snapshot=$(python3 "$repo/scripts/bench/peerbench.py" golden "$repo/proto" "$wor
     "$size" "$allocated" "$work/data" | python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot"])')
 sync
 
-tcp_copy() { # file-or-device bytes → seconds
+tcp_copy() { # file-or-device bytes [received-file] → seconds (into the file, fsynced, when named)
     local port=$((9900 + RANDOM % 90))
-    nsenter --net="/run/netns/$ns_b" socat -u "TCP-LISTEN:$port,reuseaddr" OPEN:/dev/null &
+    local sink="cat >/dev/null"
+    [ -n "${3:-}" ] && sink="dd of=$3 bs=1M conv=fsync status=none"
+    nsenter --net="/run/netns/$ns_b" sh -c "socat -u TCP-LISTEN:$port,reuseaddr - | $sink" &
     local receiver=$!
     sleep 0.3
     local started ended
@@ -108,18 +111,22 @@ tcp_copy() { # file-or-device bytes → seconds
 # Warm the page cache so both copies read from memory.
 cat "$work/data" >/dev/null
 tcp_allocated=$(tcp_copy "$work/data" "$allocated")
+tcp_durable=$(tcp_copy "$work/data" "$allocated" "$work/received")
+rm -f "$work/received"
 tcp_virtual=$(tcp_copy /dev/zero "$size")
 first=$(python3 "$repo/scripts/bench/peerbench.py" clone "$repo/proto" "$work/b/csi.sock" bench-clone-1 "$size" "$snapshot" \
     | python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["seconds"])')
 second=$(python3 "$repo/scripts/bench/peerbench.py" clone "$repo/proto" "$work/b/csi.sock" bench-clone-2 "$size" "$snapshot" \
     | python3 -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["seconds"])')
 
-awk -v a="$allocated" -v v="$size" -v ta="$tcp_allocated" -v tv="$tcp_virtual" -v f="$first" -v s="$second" 'BEGIN {
+awk -v a="$allocated" -v v="$size" -v ta="$tcp_allocated" -v td="$tcp_durable" -v tv="$tcp_virtual" -v f="$first" -v s="$second" 'BEGIN {
     mib = 1048576
     printf "%-58s %10s %12s\n", "between two network namespaces (veth)", "seconds", "MiB/s"
-    printf "%-58s %10.3f %12.0f\n", "plain TCP (socat), the allocated bytes", ta, a / mib / ta
+    printf "%-58s %10.3f %12.0f\n", "plain TCP (socat), the allocated bytes, to /dev/null", ta, a / mib / ta
+    printf "%-58s %10.3f %12.0f\n", "plain TCP (socat), the allocated bytes, into a file + fsync", td, a / mib / td
     printf "%-58s %10.3f %12.0f\n", "strata first clone on node B (mTLS peer fetch + clone)", f, a / mib / f
     printf "%-58s %10.3f %12s\n", "plain TCP (socat), the whole virtual size", tv, sprintf("%.0f", v / mib / tv)
     printf "%-58s %10.4f %12s\n", "strata second clone on node B (layers already there)", s, "-"
-    printf "strata fetch / plain TCP of the same bytes: %.2fx; first clone / copy of the virtual size: %.2fx the time\n", ta / f, f / tv
+    printf "strata first clone / plain TCP of the same bytes: %.2fx to /dev/null, %.2fx into a file + fsync\n", ta / f, td / f
+    printf "strata first clone / TCP copy of the whole virtual size: %.2fx the time\n", f / tv
 }'

@@ -8,8 +8,10 @@ Usage:
   peerbench.py clone PROTO_DIR SOCKET NAME SIZE SNAPSHOT
       Times CreateVolume from SNAPSHOT. Prints {"seconds": s, "volume": id}.
 """
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -23,6 +25,7 @@ EXTENT = 2 << 20
 
 def load_stubs(proto_dir):
     out = tempfile.mkdtemp(prefix="strata-peerbench-")
+    atexit.register(shutil.rmtree, out, True)
     well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     if protoc.main(["protoc", f"-I{proto_dir}", f"-I{well_known}", f"--python_out={out}", f"--grpc_python_out={out}", "csi.proto"]) != 0:
         raise SystemExit("protoc failed")

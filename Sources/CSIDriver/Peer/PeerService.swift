@@ -89,31 +89,25 @@ struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
             Task { await sends.release() }
         }
         let extents = try await BlockingWork.run { try export.extents(maximumLength: UInt64(Self.chunkBytes)) }
+        let batches = Self.batches(of: extents)
         var layerDigest = PeerChecksum.LayerDigest()
-        var index = 0
         var sent = 0
         let started = ContinuousClock.now
-        repeat {
-            var batch: [LayerExtent] = []
-            var bytes = 0
-            while index < extents.count, batch.count < Self.chunkExtents {
-                let extent = extents[index]
-                let length = extent.isZero ? 0 : Int(extent.length)
-                if !batch.isEmpty, bytes + length > Self.chunkBytes { break }
-                batch.append(extent)
-                bytes += length
-                index += 1
-            }
-            let data = try await BlockingWork.run { [batch, bytes] in try Self.read(batch, bytes: bytes, from: export) }
+        // The next chunk is read from disk while this one is on the wire.
+        let read = { (index: Int) in Task { try await BlockingWork.run { try Self.read(batches[index].extents, bytes: batches[index].bytes, from: export) } } }
+        var next: Task<Data, any Error>? = read(0)
+        for index in batches.indices {
+            let data = try await next!.value
+            next = index + 1 < batches.count ? read(index + 1) : nil
             var chunk = Strata_Peer_V1_LayerChunk.with { chunk in
-                chunk.extents = batch.map { extent in
+                chunk.extents = batches[index].extents.map { extent in
                     .with { $0.offset = extent.offset; $0.length = extent.length; $0.zero = extent.isZero }
                 }
                 chunk.data = data
             }
             chunk.sha256 = PeerChecksum.chunkDigest(extents: chunk.extents, data: data)
             layerDigest.add(chunkDigest: chunk.sha256)
-            if index >= extents.count { chunk.layerSha256 = layerDigest.finalize() }
+            if index == batches.count - 1 { chunk.layerSha256 = layerDigest.finalize() }
             try await response.write(chunk)
             metrics.recordPeerBytes(sent: data.count)
             sent += data.count
@@ -121,7 +115,27 @@ struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
                 let due = started + .milliseconds(Int64(sent) * 1000 / Int64(rate))
                 if due > ContinuousClock.now { try await Task.sleep(until: due) }
             }
+        }
+    }
+
+    /// Extents grouped into chunks of at most `chunkBytes` of data and `chunkExtents` extents;
+    /// one empty chunk for a layer that holds nothing (it still carries the layer's digest).
+    private static func batches(of extents: [LayerExtent]) -> [(extents: [LayerExtent], bytes: Int)] {
+        var batches: [(extents: [LayerExtent], bytes: Int)] = []
+        var index = 0
+        repeat {
+            var batch: [LayerExtent] = []
+            var bytes = 0
+            while index < extents.count, batch.count < chunkExtents {
+                let length = extents[index].isZero ? 0 : Int(extents[index].length)
+                if !batch.isEmpty, bytes + length > chunkBytes { break }
+                batch.append(extents[index])
+                bytes += length
+                index += 1
+            }
+            batches.append((batch, bytes))
         } while index < extents.count
+        return batches
     }
 
     private static func read(_ batch: [LayerExtent], bytes: Int, from export: LayerExport) throws -> Data {

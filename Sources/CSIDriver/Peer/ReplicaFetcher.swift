@@ -134,20 +134,30 @@ actor ReplicaFetcher {
                 try await client.readLayer(request, options: PeerConnector.options(timeout: PeerConnector.streamTimeout)) { response in
                     var digest = PeerChecksum.LayerDigest()
                     var complete = false
-                    for try await chunk in response.messages {
-                        guard !complete else { throw RPCError(code: .dataLoss, message: "a chunk came after the last one") }
-                        guard PeerChecksum.chunkDigest(extents: chunk.extents, data: chunk.data) == chunk.sha256 else {
-                            throw RPCError(code: .dataLoss, message: "a chunk of layer \(layer.uuid) failed its checksum")
-                        }
-                        digest.add(chunkDigest: chunk.sha256)
-                        try await BlockingWork.run { try Self.write(chunk, layer: layer.uuid, into: replica) }
-                        self.metrics.recordPeerBytes(received: chunk.data.count)
-                        if !chunk.layerSha256.isEmpty {
-                            guard digest.finalize() == chunk.layerSha256 else {
-                                throw RPCError(code: .dataLoss, message: "layer \(layer.uuid) failed its checksum")
+                    // One chunk is written to disk while the next arrives; the write in flight
+                    // always ends before this returns, so nothing writes into a discarded import.
+                    var writing: Task<Void, any Error>?
+                    do {
+                        for try await chunk in response.messages {
+                            guard !complete else { throw RPCError(code: .dataLoss, message: "a chunk came after the last one") }
+                            guard PeerChecksum.chunkDigest(extents: chunk.extents, data: chunk.data) == chunk.sha256 else {
+                                throw RPCError(code: .dataLoss, message: "a chunk of layer \(layer.uuid) failed its checksum")
                             }
-                            complete = true
+                            digest.add(chunkDigest: chunk.sha256)
+                            try await writing?.value
+                            writing = Task { try await BlockingWork.run { try Self.write(chunk, layer: layer.uuid, into: replica) } }
+                            self.metrics.recordPeerBytes(received: chunk.data.count)
+                            if !chunk.layerSha256.isEmpty {
+                                guard digest.finalize() == chunk.layerSha256 else {
+                                    throw RPCError(code: .dataLoss, message: "layer \(layer.uuid) failed its checksum")
+                                }
+                                complete = true
+                            }
                         }
+                        try await writing?.value
+                    } catch {
+                        _ = await writing?.result
+                        throw error
                     }
                     guard complete else { throw RPCError(code: .dataLoss, message: "the stream of layer \(layer.uuid) ended early") }
                 }
