@@ -52,6 +52,9 @@ public struct DriverConfiguration: Sendable {
     public var spaceReserveBytes = 8 << 20
     /// Where to serve Prometheus metrics over plain HTTP (`GET /metrics`); nil: nowhere.
     public var metricsAddress: ListenAddress?
+    /// The FUSE keeper's socket (strata-fuse-keeper --socket): with it, staged volumes survive a
+    /// restart of this process; without it, a restart cuts them.
+    public var fuseKeeperSocket: String?
     /// Off only to demonstrate, in tests, the disconnects `PingResponder` prevents.
     public var answersPingsBeforeHTTP2 = true
     public var logger: Logger

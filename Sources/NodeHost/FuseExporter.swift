@@ -42,9 +42,10 @@ public final class FuseExporter: Sendable {
     let logger: Logger
     let buffers: BufferPool
     let startTime: timespec
-    private let state = Mutex(State())
+    let inodes = InodeTable()
+    let state = Mutex(State())
 
-    private struct State: ~Copyable {
+    struct State: ~Copyable {
         var phase = Phase.idle
         var session: SessionPointer?
         /// Our mount as mountinfo showed it right after mounting (its device is the connection).
@@ -52,11 +53,13 @@ public final class FuseExporter: Sendable {
         var replacedStaleMounts: [MountInfo] = []
         var loop: LoopCompletion?
         var byName: [String: ExportedFile] = [:]
-        var byInode: [UInt64: ExportedFile] = [:]
-        var nextInode: UInt64 = 2
+        /// What the kernel's INIT said, once it came (or what a resumed connection was given).
+        var initParameters: FuseInitParameters?
+        /// Whether this process took over a live connection instead of mounting.
+        var resumed = false
     }
 
-    private enum Phase { case idle, running, stopped }
+    enum Phase { case idle, running, suspended, stopped }
 
     public init(mountPoint: String, options: Options = Options(), logger: Logger = Logger(label: "strata.nodehost.fuse")) {
         var path = mountPoint
@@ -74,9 +77,10 @@ public final class FuseExporter: Sendable {
 
     /// Exports `backend` as `<mountPoint>/<name>` and returns that path. Adding the same
     /// backend under the same name again returns the same path; another backend under a
-    /// taken name is refused.
+    /// taken name is refused. `identity` fixes the inode and generation (as recorded for a
+    /// connection another process may resume); without it the lowest free inode is taken.
     @discardableResult
-    public func add(name: String, backend: any BlockBackend) throws -> String {
+    public func add(name: String, backend: any BlockBackend, identity: ExportIdentity? = nil) throws -> String {
         try ExportedFile.validate(name: name)
         let session: SessionPointer? = try state.withLock { state in
             guard state.phase != .stopped else { throw NodeHostError(.notRunning, "exporter at \(mountPoint) is stopped") }
@@ -86,10 +90,19 @@ public final class FuseExporter: Sendable {
                 }
                 return nil
             }
-            let file = ExportedFile(name: name, inode: state.nextInode, backend: backend)
-            state.nextInode += 1
+            let taken = Set(state.byName.values.map(\.inode))
+            let chosen = identity ?? ExportIdentity(
+                inode: (InodeTable.firstInode..<InodeTable.firstInode + UInt64(InodeTable.capacity)).first { !taken.contains($0) } ?? 0,
+                generation: 1)
+            guard InodeTable.contains(inode: chosen.inode) else {
+                throw NodeHostError(.resourceExhausted, "no free inode for \(name) (at most \(InodeTable.capacity) exports)")
+            }
+            guard !taken.contains(chosen.inode) else {
+                throw NodeHostError(.alreadyExists, "inode \(chosen.inode) is already exported under another name")
+            }
+            let file = ExportedFile(name: name, inode: chosen.inode, generation: chosen.generation, backend: backend)
             state.byName[name] = file
-            state.byInode[file.inode] = file
+            inodes.insert(file)
             return state.session
         }
         // Outside the lock: the kernel may need our workers (which take it) to finish a lookup.
@@ -115,7 +128,7 @@ public final class FuseExporter: Sendable {
                     return .failure(NodeHostError(.busy, "\(name) is open \(handles) time(s) (is a loop device still attached?)"))
                 }
                 state.byName[name] = nil
-                state.byInode[file.inode] = nil
+                inodes.remove(inode: file.inode)
                 return .success(state.session)
             }
             switch outcome {
@@ -186,7 +199,12 @@ public final class FuseExporter: Sendable {
     // MARK: Used by the FUSE callbacks
 
     func file(inode: UInt64) -> ExportedFile? {
-        state.withLock { $0.byInode[inode] }
+        inodes[inode]
+    }
+
+    /// The inode and generation an exported name is served under.
+    public func identity(of name: String) -> ExportIdentity? {
+        state.withLock { state in state.byName[name].map { ExportIdentity(inode: $0.inode, generation: $0.generation) } }
     }
 
     func file(named name: String) -> ExportedFile? {
@@ -290,6 +308,9 @@ public final class FuseExporter: Sendable {
             logger.warning("lazily unmounting a stale FUSE mount", metadata: [
                 "mountPoint": "\(mountPoint)", "fsType": "\(mount.fsType)", "device": "\(mount.major):\(mount.minor)",
             ])
+            // Still alive if a keeper holds its descriptor: nobody will serve it now, so make its
+            // I/O fail rather than wait forever.
+            Self.abortConnection(of: mount, logger: logger)
             do {
                 try Syscall.unmount(mountPoint, flags: Int32(MNT_DETACH))
             } catch let error as NodeHostError where error.errno == EINVAL {

@@ -14,6 +14,15 @@ struct SessionPointer: @unchecked Sendable {
 final class LoopCompletion: Sendable {
     private let finished = Atomic<Bool>(false)
     private let signal = DispatchSemaphore(value: 0)
+    private let loopThread = Atomic<UInt>(0)
+
+    /// The thread running `fuse_session_loop_mt`, once it started.
+    var thread: pthread_t? {
+        let value = loopThread.load(ordering: .acquiring)
+        return value == 0 ? nil : pthread_t(value)
+    }
+
+    func started(on thread: pthread_t) { loopThread.store(UInt(thread), ordering: .releasing) }
 
     var isFinished: Bool { finished.load(ordering: .acquiring) }
 
@@ -61,6 +70,7 @@ enum FuseSession {
     static func runLoop(_ session: SessionPointer, maxThreads: Int, logger: Logger) -> LoopCompletion {
         let completion = LoopCompletion()
         let thread = Thread {
+            completion.started(on: strata_current_thread())
             // Inherited by the worker threads libfuse creates from this one: serving writeback of
             // a filesystem on our own loop devices must not wait for that same writeback.
             if strata_set_io_flusher() != 0 {

@@ -92,6 +92,9 @@ extension VolumeStager {
         guard let record = registry[volumeID], path == record.stagingPath || record.targets[path] != nil else {
             throw CSIError.notFound("volume \(volumeID) is not staged or published at \(path)")
         }
+        if let problem = unhealthy.withLock({ $0[volumeID] }) {
+            return VolumeReport(totalBytes: 0, abnormal: problem.message)
+        }
         guard exporter.names.contains(volumeID) else {
             return VolumeReport(totalBytes: 0, abnormal: "the volume's export is gone; restart the driver to re-export it")
         }
