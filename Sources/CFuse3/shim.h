@@ -113,6 +113,39 @@ static inline int strata_fuse_notify_resend(int fd) {
     return written == (ssize_t)sizeof header ? 0 : -errno;
 }
 
+#include <sys/mman.h>
+
+/// One worker of the session loop: receives and processes requests until the session exits
+/// (returns 0) or the connection fails (returns -errno). Instead of libfuse's own loop, so that
+/// the receive buffer is allocated and faulted in before the first request: the kernel copies
+/// a request into it while the request sits on no queue the resend covers, and a copy that
+/// must fault pages in fails (EIO to the caller) if the process is being killed. Resident
+/// pages make that window a plain memcpy. `size` must exceed the largest request
+/// (max_write plus headers): libfuse reads up to its own buffer size into it.
+static inline int strata_fuse_serve(struct fuse_session *session, size_t size) {
+    void *memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (memory == MAP_FAILED) return -errno;
+    struct fuse_buf buffer;
+    memset(&buffer, 0, sizeof buffer);
+    buffer.mem = memory;
+    buffer.size = size;
+    int result = 0;
+    while (!fuse_session_exited(session)) {
+        int received = fuse_session_receive_buf(session, &buffer);
+        if (received == -EINTR || received == -EAGAIN) continue;
+        if (received <= 0) {
+            if (received < 0) {
+                result = received;
+                fuse_session_exit(session);
+            }
+            break;
+        }
+        fuse_session_process_buf(session, &buffer);
+    }
+    munmap(memory, size);
+    return result;
+}
+
 static void strata_wake_handler(int signal_number) { (void)signal_number; }
 
 /// Installs a do-nothing SIGUSR2 handler without SA_RESTART, once: a thread signalled with it

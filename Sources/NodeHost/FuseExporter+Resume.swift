@@ -89,7 +89,7 @@ extension FuseExporter {
         strata_fuse_synthetic_init(session.pointer, parameters.protocolMinor, parameters.maxReadahead)
         state.withLock { state in
             state.session = session
-            state.loop = FuseSession.runLoop(session, maxThreads: options.maxThreads, logger: logger)
+            state.loop = FuseSession.runLoop(session, maxThreads: options.maxThreads, bufferSize: options.receiveBufferSize, logger: logger)
             state.phase = .running
         }
         let resend = strata_fuse_notify_resend(descriptor)
@@ -116,11 +116,11 @@ extension FuseExporter {
         }
         guard let (session, loop) = taken else { return }
         fuse_session_exit(session.pointer)
-        // The loop's main thread waits on a semaphore; a signal ends the wait, it sees the exit
-        // and cancels the workers blocked in read.
+        // Workers blocked in read return with EINTR and see the exit; one busy with a request
+        // answers it first.
         var waited = 0.0
         while !loop.isFinished {
-            if let thread = loop.thread { _ = strata_wake_thread(thread) }
+            for thread in loop.threads { _ = strata_wake_thread(thread) }
             if loop.wait(seconds: 0.05) { break }
             waited += 0.05
             if waited >= 10 {

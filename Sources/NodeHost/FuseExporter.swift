@@ -25,6 +25,10 @@ public final class FuseExporter: Sendable {
         /// `refreshSize(name:)`, which invalidates explicitly, so this can be long.
         public var attributeTimeout: Double
 
+        /// Each worker's receive buffer: the largest request (a write of `maxTransferSize`) and
+        /// room for its headers.
+        var receiveBufferSize: Int { maxTransferSize + 65536 }
+
         public init(maxTransferSize: Int = 1 << 20, maxThreads: Int = 16, maxBackground: Int = 64, attributeTimeout: Double = 3600) {
             self.maxTransferSize = maxTransferSize
             self.maxThreads = maxThreads
@@ -246,7 +250,7 @@ public final class FuseExporter: Sendable {
             }
             state.mount = try MountTable.mounts(at: mountPoint).last
             state.session = session
-            state.loop = FuseSession.runLoop(session, maxThreads: options.maxThreads, logger: logger)
+            state.loop = FuseSession.runLoop(session, maxThreads: options.maxThreads, bufferSize: options.receiveBufferSize, logger: logger)
             state.phase = .running
         }
         logger.info("FUSE export filesystem mounted", metadata: ["mountPoint": "\(mountPoint)"])

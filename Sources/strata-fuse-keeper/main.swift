@@ -26,6 +26,11 @@ guard getuid() == 0 else {
     fputs("strata-fuse-keeper: must run as root (it holds root-only FUSE descriptors)\n", stderr)
     exit(2)
 }
+// A parent may have started us with signals blocked (the mask is inherited): SIGTERM must end us.
+var none = sigset_t()
+sigemptyset(&none)
+sigprocmask(SIG_SETMASK, &none, nil)
+signal(SIGTERM, SIG_DFL)
 signal(SIGPIPE, SIG_IGN)
 
 // A socket file nobody answers on is left by a keeper that died: replace it. One that answers

@@ -12,7 +12,10 @@ import Testing
 /// 100 restarts (STRATA_LONG=1: 1,000) with SIGKILL, a quarter as many with SIGTERM.
 @Suite("Node plugin restart under running I/O", .serialized, .enabled(if: NodeEnvironment.available))
 struct PluginRestartTests {
-    static var kills: Int { ProcessInfo.processInfo.environment["STRATA_LONG"] == "1" ? 1000 : 100 }
+    static var kills: Int {
+        let environment = ProcessInfo.processInfo.environment
+        return environment["STRATA_RESTARTS"].flatMap { Int($0) } ?? (environment["STRATA_LONG"] == "1" ? 1000 : 100)
+    }
 
     @Test("SIGKILL of the driver is invisible to running writers", .timeLimit(.minutes(8)))
     func sigkill() async throws { try await restartUnderIO(signal: SIGKILL, restarts: Self.kills) }
@@ -38,7 +41,8 @@ struct PluginRestartTests {
             // I/O flows again through both volumes before the next kill.
             let flowing = files.waitForProgress(beyond: before) && device.waitForProgress(beyond: beforeBlock)
             #expect(flowing, "round \(round): I/O did not resume\n\(node.driver.log)")
-            #expect(files.errors.isEmpty && device.errors.isEmpty, "round \(round): \(files.errors.prefix(3)) \(device.errors.prefix(3))")
+            #expect(files.errors.isEmpty && device.errors.isEmpty,
+                    "round \(round): \(files.errors.prefix(3)) \(device.errors.prefix(3))\n\(node.driver.log.split(separator: "\n").filter { !$0.contains("info") }.suffix(20).joined(separator: "\n"))")
             if !flowing || !files.errors.isEmpty || !device.errors.isEmpty { break }
         }
         let verdicts = (files.finish(), device.finish())
