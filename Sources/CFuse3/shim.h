@@ -123,6 +123,12 @@ static inline int strata_fuse_notify_resend(int fd) {
 /// pages make that window a plain memcpy. `size` must exceed the largest request
 /// (max_write plus headers): libfuse reads up to its own buffer size into it.
 static inline int strata_fuse_serve(struct fuse_session *session, size_t size) {
+    // The thread may have been created with every signal blocked (from a Dispatch thread):
+    // SIGUSR2 must reach it, to end a blocking read when the session is suspended.
+    sigset_t wake;
+    sigemptyset(&wake);
+    sigaddset(&wake, SIGUSR2);
+    pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
     void *memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (memory == MAP_FAILED) return -errno;
     struct fuse_buf buffer;

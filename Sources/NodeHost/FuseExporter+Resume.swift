@@ -120,7 +120,7 @@ extension FuseExporter {
         // answers it first.
         var waited = 0.0
         while !loop.isFinished {
-            for thread in loop.threads { _ = strata_wake_thread(thread) }
+            loop.wakeWorkers()
             if loop.wait(seconds: 0.05) { break }
             waited += 0.05
             if waited >= 10 {

@@ -23,12 +23,18 @@ final class LoopCompletion: Sendable {
 
     var isFinished: Bool { finished.load(ordering: .acquiring) }
 
-    /// The worker threads that have started (to wake them from a blocking read).
-    var threads: [pthread_t] { workers.withLock { $0.map { pthread_t($0) } } }
-
     func started(on thread: pthread_t) { workers.withLock { $0.append(UInt(thread)) } }
 
-    func workerFinished() {
+    /// Signals every worker still running (a worker leaves the list before it returns, so no
+    /// signal reaches a thread that is gone).
+    func wakeWorkers() {
+        workers.withLock { threads in
+            for thread in threads { _ = strata_wake_thread(pthread_t(thread)) }
+        }
+    }
+
+    func workerFinished(on thread: pthread_t) {
+        workers.withLock { threads in threads.removeAll { $0 == UInt(thread) } }
         if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
             finished.store(true, ordering: .releasing)
             signal.signal()
@@ -86,7 +92,7 @@ enum FuseSession {
                 if result != 0 && index == 0 {
                     logger.debug("FUSE session worker ended with an error", metadata: ["errno": "\(-result)"])
                 }
-                completion.workerFinished()
+                completion.workerFinished(on: strata_current_thread())
             }
             thread.name = "strata-fuse"
             thread.start()
