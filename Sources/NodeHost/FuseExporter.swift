@@ -61,6 +61,8 @@ public final class FuseExporter: Sendable {
         var initParameters: FuseInitParameters?
         /// Whether this process took over a live connection instead of mounting.
         var resumed = false
+        /// Files removed by force while open, by inode: served until their last release.
+        var orphans: [UInt64: ExportedFile] = [:]
     }
 
     enum Phase { case idle, running, suspended, stopped }
@@ -94,7 +96,7 @@ public final class FuseExporter: Sendable {
                 }
                 return nil
             }
-            let taken = Set(state.byName.values.map(\.inode))
+            let taken = Set(state.byName.values.map(\.inode)).union(state.orphans.keys)
             let chosen = identity ?? ExportIdentity(
                 inode: (InodeTable.firstInode..<InodeTable.firstInode + UInt64(InodeTable.capacity)).first { !taken.contains($0) } ?? 0,
                 generation: 1)
@@ -132,7 +134,12 @@ public final class FuseExporter: Sendable {
                     return .failure(NodeHostError(.busy, "\(name) is open \(handles) time(s) (is a loop device still attached?)"))
                 }
                 state.byName[name] = nil
-                inodes.remove(inode: file.inode)
+                if handles > 0 {
+                    // Forced: open handles keep working (they name the inode) until released.
+                    state.orphans[file.inode] = file
+                } else {
+                    inodes.remove(inode: file.inode)
+                }
                 return .success(state.session)
             }
             switch outcome {
@@ -209,6 +216,15 @@ public final class FuseExporter: Sendable {
     /// The inode and generation an exported name is served under.
     public func identity(of name: String) -> ExportIdentity? {
         state.withLock { state in state.byName[name].map { ExportIdentity(inode: $0.inode, generation: $0.generation) } }
+    }
+
+    /// The last handle of `file` was released: a file removed by force while open goes now.
+    func didReleaseLastHandle(of file: ExportedFile) {
+        state.withLock { state in
+            guard state.orphans[file.inode] === file else { return }
+            state.orphans[file.inode] = nil
+            inodes.remove(inode: file.inode)
+        }
     }
 
     func file(named name: String) -> ExportedFile? {

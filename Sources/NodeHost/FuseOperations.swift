@@ -160,8 +160,9 @@ enum FuseOperations {
     private static func release(_ request: fuse_req_t?, _ info: UnsafeMutablePointer<fuse_file_info>?) {
         guard info != nil else { return reply(request, error: EINVAL) }
         // A handle opened by a previous process was never counted here.
-        if let file = openFile(request, info), file.openHandles.load(ordering: .relaxed) > 0 {
-            file.openHandles.subtract(1, ordering: .relaxed)
+        if let file = openFile(request, info), file.openHandles.load(ordering: .relaxed) > 0,
+           file.openHandles.subtract(1, ordering: .relaxed).newValue == 0 {
+            exporter(request).didReleaseLastHandle(of: file)
         }
         reply(request, error: 0)
     }
