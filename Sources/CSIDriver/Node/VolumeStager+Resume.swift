@@ -17,6 +17,11 @@ extension VolumeStager {
             recover()
             return
         }
+        if let release = Self.kernelRelease, release < (6, 9) {
+            logger.warning("this kernel has no FUSE_NOTIFY_RESEND (Linux 6.9): after a restart, requests the previous process had read stay blocked", metadata: [
+                "kernel": "\(release.0).\(release.1)",
+            ])
+        }
         var held: [(entry: KeeperEntry, descriptor: Int32)] = []
         do {
             held = try keeper.list()
@@ -69,5 +74,14 @@ extension VolumeStager {
                 logger.error("could not complete a resumed volume", metadata: ["volumeId": "\(record.volumeID)", "error": "\(error)"])
             }
         }
+    }
+
+    /// The running kernel's major and minor version (from uname).
+    static var kernelRelease: (Int, Int)? {
+        var names = utsname()
+        guard uname(&names) == 0 else { return nil }
+        let release = withUnsafeBytes(of: &names.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let parts = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
+        return parts.count == 2 ? (parts[0], parts[1]) : nil
     }
 }
