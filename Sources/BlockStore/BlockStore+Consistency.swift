@@ -30,7 +30,8 @@ extension BlockStore {
 
     /// Checks a layer's map header and recovers the map if it is dirty: at store open, and when a
     /// head whose last close failed (a full disk) is opened again in the same process. Returns
-    /// the bytes a recovered map holds, nil when the map was clean.
+    /// the bytes a recovered map holds, nil when the map was clean. `currentBoot` nil: punch
+    /// whatever is unmapped, even when the map was marked dirty in this boot.
     static func recoverIfDirty(_ row: LayerRow, layers: LayerDirectory, catalog: Catalog, logger: Logger,
                                currentBoot: BootIdentity? = BootIdentity.current) throws -> UInt64? {
         let files = try layers.openLayer(row.id, writable: !row.frozen)
@@ -41,7 +42,7 @@ extension BlockStore {
         }
         guard header.dirty else { return nil }
         guard !row.frozen else { throw StoreError(.corrupt, "frozen layer \(row.id) has a dirty map") }
-        let sameBoot = header.dirtyBootID != nil && header.dirtyBootID == currentBoot
+        let sameBoot = currentBoot != nil && header.dirtyBootID == currentBoot
         let bytes = try recoverDirtyMap(files, clusterSize: Int(row.clusterSize), sameBoot: sameBoot)
         try catalog.write { try $0.setAllocatedBytes(bytes, ofLayer: row.id) }
         try files.map.setDirty(false)
