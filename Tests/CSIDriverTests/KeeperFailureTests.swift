@@ -83,6 +83,27 @@ struct KeeperFailureTests {
         #expect(NodeEnvironment.leftovers(under: node.directory.path).isEmpty, "\(NodeEnvironment.leftovers(under: node.directory.path))")
     }
 
+    @Test("a keeper restarted under the driver gets the descriptors back at the next NodeGetVolumeStats", .timeLimit(.minutes(2)))
+    func keeperRestartHealsAtTheNextStats() async throws {
+        let node = try RestartedNode(withKeeper: true)
+        let id = try await node.create("block", capability: Requests.blockCapability)
+        let volume = try await node.stageAndPublish(id, capability: Requests.blockCapability, pod: "pod-1")
+        let writer = try PodWriter(mode: .block, path: volume.target, directory: node.directory.path, name: "writer")
+        #expect(writer.waitForProgress(beyond: 0))
+        node.keeper!.kill()
+        let keeper = try KeeperProcess(directory: node.directory.path)
+        #expect(try keeper.heldVolumes().isEmpty)
+        #expect(try await node.abnormality(volume) == nil)
+        #expect(try keeper.heldVolumes() == [id])
+        let progress = writer.completed
+        try node.restart(with: SIGKILL)
+        #expect(writer.waitForProgress(beyond: progress) && writer.errors.isEmpty, "\(writer.errors.prefix(3))")
+        #expect(writer.finish()?.hasPrefix("V ok") == true)
+        try await node.unpublishAndUnstage(volume)
+        node.stop()
+        #expect(NodeEnvironment.leftovers(under: node.directory.path).isEmpty, "\(NodeEnvironment.leftovers(under: node.directory.path))")
+    }
+
     /// Swaps the recorded export identity (inode, generation, cookie) of two staged volumes.
     static func swapIdentities(of first: String, and second: String, registry path: String) throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
