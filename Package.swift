@@ -1,7 +1,8 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Dependencies point one way: strata-csi → CSIDriver → (CSIProto, BlockStore, NodeHost).
+// Dependencies point one way: strata-csi → CSIDriver → (CSIProto, AdminProto, PeerProto, BlockStore, NodeHost);
+// the `strata` admin CLI → AdminProto only (it talks to the driver's admin socket).
 // BlockStore and NodeHost know nothing of gRPC, CSI or Kubernetes.
 let package = Package(
     name: "Strata",
@@ -10,6 +11,7 @@ let package = Package(
         .executable(name: "strata-csi", targets: ["strata-csi"]),
         .executable(name: "strata-bench", targets: ["strata-bench"]),
         .executable(name: "strata-fuse-keeper", targets: ["strata-fuse-keeper"]),
+        .executable(name: "strata", targets: ["strata-cli"]),
         .library(name: "BlockStore", targets: ["BlockStore"]),
     ],
     dependencies: [
@@ -22,11 +24,31 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // Already in the graph through swift-certificates; SHA-256 of the peer protocol's chunks.
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // Generated from proto/csi.proto by scripts/generate-proto.sh; never edited by hand.
         .target(
             name: "CSIProto",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        // Generated from proto/peer.proto (the node-to-node protocol) by scripts/generate-proto.sh.
+        .target(
+            name: "PeerProto",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        // Generated from proto/admin.proto by scripts/generate-proto.sh; never edited by hand.
+        .target(
+            name: "AdminProto",
             dependencies: [
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -67,8 +89,9 @@ let package = Package(
         .target(
             name: "CSIDriver",
             dependencies: [
-                "CSIProto", "CSIValidation", "BlockStore", "NodeHost", "FuseKeeperProtocol",
+                "CSIProto", "AdminProto", "PeerProto", "CSIValidation", "BlockStore", "NodeHost", "FuseKeeperProtocol",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -84,6 +107,18 @@ let package = Package(
                 "CSIDriver",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The admin CLI (product `strata`): flags and printing; everything else is the driver's.
+        .executableTarget(
+            name: "strata-cli",
+            dependencies: [
+                "AdminProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(
@@ -113,7 +148,7 @@ let package = Package(
         .testTarget(
             name: "CSIDriverTests",
             dependencies: [
-                "CSIDriver", "CSIProto", "CSIValidation", "BlockStore", "FuseKeeperProtocol",
+                "CSIDriver", "CSIProto", "AdminProto", "PeerProto", "CSIValidation", "BlockStore", "FuseKeeperProtocol",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

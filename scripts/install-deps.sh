@@ -3,14 +3,15 @@
 #   runtime: FUSE, loop/mount tools, mkfs for ext4 and xfs
 #   tests:   protoc + Go and Python gRPC (interop tests), Prometheus's Go text parser (metrics
 #            test), fio and bindfs (benchmarks),
-#            kubernetes-validate (offline manifest validation)
+#            kubernetes-validate (offline manifest validation), openssl and iproute2 (multi-node
+#            tests: certificates, network namespaces), socat (peer benchmark)
 set -euo pipefail
 
 apt_packages=(
   fuse3 libfuse3-dev pkg-config libsqlite3-dev e2fsprogs xfsprogs util-linux
   protobuf-compiler golang-go golang-google-grpc-dev golang-google-protobuf-dev
   golang-github-golang-protobuf-1-5-dev golang-github-prometheus-common-dev protoc-gen-go
-  protoc-gen-go-grpc fio bindfs
+  protoc-gen-go-grpc fio bindfs socat openssl iproute2
 )
 pip_packages=(grpcio grpcio-tools kubernetes-validate==1.37.0)
 

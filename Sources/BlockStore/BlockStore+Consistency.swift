@@ -22,6 +22,13 @@ extension BlockStore {
             try layers.removeLayer(layerID)
         }
         if !orphans.isEmpty { try SystemDirectory.synchronize(layers.path) }
+        let lineage = LineageDirectory(layers: layers)
+        let rowIDs = Set(allRows.map(\.id))
+        let unknownLineage = try lineage.folders().filter { !rowIDs.contains($0) }
+        if !unknownLineage.isEmpty {
+            logger.notice("collecting the lineage of layers \(unknownLineage): they have no catalog row")
+            try lineage.remove(unknownLineage)
+        }
         for row in rows {
             _ = try recoverIfDirty(row, layers: layers, catalog: catalog, logger: logger)
         }
@@ -44,6 +51,7 @@ extension BlockStore {
         guard !row.frozen else { throw StoreError(.corrupt, "frozen layer \(row.id) has a dirty map") }
         let sameBoot = currentBoot != nil && header.dirtyBootID == currentBoot
         let bytes = try recoverDirtyMap(files, clusterSize: Int(row.clusterSize), sameBoot: sameBoot)
+        try LineageDirectory(layers: layers).forgetCopies(of: row.id)
         try catalog.write { try $0.setAllocatedBytes(bytes, ofLayer: row.id) }
         try files.map.setDirty(false)
         logger.notice("recovered the dirty map of layer \(row.id)", metadata: [
@@ -218,12 +226,16 @@ extension BlockStore {
                 FROM volumes v JOIN layers l ON l.id = v.head_layer_id
                 """)!
             let layers = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS count, COALESCE(SUM(allocated_bytes), 0) AS allocated FROM layers")!
-            let snapshots = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots WHERE hidden = 0") ?? 0
-            let hidden = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots WHERE hidden = 1") ?? 0
+            let snapshots = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots WHERE hidden = 0 AND origin_node IS NULL") ?? 0
+            let hidden = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots WHERE hidden = 1 AND origin_node IS NULL") ?? 0
+            let replicas = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots WHERE origin_node IS NOT NULL") ?? 0
+            let imported = try Row.fetchOne(
+                db, sql: "SELECT COUNT(*) AS count, COALESCE(SUM(allocated_bytes), 0) AS allocated FROM layers WHERE imported = 1")!
             return StoreCensus(
                 volumes: volumes["count"], snapshots: snapshots, hiddenSnapshots: hidden, layers: layers["count"],
                 allocatedBytes: UInt64(max(0, layers["allocated"] as Int64)), provisionedBytes: UInt64(max(0, volumes["provisioned"] as Int64)),
-                deepestChain: volumes["deepest"])
+                deepestChain: volumes["deepest"], replicaSnapshots: replicas, importedLayers: imported["count"],
+                importedBytes: UInt64(max(0, imported["allocated"] as Int64)))
         }
     }
 }

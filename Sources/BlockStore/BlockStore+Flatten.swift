@@ -3,24 +3,25 @@ import Dispatch
 /// Flatten: copy everything a volume inherits into its own head and detach it from its parents.
 extension BlockStore {
     /// Makes a volume self-contained (chain depth 1). I/O on the volume goes on meanwhile; the
-    /// parents' layers are released (and freed if nothing else needs them).
-    public func flatten(volumeID: String) throws {
+    /// parents' layers are released (and freed if nothing else needs them). `progress` hears the
+    /// clusters examined so far and the volume's cluster count as the copy goes on.
+    public func flatten(volumeID: String, progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws {
         guard Identifier.isVolumeID(volumeID) else { throw StoreError.notFound("volume \(volumeID)") }
         try flattenLock.withLock { _ in
             state.withLock { _ = $0.cancelledFlattens.remove(volumeID) }
-            _ = try flattenHoldingLock(volumeID)
+            _ = try flattenHoldingLock(volumeID, progress: progress)
         }
     }
 
     /// Returns false when cancelled (volume deleted or store closing).
-    private func flattenHoldingLock(_ volumeID: String) throws -> Bool {
+    private func flattenHoldingLock(_ volumeID: String, progress: (Int, Int) -> Void = { _, _ in }) throws -> Bool {
         let volume = try acquireOpenVolume(volumeID, external: false)
         var result: Result<Bool, any Error> = .success(false)
         do {
             let shouldStop = { [self] in
                 state.withLock { $0.closed || $0.cancelledFlattens.contains(volumeID) }
             }
-            if try volume.copyUpInheritedClusters(shouldStop: shouldStop) {
+            if try volume.copyUpInheritedClusters(shouldStop: shouldStop, progress: progress) {
                 try finishFlatten(volume, shouldStop: shouldStop)
                 result = .success(true)
             }
@@ -47,6 +48,7 @@ extension BlockStore {
                     let head = try db.requireLayer(headLayerID)
                     try db.setAllocatedBytes(headBytes, ofLayer: headLayerID)
                     guard let parentID = head.parentID else { return [] }
+                    try recordLineage(of: headLayerID, db)
                     try db.detachLayerFromParent(headLayerID)
                     var freed = try db.releaseReference(to: parentID)
                     if let hidden = row.hiddenSnapshotID, let snapshot = try db.snapshotRow(id: hidden) {

@@ -167,6 +167,7 @@ extension BlockStore {
         let layer = try db.requireLayer(row.layerID)
         return Snapshot(
             id: row.id, name: row.name ?? "", sourceVolumeID: row.sourceVolumeID, size: row.size,
-            createdAt: Date(timeIntervalSince1970: row.createdAt), allocatedBytes: layer.allocatedBytes, groupID: row.groupID)
+            createdAt: Date(timeIntervalSince1970: row.createdAt), allocatedBytes: layer.allocatedBytes, groupID: row.groupID,
+            originNode: row.originNode)
     }
 }

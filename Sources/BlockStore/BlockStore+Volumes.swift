@@ -57,7 +57,7 @@ extension BlockStore {
     }
 
     /// The existing volume of that name if the request matches it (idempotent create), else `.alreadyExists`.
-    private func matchExisting(
+    func matchExisting(
         _ existing: VolumeRow, size: UInt64, clusterSize: UInt32?, source: VolumeSource?, parameters: [String: String], _ db: Database
     ) throws -> Volume {
         let effectiveClusterSize = clusterSize ?? (source == nil ? options.defaultClusterSize : existing.clusterSize)
@@ -236,7 +236,7 @@ extension BlockStore {
         }
     }
 
-    private func checkCloneShape(size: UInt64, clusterSize: UInt32?, sourceSize: UInt64, sourceClusterSize: UInt32) throws {
+    func checkCloneShape(size: UInt64, clusterSize: UInt32?, sourceSize: UInt64, sourceClusterSize: UInt32) throws {
         guard size >= sourceSize else {
             throw StoreError(.outOfRange, "a clone of \(sourceSize) bytes cannot be \(size) bytes")
         }

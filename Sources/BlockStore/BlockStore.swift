@@ -164,6 +164,7 @@ public final class BlockStore: Sendable {
             let volume = try OpenVolume.open(
                 volumeID: volumeID, chain: chain.map { ($0.id, $0.materialized) }, size: row.size,
                 clusterSize: row.clusterSize, persistedHeadBytes: headBytes, directory: layerDirectory)
+            try attachLineage(volume)
             state.withLock { state in
                 state.open[volumeID] = StoreState.OpenEntry(volume: volume, handles: external ? 1 : 0, internalUsers: external ? 0 : 1)
             }
@@ -230,6 +231,11 @@ public final class BlockStore: Sendable {
             } catch {
                 logger.warning("removing files of layer \(layerID) failed, the next open collects them: \(error)")
             }
+        }
+        do {
+            try lineageDirectory.remove(layerIDs)
+        } catch {
+            logger.warning("removing lineage of layers \(layerIDs) failed, the next open collects it: \(error)")
         }
         try? SystemDirectory.synchronize(layerDirectory.path)
     }

@@ -144,6 +144,30 @@ final class Catalog: Sendable {
         migrator.registerMigration("v2-group-index") { db in
             try db.execute(sql: "CREATE INDEX snapshots_group ON snapshots(group_id) WHERE group_id IS NOT NULL")
         }
+        // Former chains of heads a flatten detached, for changed-block listings across it
+        // (see LineageDirectory). Ancestors may be freed since: no reference to layers(id).
+        migrator.registerMigration("v3-lineage") { db in
+            try db.execute(sql: """
+                CREATE TABLE layer_lineage (
+                    layer_id INTEGER NOT NULL,
+                    position INTEGER NOT NULL,
+                    ancestor_id INTEGER NOT NULL,
+                    PRIMARY KEY (layer_id, position)
+                )
+                """)
+        }
+        // Replication across nodes: every layer gets a cluster-wide identity (existing rows are
+        // given one here), imported layers are marked, and a replica snapshot names its origin node.
+        migrator.registerMigration("v4-replication") { db in
+            try db.execute(sql: """
+                ALTER TABLE layers ADD COLUMN uuid TEXT;
+                ALTER TABLE layers ADD COLUMN imported INTEGER NOT NULL DEFAULT 0;
+                UPDATE layers SET uuid = lower(hex(randomblob(16)));
+                CREATE UNIQUE INDEX layers_uuid ON layers(uuid);
+                ALTER TABLE snapshots ADD COLUMN origin_node TEXT;
+                CREATE INDEX snapshots_origin ON snapshots(origin_node) WHERE origin_node IS NOT NULL;
+                """)
+        }
         return migrator
     }
 }
@@ -165,19 +189,24 @@ extension Database {
         try Row.fetchAll(try cachedStatement(sql: "SELECT * FROM layers ORDER BY id")).map(LayerRow.init(row:))
     }
 
+    /// The highest layer number in use, counting freed layers a lineage still names: a number
+    /// is never given twice, or a new layer could pass for a detached head's ancestor.
     func maxLayerID() throws -> Int64 {
-        try Int64.fetchOne(try cachedStatement(sql: "SELECT MAX(id) FROM layers")) ?? 0
+        try Int64.fetchOne(try cachedStatement(sql: """
+            SELECT MAX(id) FROM (SELECT MAX(id) AS id FROM layers UNION ALL SELECT MAX(ancestor_id) FROM layer_lineage)
+            """)) ?? 0
     }
 
     func insertLayer(_ layer: LayerRow) throws {
         try cachedStatement(
             sql: """
-                INSERT INTO layers (id, parent_id, depth, cluster_size, frozen, materialized, ref_count, allocated_bytes, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO layers (id, parent_id, depth, cluster_size, frozen, materialized, ref_count, allocated_bytes, created_at,
+                                    uuid, imported)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         ).execute(
             arguments: [layer.id, layer.parentID, layer.depth, Int64(layer.clusterSize), layer.frozen, layer.materialized, layer.refCount,
-                        Int64(layer.allocatedBytes), layer.createdAt])
+                        Int64(layer.allocatedBytes), layer.createdAt, layer.uuid, layer.imported])
     }
 
     func freezeLayer(_ id: Int64) throws {
@@ -209,6 +238,7 @@ extension Database {
             let layer = try requireLayer(current)
             guard layer.refCount > 1 else {
                 try cachedStatement(sql: "DELETE FROM layers WHERE id = ?").execute(arguments: [current])
+                try deleteLineage(of: current)
                 freed.append(current)
                 next = layer.parentID
                 continue
@@ -304,12 +334,12 @@ extension Database {
     func visibleSnapshotRows(afterSeq seq: Int64, limit: Int, sourceVolumeID: String?) throws -> [SnapshotRow] {
         if let sourceVolumeID {
             return try Row.fetchAll(
-                try cachedStatement(sql: "SELECT * FROM snapshots WHERE hidden = 0 AND seq > ? AND source_volume_id = ? ORDER BY seq LIMIT ?"),
+                try cachedStatement(sql: "SELECT * FROM snapshots WHERE hidden = 0 AND origin_node IS NULL AND seq > ? AND source_volume_id = ? ORDER BY seq LIMIT ?"),
                 arguments: [seq, sourceVolumeID, limit]
             ).map(SnapshotRow.init(row:))
         }
         return try Row.fetchAll(
-            try cachedStatement(sql: "SELECT * FROM snapshots WHERE hidden = 0 AND seq > ? ORDER BY seq LIMIT ?"), arguments: [seq, limit]
+            try cachedStatement(sql: "SELECT * FROM snapshots WHERE hidden = 0 AND origin_node IS NULL AND seq > ? ORDER BY seq LIMIT ?"), arguments: [seq, limit]
         ).map(SnapshotRow.init(row:))
     }
 
@@ -320,12 +350,12 @@ extension Database {
     func insertSnapshot(_ snapshot: SnapshotRow) throws {
         try cachedStatement(
             sql: """
-                INSERT INTO snapshots (id, name, source_volume_id, layer_id, size, group_id, hidden, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO snapshots (id, name, source_volume_id, layer_id, size, group_id, hidden, created_at, origin_node)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         ).execute(
             arguments: [snapshot.id, snapshot.name, snapshot.sourceVolumeID, snapshot.layerID, Int64(snapshot.size),
-                        snapshot.groupID, snapshot.hidden, snapshot.createdAt])
+                        snapshot.groupID, snapshot.hidden, snapshot.createdAt, snapshot.originNode])
     }
 
     func deleteSnapshotRow(id: String) throws {

@@ -17,6 +17,10 @@ package struct LayerRow: Sendable, Equatable {
     package var refCount: Int
     package var allocatedBytes: UInt64
     package var createdAt: Double
+    /// Cluster-wide identity: the same on every node that holds a copy of this frozen layer.
+    package var uuid: String
+    /// Copied from another node (counted apart in the census).
+    package var imported: Bool
 
     package init(row: Row) throws {
         id = try row.catalogValue("id")
@@ -28,10 +32,12 @@ package struct LayerRow: Sendable, Equatable {
         refCount = try row.catalogValue("ref_count")
         allocatedBytes = try row.catalogUnsigned("allocated_bytes")
         createdAt = try row.catalogValue("created_at")
+        uuid = try row.catalogValue("uuid")
+        imported = try row.catalogValue("imported")
     }
 
     init(id: Int64, parentID: Int64?, depth: Int, clusterSize: UInt32, frozen: Bool, materialized: Bool = false,
-         refCount: Int, allocatedBytes: UInt64, createdAt: Double) {
+         refCount: Int, allocatedBytes: UInt64, createdAt: Double, uuid: String = Identifier.newLayerUUID(), imported: Bool = false) {
         self.id = id
         self.parentID = parentID
         self.depth = depth
@@ -41,6 +47,8 @@ package struct LayerRow: Sendable, Equatable {
         self.refCount = refCount
         self.allocatedBytes = allocatedBytes
         self.createdAt = createdAt
+        self.uuid = uuid
+        self.imported = imported
     }
 }
 
@@ -126,6 +134,8 @@ package struct SnapshotRow: Sendable, Equatable {
     package var groupID: String?
     package var hidden: Bool
     package var createdAt: Double
+    /// The node this replica was copied from; nil for a snapshot taken here.
+    package var originNode: String?
 
     package init(row: Row) throws {
         seq = try row.catalogValue("seq")
@@ -137,9 +147,11 @@ package struct SnapshotRow: Sendable, Equatable {
         groupID = try row.catalogValue("group_id")
         hidden = try row.catalogValue("hidden")
         createdAt = try row.catalogValue("created_at")
+        originNode = try row.catalogValue("origin_node")
     }
 
-    init(id: String, name: String?, sourceVolumeID: String, layerID: Int64, size: UInt64, groupID: String?, hidden: Bool, createdAt: Double) {
+    init(id: String, name: String?, sourceVolumeID: String, layerID: Int64, size: UInt64, groupID: String?, hidden: Bool, createdAt: Double,
+         originNode: String? = nil) {
         self.seq = 0
         self.id = id
         self.name = name
@@ -149,6 +161,7 @@ package struct SnapshotRow: Sendable, Equatable {
         self.groupID = groupID
         self.hidden = hidden
         self.createdAt = createdAt
+        self.originNode = originNode
     }
 }
 

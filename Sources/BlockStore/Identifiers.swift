@@ -9,6 +9,13 @@ enum Identifier {
     static func newVolumeID() -> String { volumePrefix + UUID().uuidString.lowercased() }
     static func newSnapshotID() -> String { snapshotPrefix + UUID().uuidString.lowercased() }
 
+    /// A layer's cluster-wide identity: 32 lowercase hex digits (as the v3 migration backfills).
+    static func newLayerUUID() -> String { UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "") }
+
+    static func isLayerUUID(_ id: String) -> Bool {
+        id.utf8.count == 32 && id.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+    }
+
     static func isVolumeID(_ id: String) -> Bool { matches(id, prefix: volumePrefix) }
     static func isSnapshotID(_ id: String) -> Bool { matches(id, prefix: snapshotPrefix) }
 

@@ -31,6 +31,8 @@ public struct Snapshot: Sendable, Hashable {
     /// Bytes held by the frozen layer this snapshot points at.
     public var allocatedBytes: UInt64
     public var groupID: String?
+    /// The node this snapshot was copied from (a replica); nil when it was taken here.
+    public var originNode: String? = nil
 }
 
 /// One page of a listing; pass `nextCursor` back to get the next page, `nil` means the end.
@@ -68,6 +70,11 @@ public struct StoreCensus: Sendable, Equatable {
     public var provisionedBytes: UInt64
     /// The longest chain of any volume (1: a volume with no snapshot).
     public var deepestChain: Int
+    /// Snapshots copied from other nodes (replicas), hidden ones included.
+    public var replicaSnapshots: Int = 0
+    /// Layers copied from other nodes, and the bytes they hold (part of `layers` and `allocatedBytes`).
+    public var importedLayers: Int = 0
+    public var importedBytes: UInt64 = 0
 }
 
 /// What `checkConsistency()` found; empty lists mean the catalog and the files agree.

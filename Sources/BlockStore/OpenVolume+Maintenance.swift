@@ -6,6 +6,7 @@ extension OpenVolume {
         var chunks: [Int]
         var pages: UnsafeMutableRawBufferPointer
         var headBytes: UInt64
+        var copies: CopiedSubclusters
 
         func release() { pages.deallocate() }
     }
@@ -37,7 +38,7 @@ extension OpenVolume {
                 index.headMapEntry(entries, slot: slot, headPosition: headPosition, subclusters: subclusters)
             }, into: page)
         }
-        return CapturedMap(head: head, chunks: chunks, pages: pages, headBytes: headAllocatedBytes)
+        return CapturedMap(head: head, chunks: chunks, pages: pages, headBytes: headAllocatedBytes, copies: copies)
     }
 
     /// Writes captured pages in the durable order; on failure the pages are marked dirty again.
@@ -47,6 +48,7 @@ extension OpenVolume {
                  persistAllocation: (Int64, UInt64) throws -> Void) throws {
         do {
             try captured.head.data.synchronizeData()
+            if let lineage { try captured.copies.persist(in: lineage) }
             if !captured.chunks.isEmpty {
                 let pageSize = captured.head.map.pageBytes
                 for (number, chunk) in captured.chunks.enumerated() {
@@ -85,6 +87,8 @@ extension OpenVolume {
                 }
                 try commit(captured.headBytes)
                 layers.append(newHead)
+                copies.close()
+                copies = CopiedSubclusters(layerID: newHead.layerID, clusterSize: clusterSize)
                 headDataSubclusters.store(0, ordering: .relaxed)
                 persistedHeadBytes = 0
             }
@@ -105,10 +109,11 @@ extension OpenVolume {
 
     /// Copies every cluster the volume inherits into its head, a cluster at a time so I/O goes on.
     /// Returns false when `shouldStop` asked to give up.
-    func copyUpInheritedClusters(shouldStop: () -> Bool) throws -> Bool {
+    func copyUpInheritedClusters(shouldStop: () -> Bool, progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> Bool {
         var cluster = 0
         while true {
             if shouldStop() { return false }
+            progress(cluster, structure.withReadLock { index.clusterCount })
             let done = try structure.withReadLock { () throws -> Bool in
                 guard !isClosed else { throw StoreError(.invalidArgument, "volume \(volumeID) is closed") }
                 try markHeadDirtyIfNeeded()
@@ -137,12 +142,15 @@ extension OpenVolume {
             let current = IndexEntry(rawValue: entries[slot])
             guard inherited(current) else { return ((), false) }
             if current.isMixed {
+                let held = entries.record(slot).mask(of: IndexEntry(position: headPosition, state: .data), count: subclusters.count)
                 try completeMixedCluster(entries, cluster: cluster, scratch: &scratch)
+                copies.record(cluster: cluster, mask: subclusters.fullMask & ~held)
                 return ((), true)
             }
             try copyIntoHead(from: current.position!, at: clusterStart, length: clusterSize, scratch: &scratch)
             entries[slot] = IndexEntry(position: headPosition, state: .data).rawValue
             headDataSubclusters.add(subclusters.count, ordering: .relaxed)
+            copies.record(cluster: cluster, mask: subclusters.fullMask)
             return ((), true)
         }
     }
@@ -164,6 +172,7 @@ extension OpenVolume {
                 try persist(captured, holdingStructure: true) { _, _ in }
                 try commit(head.layerID, captured.headBytes)
                 persistedHeadBytes = captured.headBytes
+                recordsDiscardsAtBottom = true
                 let oldHeadPosition = headPosition
                 index.transformAll { entry in
                     entry.position == oldHeadPosition ? IndexEntry(position: 0, state: entry.isZero ? .zero : .data) : .none
@@ -183,7 +192,10 @@ extension OpenVolume {
             try structure.withWriteLock {
                 guard !isClosed else { return }
                 isClosed = true
-                defer { for layer in layers { layer?.close() } }
+                defer {
+                    for layer in layers { layer?.close() }
+                    copies.close()
+                }
                 let captured = captureDirtyMap()
                 defer { captured.release() }
                 try persist(captured, holdingStructure: true, persistAllocation: persistAllocation)

@@ -37,6 +37,13 @@ final class OpenVolume: @unchecked Sendable {
     var isClosed = false
     /// Head allocation last written to the catalog (guarded by `flushLock`).
     var persistedHeadBytes: UInt64
+    /// What a flatten copied into the head (not a change; see `CopiedSubclusters`), and where its
+    /// record is kept (set by the store once the volume is open).
+    var copies: CopiedSubclusters
+    var lineage: LineageDirectory?
+    /// A detached head keeps a zero record for a discarded cluster even at the bottom of its
+    /// chain, where reads would not need it: its former chain's listing needs to see the change.
+    var recordsDiscardsAtBottom = false
 
     var head: LayerFiles { layers[layers.count - 1]! }
     var headPosition: Int { layers.count - 1 }
@@ -54,6 +61,7 @@ final class OpenVolume: @unchecked Sendable {
         self.clusterShift = Int(clusterSize).trailingZeroBitCount
         subclusters = Subclusters(clusterSize: Int(clusterSize))
         self.persistedHeadBytes = persistedHeadBytes
+        copies = CopiedSubclusters(layerID: layers[layers.count - 1]!.layerID, clusterSize: Int(clusterSize))
         index = ClusterIndex(clusterCount: Int((size + UInt64(clusterSize) - 1) / UInt64(clusterSize)))
     }
 
@@ -179,6 +187,7 @@ final class OpenVolume: @unchecked Sendable {
             try checkOpenAndInRange(offset: offset, count: bytes.count)
             guard bytes.count > 0 else { return }
             try markHeadDirtyIfNeeded()
+            defer { copies.clear(offset: offset, length: UInt64(bytes.count)) }
             var scratch: UnsafeMutableRawBufferPointer?
             defer { scratch?.deallocate() }
             let end = offset + UInt64(bytes.count)
@@ -311,6 +320,7 @@ final class OpenVolume: @unchecked Sendable {
             try checkOpenAndInRange(offset: offset, count: Int(clamping: length))
             guard length > 0 else { return }
             try markHeadDirtyIfNeeded()
+            defer { copies.clear(offset: offset, length: length) }
             var scratch: UnsafeMutableRawBufferPointer?
             defer { scratch?.deallocate() }
             let end = offset + length
@@ -346,7 +356,7 @@ final class OpenVolume: @unchecked Sendable {
                 try head.data.punchHole(at: UInt64(cluster) << UInt64(clusterShift), length: UInt64(clusterSize))
                 headDataSubclusters.subtract(headHeld, ordering: .relaxed)
             }
-            entries[slot] = headPosition == 0 ? 0 : IndexEntry(position: headPosition, state: .zero).rawValue
+            entries[slot] = headPosition == 0 && !recordsDiscardsAtBottom ? 0 : IndexEntry(position: headPosition, state: .zero).rawValue
             return ((), true)
         }
     }

@@ -16,6 +16,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         case corrupt
         case busy
         case io
+        /// Two objects that must share a lineage do not (a delta between snapshots of unrelated chains).
+        case unrelated
     }
 
     public var code: Code

@@ -22,6 +22,8 @@ public struct DriverConfiguration: Sendable {
 
         var advertisesGetSnapshot: Bool { self == .current }
         var advertisesGroupController: Bool { self != .csi1_6 }
+        /// SNAPSHOT_METADATA_SERVICE is newer than what csi-sanity v5.3 accepts.
+        var advertisesSnapshotMetadata: Bool { self == .current }
     }
 
     public static let defaultDriverName = "strata.csi.dev"
@@ -55,6 +57,10 @@ public struct DriverConfiguration: Sendable {
     /// The FUSE keeper's socket (strata-fuse-keeper --socket): with it, staged volumes survive a
     /// restart of this process; without it, a restart cuts them.
     public var fuseKeeperSocket: String?
+    /// How to reach other nodes' drivers and serve them (`--peer-*`); nil: this node alone.
+    public var peering: PeerSettings?
+    /// The admin service's socket (mode 0600) for the `strata` CLI; nil: none.
+    public var adminEndpoint: UnixSocketEndpoint?
     /// Off only to demonstrate, in tests, the disconnects `PingResponder` prevents.
     public var answersPingsBeforeHTTP2 = true
     public var logger: Logger

@@ -10,6 +10,7 @@ final class DriverContext: Sendable {
     let locks = OperationLocks()
     private let openStore = Mutex<BlockStore?>(nil)
     private let nodeStager = Mutex<VolumeStager?>(nil)
+    private let peerRuntime = Mutex<PeerRuntime?>(nil)
 
     init(configuration: DriverConfiguration) {
         self.configuration = configuration
@@ -45,6 +46,11 @@ final class DriverContext: Sendable {
         guard let stager = nodeStager.withLock({ $0 }) else { return try body() }
         return try stager.whileQuiesced(volumeIDs, body)
     }
+
+    /// Set when peer flags were given: snapshots and volumes of other nodes can then be cloned here.
+    func peersDidStart(_ runtime: PeerRuntime) { peerRuntime.withLock { $0 = runtime } }
+
+    var peers: PeerRuntime? { peerRuntime.withLock { $0 } }
 
     /// Volumes live on the node whose driver created them.
     var topology: Csi_V1_Topology {

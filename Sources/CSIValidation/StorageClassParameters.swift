@@ -30,11 +30,31 @@ package struct StorageClassParameters: Equatable {
     }
 }
 
-/// Snapshot classes have no Strata parameters; only the sidecars' own keys are accepted.
-package enum SnapshotParameters {
-    package static func validate(_ parameters: [String: String]) throws(CSIError) {
-        if let key = parameters.keys.sorted().first(where: { !$0.hasPrefix(StorageClassParameters.reservedPrefix) }) {
-            throw .invalidArgument("unknown snapshot parameter \(RequestFields.quoted(key)); Strata snapshots take none")
+/// VolumeSnapshotClass parameters: `replicate` (`all-nodes` copies a new snapshot to every peer
+/// in the background, `none` is the default); the sidecars' own keys are ignored, others refused.
+package struct SnapshotParameters: Equatable {
+    package static let replicateKey = "replicate"
+
+    package enum Replication: String, CaseIterable, Sendable {
+        case none
+        case allNodes = "all-nodes"
+    }
+
+    package var replication: Replication = .none
+
+    package init(_ parameters: [String: String]) throws(CSIError) {
+        for (key, value) in parameters.sorted(by: { $0.key < $1.key }) where !key.hasPrefix(StorageClassParameters.reservedPrefix) {
+            guard key == Self.replicateKey else {
+                throw .invalidArgument("unknown snapshot parameter \(RequestFields.quoted(key)); supported: \(Self.replicateKey) (and \(StorageClassParameters.reservedPrefix)* keys, ignored)")
+            }
+            guard let replication = Replication(rawValue: value) else {
+                throw .invalidArgument("parameter replicate=\(RequestFields.quoted(value)) must be all-nodes or none")
+            }
+            self.replication = replication
         }
+    }
+
+    package static func validate(_ parameters: [String: String]) throws(CSIError) {
+        _ = try SnapshotParameters(parameters)
     }
 }

@@ -6,7 +6,7 @@ struct StrataBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "strata-bench",
         abstract: "Measure the Strata block store.",
-        subcommands: [StoreBenchmarkCommand.self, CrashWorkerCommand.self],
+        subcommands: [StoreBenchmarkCommand.self, DeltaBenchmarkCommand.self, CrashWorkerCommand.self],
         defaultSubcommand: StoreBenchmarkCommand.self
     )
 }

@@ -63,6 +63,30 @@ struct StrataCSI: AsyncParsableCommand {
     @Option(help: "Socket of strata-fuse-keeper, which holds the FUSE connection of staged volumes so that they survive a restart of this process (node mode). Without it a restart cuts running volumes.")
     var fuseKeeperSocket: String?
 
+    @Option(help: "Serve the peer protocol (layer transfers to other nodes, mutual TLS) on this address (host:port, :port for every interface).")
+    var peerListen: String?
+
+    @Option(help: "A peer node and its peer address, NODE=HOST:PORT; repeat for each node (a static list, for bare metal and tests).")
+    var peer: [String] = []
+
+    @Option(help: "A DNS name whose every address is a peer, NAME:PORT (e.g. a headless Service over the DaemonSet); resolved each time holders are looked for. Repeatable.")
+    var peerDns: [String] = []
+
+    @Option(help: "Directory with ca.crt, tls.crt and tls.key (PEM) for the peer protocol; required with any other --peer flag.")
+    var peerTlsDir: String?
+
+    @Option(help: "Layer transfers this node serves to peers at once; more wait their turn.")
+    var peerMaxSends = 3
+
+    @Option(help: "Caps the bandwidth of each transfer this node serves to peers, in MiB/s (0: no cap).")
+    var peerSendLimitMibps = 0
+
+    @Option(help: "Seconds between checks of the replicas held here against their origin (deleted there: freed here).")
+    var peerCheckInterval = 60
+
+    @Option(help: "The admin socket the strata CLI talks to, created mode 0600 (default: $STRATA_ADMIN_ENDPOINT, else unix://<state-dir>/admin.sock; none: no admin socket).")
+    var adminEndpoint: String?
+
     @Flag(help: .hidden)
     var disablePingResponder = false
 
@@ -84,6 +108,39 @@ struct StrataCSI: AsyncParsableCommand {
                 throw ValidationError("--metrics-address: \(error.description)")
             }
         }
+        do { _ = try peerSettings() } catch { throw ValidationError(error.description) }
+    }
+
+    /// The peer flags together; nil when none is given.
+    func peerSettings() throws(ConfigurationError) -> PeerSettings? {
+        guard peerListen != nil || !peer.isEmpty || !peerDns.isEmpty || peerTlsDir != nil else { return nil }
+        guard let peerTlsDir else {
+            throw ConfigurationError("--peer-listen, --peer and --peer-dns need --peer-tls-dir: peers authenticate each other with the cluster CA")
+        }
+        guard (1...64).contains(peerMaxSends) else { throw ConfigurationError("--peer-max-sends must be 1 to 64") }
+        guard peerCheckInterval >= 1 else { throw ConfigurationError("--peer-check-interval must be at least 1 second") }
+        var settings = PeerSettings(tlsDirectory: URL(fileURLWithPath: peerTlsDir).standardizedFileURL.path)
+        do {
+            settings.listenAddress = try peerListen.map { text throws(ConfigurationError) in try DriverConfiguration.ListenAddress(parsing: text) }
+        } catch { throw ConfigurationError("--peer-listen: \(error.description)") }
+        for text in peer {
+            do { settings.staticPeers.append(try PeerSettings.StaticPeer(parsing: text)) } catch {
+                throw ConfigurationError("--peer: \(error.description)")
+            }
+        }
+        for text in peerDns {
+            let address: DriverConfiguration.ListenAddress
+            do { address = try DriverConfiguration.ListenAddress(parsing: text) } catch {
+                throw ConfigurationError("--peer-dns: \(error.description)")
+            }
+            guard address.host != "0.0.0.0" else { throw ConfigurationError("--peer-dns: \"\(text)\" names no host") }
+            settings.dnsNames.append(address)
+        }
+        settings.maxConcurrentSends = peerMaxSends
+        guard peerSendLimitMibps >= 0 else { throw ConfigurationError("--peer-send-limit-mibps must be 0 or more") }
+        settings.sendBytesPerSecond = peerSendLimitMibps > 0 ? peerSendLimitMibps << 20 : nil
+        settings.replicaCheckInterval = .seconds(peerCheckInterval)
+        return settings
     }
 
     func run() async throws {
@@ -118,9 +175,15 @@ struct StrataCSI: AsyncParsableCommand {
         if fuseKeeperSocket == nil && mode != .controller {
             logger.warning("no --fuse-keeper-socket: a restart or upgrade of this process will cut every running volume on the node (pods must then be restarted)")
         }
+        configuration.peering = try peerSettings()
         configuration.metricsAddress = try metricsAddress.map { text throws(ConfigurationError) in try DriverConfiguration.ListenAddress(parsing: text) }
         do {
+            let admin = adminEndpoint ?? ProcessInfo.processInfo.environment["STRATA_ADMIN_ENDPOINT"] ?? "unix://\(stateDirectory)/admin.sock"
+            configuration.adminEndpoint = admin == "none" ? nil : try UnixSocketEndpoint(parsing: admin)
             let endpoint = try UnixSocketEndpoint(parsing: endpoint ?? "unix://\(stateDirectory)/csi.sock")
+            guard configuration.adminEndpoint?.path != endpoint.path else {
+                throw ConfigurationError("--admin-endpoint must not be the CSI endpoint: the admin socket is root-only")
+            }
             let server = try DriverServer(configuration: configuration)
             let shutdown = ShutdownTrigger()
             let signalSources = installShutdownSignalHandlers(logger: logger) { shutdown.fire() }

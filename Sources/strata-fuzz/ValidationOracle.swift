@@ -177,7 +177,9 @@ enum ValidationOracle {
 
     static func checkSnapshotParameters(_ parameters: [String: String]) {
         let accepted = accepts("parameters") { () throws(CSIError) in try SnapshotParameters.validate(parameters) }
-        let expected = parameters.keys.allSatisfy { $0.utf8.starts(with: reservedPrefix) }
+        let expected = parameters.allSatisfy { key, value in
+            key.utf8.starts(with: reservedPrefix) || (key == "replicate" && (value == "all-nodes" || value == "none"))
+        }
         let ascii = parameters.keys.allSatisfy { $0.utf8.allSatisfy { $0 < 0x80 } }
         check(accepted ? expected : !(expected && ascii), "snapshot parameters \(parameters): accepted \(accepted), rule says \(expected)")
     }

@@ -156,6 +156,7 @@ struct CrashModel {
             let same = actual.count == contents.count && actual.withUnsafeBytes { a in contents.withUnsafeBytes { b in memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 } }
             guard same else { throw Failure(description: "snapshot \(name) differs from the model") }
         }
+        try verifyListings(store, ids: storeSnapshots.mapValues(\.id))
     }
 
     /// Every byte is its durable value, or a value a change issued after the last flush put there.

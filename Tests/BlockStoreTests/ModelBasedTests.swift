@@ -12,10 +12,20 @@ import Testing
             var bytes: [UInt8]
             var clusterSize: Int
             var handle: VolumeHandle?
+            /// Per earlier snapshot of its chain: the clusters written or discarded since.
+            var touched: [String: Set<Int>] = [:]
         }
 
         var volumes: [String: VolumeState] = [:]
         var snapshots: [String: (id: String, bytes: [UInt8])] = [:]
+        /// Per snapshot: its cluster size and, per earlier snapshot of its chain, what was touched between.
+        var snapshotHistory: [String: (clusterSize: Int, touched: [String: Set<Int>])] = [:]
+
+        mutating func touch(_ name: String, offset: Int, length: Int) {
+            guard length > 0, let clusterSize = volumes[name]?.clusterSize else { return }
+            let clusters = Set(offset / clusterSize...(offset + length - 1) / clusterSize)
+            for key in volumes[name]!.touched.keys { volumes[name]!.touched[key]!.formUnion(clusters) }
+        }
     }
 
     final class Run {
@@ -69,6 +79,7 @@ import Testing
                 log.append("write \(name) \(offset)+\(length)")
                 try handle(name).write(bytes, at: UInt64(offset))
                 model.volumes[name]!.bytes.replaceSubrange(offset..<offset + length, with: bytes)
+                model.touch(name, offset: offset, length: length)
             case 30..<40:
                 guard let name = pick(volumeNames) else { return }
                 let state = model.volumes[name]!
@@ -76,6 +87,7 @@ import Testing
                 log.append("discard \(name) \(offset)+\(length)")
                 try handle(name).discard(at: UInt64(offset), length: UInt64(length))
                 model.volumes[name]!.bytes.replaceSubrange(offset..<offset + length, with: [UInt8](repeating: 0, count: length))
+                model.touch(name, offset: offset, length: length)
             case 40..<62:
                 guard let name = pick(volumeNames) else { return }
                 let state = model.volumes[name]!
@@ -90,6 +102,8 @@ import Testing
                 do {
                     let snapshot = try store.createSnapshot(name: snapshotName, of: model.volumes[name]!.id)
                     model.snapshots[snapshotName] = (snapshot.id, model.volumes[name]!.bytes)
+                    model.snapshotHistory[snapshotName] = (model.volumes[name]!.clusterSize, model.volumes[name]!.touched)
+                    model.volumes[name]!.touched[snapshotName] = []
                 } catch let error as StoreError where error.code == .chainDepthLimit {}
             case 70..<76:
                 guard model.volumes.count < 8, let snapshotName = pick(snapshotNames) else { return try createVolume() }
@@ -101,7 +115,8 @@ import Testing
                     let volume = try store.createVolume(name: name, size: UInt64(size), source: .snapshot(id: snapshot.id))
                     model.volumes[name] = .init(
                         id: volume.id, bytes: snapshot.bytes + [UInt8](repeating: 0, count: size - snapshot.bytes.count),
-                        clusterSize: Int(volume.clusterSize))
+                        clusterSize: Int(volume.clusterSize),
+                        touched: model.snapshotHistory[snapshotName]!.touched.merging([snapshotName: []]) { $1 })
                 } catch let error as StoreError where error.code == .chainDepthLimit {}
             case 76..<80:
                 guard model.volumes.count < 8, let source = pick(volumeNames) else { return }
@@ -110,7 +125,8 @@ import Testing
                 do {
                     let volume = try store.createVolume(
                         name: name, size: UInt64(model.volumes[source]!.bytes.count), source: .volume(id: model.volumes[source]!.id))
-                    model.volumes[name] = .init(id: volume.id, bytes: model.volumes[source]!.bytes, clusterSize: Int(volume.clusterSize))
+                    model.volumes[name] = .init(id: volume.id, bytes: model.volumes[source]!.bytes, clusterSize: Int(volume.clusterSize),
+                                                touched: model.volumes[source]!.touched)
                 } catch let error as StoreError where error.code == .chainDepthLimit {}
             case 80..<84:
                 try createVolume()
@@ -125,6 +141,7 @@ import Testing
                 log.append("delete snapshot \(name)")
                 try store.deleteSnapshot(id: model.snapshots[name]!.id)
                 model.snapshots[name] = nil
+                model.snapshotHistory[name] = nil
             case 92..<95:
                 guard let name = pick(volumeNames) else { return }
                 let growth = random(0..<3) == 0 ? 0 : random(1..<40_000)
@@ -172,6 +189,7 @@ import Testing
             for (name, snapshot) in model.snapshots {
                 try expectEqual(try store.contents(ofSnapshot: snapshot.id), snapshot.bytes, "snapshot \(name)")
             }
+            try verifyListings()
         }
 
         func expectEqual(_ actual: [UInt8], _ expected: [UInt8], _ what: String) throws {

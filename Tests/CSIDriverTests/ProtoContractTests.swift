@@ -1,5 +1,6 @@
 import CSIProto
 import Foundation
+import PeerProto
 @testable import CSIDriver
 import Testing
 
@@ -14,6 +15,12 @@ struct ProtoContractTests {
     func generatedCodeMatchesProto() throws {
         let hash = try Self.sha256(ofFile: Self.protoPath)
         #expect(hash == csiProtoSourceSHA256, "proto/csi.proto changed: run scripts/generate-proto.sh and commit the result")
+    }
+
+    @Test("Sources/PeerProto was generated from the current proto/peer.proto")
+    func generatedPeerCodeMatchesProto() throws {
+        let path = (Self.protoPath as NSString).deletingLastPathComponent + "/peer.proto"
+        #expect(try Self.sha256(ofFile: path) == peerProtoSourceSHA256, "proto/peer.proto changed: run scripts/generate-proto.sh and commit the result")
     }
 
     @Test("Every csi_secret field is redacted from logs")

@@ -20,9 +20,9 @@ struct SecretLoggingTests {
         "token": "Bearer " + secret,
     ]
 
-    /// Every RPC whose request has a `secrets` map (proto/csi.proto, csi_secret), but the
-    /// SnapshotMetadata service's, which Strata does not serve.
+    /// Every RPC whose request has a `secrets` map (proto/csi.proto, csi_secret).
     static let methodsWithSecrets = [
+        "GetMetadataAllocated", "GetMetadataDelta",
         "CreateVolume", "DeleteVolume", "ControllerPublishVolume", "ControllerUnpublishVolume",
         "ValidateVolumeCapabilities", "ControllerModifyVolume", "CreateSnapshot", "DeleteSnapshot",
         "ListSnapshots", "GetSnapshot", "ControllerExpandVolume", "NodeStageVolume", "NodePublishVolume",
@@ -45,6 +45,7 @@ struct SecretLoggingTests {
             let calls = SecretCalls(client: client, kubelet: kubelet)
             try await calls.controllerCalls()
             try await calls.groupCalls()
+            try await calls.metadataCalls()
             if servesNode { try await calls.nodeCalls() }
             try await calls.cleanUp()
             return calls.outcomes
@@ -74,6 +75,7 @@ final class SecretCalls {
     let controller: Csi_V1_Controller.Client<HTTP2ClientTransport.Posix>
     let groups: Csi_V1_GroupController.Client<HTTP2ClientTransport.Posix>
     let node: Csi_V1_Node.Client<HTTP2ClientTransport.Posix>
+    let metadata: Csi_V1_SnapshotMetadata.Client<HTTP2ClientTransport.Posix>
     let kubelet: String
     var outcomes: [(call: String, outcome: CallOutcome)] = []
     var volumeID = ""
@@ -84,6 +86,7 @@ final class SecretCalls {
         controller = .init(wrapping: client)
         groups = .init(wrapping: client)
         node = .init(wrapping: client)
+        metadata = .init(wrapping: client)
         self.kubelet = kubelet
     }
 
@@ -185,6 +188,27 @@ final class SecretCalls {
         await call("DeleteVolumeGroupSnapshot", expecting: nil) {
             try await groups.deleteVolumeGroupSnapshot(.with { $0.groupSnapshotID = groupID; $0.secrets = secrets })
         }
+    }
+
+    /// SnapshotMetadata's streams, read to their end.
+    func metadataCalls() async throws {
+        let later = try await controller.createSnapshot(.with { $0.name = "secret-snapshot-2"; $0.sourceVolumeID = volumeID })
+        let metadata = self.metadata
+        let allocated = { @Sendable (id: String) async throws -> Int in
+            try await metadata.getMetadataAllocated(request: ClientRequest(message: .with {
+                $0.snapshotID = id; $0.secrets = SecretLoggingTests.secrets
+            })) { response in try await response.messages.reduce(0) { $0 + $1.blockMetadata.count } }
+        }
+        let delta = { @Sendable (base: String, target: String) async throws -> Int in
+            try await metadata.getMetadataDelta(request: ClientRequest(message: .with {
+                $0.baseSnapshotID = base; $0.targetSnapshotID = target; $0.secrets = SecretLoggingTests.secrets
+            })) { response in try await response.messages.reduce(0) { $0 + $1.blockMetadata.count } }
+        }
+        let snapshotID = self.snapshotID, laterID = later.snapshot.snapshotID
+        await call("GetMetadataAllocated", expecting: nil) { try await allocated(snapshotID) }
+        await call("GetMetadataAllocated, failing", expecting: .notFound) { try await allocated("snap-unknown") }
+        await call("GetMetadataDelta", expecting: nil) { try await delta(snapshotID, laterID) }
+        await call("GetMetadataDelta, failing", expecting: .failedPrecondition) { try await delta(laterID, snapshotID) }
     }
 
     /// Stage, publish and expand a block volume for real, and fail each once.

@@ -3,11 +3,13 @@
 
     python3 Tests/DeployTests/validate_manifests.py deploy/ [--strata-help FILE]
 
-Renders deploy/ and deploy/cdi/ as `kubectl apply -k` would, loads deploy/examples/, validates
-every object against Kubernetes' schemas (kubernetes-validate's strict schemas for core kinds,
+Renders deploy/ and deploy/cdi/ as `kubectl apply -k` would, loads deploy/examples/ and the
+SnapshotMetadataService template in deploy/snapshot-metadata/, validates every object against
+Kubernetes' schemas (kubernetes-validate's strict schemas for core kinds,
 deploycheck/crd_schemas.py for CRDs), then checks the cross-references that break an install
-without an error at apply time. The strata-csi flags come from --strata-help FILE, else from
-`$STRATA_CSI_BINARY --help`, else from the fallback list in deploycheck/facts.py.
+without an error at apply time, and runs deploy/kubectl-strata against a fake kubectl. The
+strata-csi flags come from --strata-help FILE, else from `$STRATA_CSI_BINARY --help`, else from
+the fallback list in deploycheck/facts.py.
 
 Needs PyYAML, jsonschema, referencing and kubernetes-validate; no network, no cluster.
 Exit status 0 when everything holds, 1 when something does not (each problem on its own line).
@@ -20,7 +22,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 try:
-    from deploycheck import documents, examples, node, wiring
+    from deploycheck import (documents, examples, keeper, node, peers, plugin as kubectl_plugin,
+                             secrets, snapshot_metadata, wiring)
     from deploycheck.driver_flags import driver_flags
     from deploycheck.findings import Findings
     from deploycheck.loading import load_directory, render_kustomization, strip_render_marks
@@ -40,16 +43,20 @@ def validate(deploy_dir, help_file=None):
     examples_dir = os.path.join(deploy_dir, "examples")
     example_files = sorted(f for f in os.listdir(examples_dir) if f.endswith((".yaml", ".yml")))
     sample = load_directory(examples_dir, findings, root)
+    templates = load_directory(os.path.join(deploy_dir, "snapshot-metadata"), findings, root)
 
     validator = Validator()
     for manifest in core + cdi + snapshots + sample:
         validator.validate(manifest, strip_render_marks(manifest.data), findings)
+    for manifest in templates:
+        validator.validate(manifest, snapshot_metadata.fill_placeholder(manifest.data), findings)
 
     installed = core + cdi
     namespaces = {m.name for m in installed if m.kind == "Namespace"}
     wiring.check_metadata(installed, findings, namespaces)
     wiring.check_metadata(snapshots, findings, set())
     wiring.check_snapshot_controller_access(snapshots, findings)
+    wiring.check_metadata(templates, findings, namespaces)
     wiring.check_metadata(sample, findings, namespaces | {"default"} |
                           {m.name for m in sample if m.kind == "Namespace"})
 
@@ -65,14 +72,23 @@ def validate(deploy_dir, help_file=None):
         plugin = node.check_node_plugin(manifest, strata_flags, driver_name, findings)
         wiring.check_rbac(installed, plugin, findings)
         wiring.check_pod_security(installed, plugin, findings)
+        peer_secret = peers.check_peers(installed, plugin, findings)
+        keeper.check_keeper(installed, plugin, findings)
+        metadata_secret = snapshot_metadata.check_snapshot_metadata(
+            installed, templates, plugin, driver_name, findings)
+        secrets.check_secrets(deploy_dir, installed, plugin.manifest.namespace,
+                              secrets.wanted_secrets(peer_secret, metadata_secret), findings)
+        kubectl_plugin.check_admin_endpoint(plugin, findings)
+        kubectl_plugin.check_kubectl_plugin(deploy_dir, plugin, findings)
 
     examples.check_examples(sample, {sc.name for sc in classes},
                             {v.name for v in snapshot_classes}, findings)
     documents.check_readme(deploy_dir, example_files, findings)
     documents.check_containerfile(deploy_dir, findings)
 
-    summary = (f"{len(core) + len(cdi) + len(snapshots) + len(sample)} objects, Kubernetes schemas "
-               f"{', '.join(validator.versions)}, strata-csi flags from {strata_flags.source}")
+    count = len(core) + len(cdi) + len(snapshots) + len(sample) + len(templates)
+    summary = (f"{count} objects, Kubernetes schemas {', '.join(validator.versions)}, "
+               f"strata-csi flags from {strata_flags.source}")
     return findings, summary
 
 

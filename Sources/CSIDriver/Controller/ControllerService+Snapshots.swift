@@ -12,7 +12,7 @@ extension ControllerService {
             throw CSIError.invalidArgument("name must not contain \"/\": such names belong to the members of group snapshots (<group name>/<volume id>)")
         }
         try RequestFields.requireID(request.sourceVolumeID, field: "source_volume_id")
-        try SnapshotParameters.validate(request.parameters)
+        let parameters = try SnapshotParameters(request.parameters)
         let store = try context.store()
         let snapshot = try await context.locks.withLocks([LockKey.snapshotName(request.name)]) {
             try await BlockingWork.run {
@@ -27,6 +27,7 @@ extension ControllerService {
                 }
             }
         }
+        if parameters.replication == .allNodes, let peers = context.peers { peers.placeEverywhere(snapshot.id) }
         return .with { $0.snapshot = DriverContext.wireSnapshot(snapshot) }
     }
 
@@ -42,6 +43,9 @@ extension ControllerService {
                     }
                     // Clones keep the data they need: the snapshot disappears now, its layer later.
                     try store.deleteSnapshot(id: request.snapshotID)
+                    if snapshot.originNode == nil, let peers = context.peers {
+                        Task { await peers.janitor.announceDeletion(of: request.snapshotID) }
+                    }
                 } catch let error as StoreError where error.code == .notFound {
                     // Already gone: success, as the spec asks.
                 }

@@ -19,9 +19,10 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
         }
         let store = try context.store()
         let source = try resolveSource(request)
-        var sourceSize: UInt64?
-        if let source { sourceSize = try await BlockingWork.run { try sourceSizeOf(source, in: store) } }
-        let size = try capacity.sizeForNewVolume(sourceSize: sourceSize)
+        var located: (size: UInt64, replicaOfVolume: String?)?
+        if let source { located = try await locate(source, forVolumeNamed: request.name, in: store) }
+        let size = try capacity.sizeForNewVolume(sourceSize: located?.size)
+        let replicaOfVolume = located?.replicaOfVolume
 
         let volume = try await context.locks.withLocks([LockKey.volumeName(request.name)]) {
             try await BlockingWork.run {
@@ -30,11 +31,16 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
                     return existing
                 }
                 try checkPoolCanHold(size, store: store)
+                if let replicaOfVolume, let source {
+                    return try store.createVolumeFromReplica(
+                        name: request.name, size: size, replicaID: replicaOfVolume, recordedSource: source, parameters: parameters.stored)
+                }
                 return try store.createVolume(
                     name: request.name, size: size, clusterSize: parameters.clusterSize, source: source,
                     parameters: parameters.stored)
             }
         }
+        if let replicaOfVolume { releaseOnOrigin(replicaOfVolume, store: store) }
         return .with { $0.volume = context.wireVolume(volume) }
     }
 
@@ -102,7 +108,7 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
         }
     }
 
-    private func sourceSizeOf(_ source: VolumeSource, in store: BlockStore) throws -> UInt64 {
+    func sourceSizeOf(_ source: VolumeSource, in store: BlockStore) throws -> UInt64 {
         switch source {
         case .snapshot(let id): try store.snapshot(id: id).size
         case .volume(let id): try store.volume(id: id).size

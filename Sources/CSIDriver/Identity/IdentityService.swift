@@ -28,6 +28,7 @@ struct IdentityService: Csi_V1_Identity.SimpleServiceProtocol {
             services.append(.controllerService)
             if configuration.capabilityProfile.advertisesGroupController { services.append(.groupControllerService) }
         }
+        if configuration.capabilityProfile.advertisesSnapshotMetadata { services.append(.snapshotMetadataService) }
         return services.map { type in .with { $0.service = .with { $0.type = type } } }
     }
 }

@@ -12,7 +12,7 @@ struct RequestLogger: ServerInterceptor {
     /// Request fields (JSON names) worth a place on the RPC's log line.
     private static let subjectFields = [
         "name", "volumeId", "snapshotId", "sourceVolumeId", "groupSnapshotId",
-        "stagingTargetPath", "targetPath",
+        "stagingTargetPath", "targetPath", "baseSnapshotId", "targetSnapshotId",
     ]
 
     func intercept<Input: Sendable, Output: Sendable>(

@@ -50,6 +50,7 @@ public final class DriverMetrics: Sendable {
             (Self.name("pool_free", unit: "bytes", help: "Room left on the filesystem holding the store."), Double(space.freeBytes)),
         ]
         for (descriptor, value) in gauges { registry.makeGauge(descriptor: descriptor).set(to: value) }
+        refreshPeerGauges(census)
     }
 
     private static func name(_ name: String, unit: String = "", help: String) -> MetricNameDescriptor {

@@ -26,6 +26,15 @@ public final class DriverServer: Sendable {
         let context = DriverContext(configuration: configuration)
         self.context = context
         metrics = DriverMetrics(configuration: configuration)
+        if let settings = configuration.peering {
+            try settings.validate()
+            context.peersDidStart(PeerRuntime(
+                settings: settings, nodeID: configuration.nodeID, metrics: metrics, logger: configuration.logger,
+                store: { [weak context] in
+                    guard let context else { throw CSIError.unavailable("the driver is stopping") }
+                    return try context.store()
+                }))
+        }
         do {
             publications = try PublicationRegistry(
                 directory: (configuration.stateDirectory as NSString).appendingPathComponent("controller"),
@@ -55,12 +64,24 @@ public final class DriverServer: Sendable {
     /// in-flight ones finish within the grace period, cancels the rest and removes the socket.
     public func serve(on endpoint: UnixSocketEndpoint, until shutdown: ShutdownTrigger) async throws {
         let metricsEndpoint = try await startMetricsEndpoint()
+        let peering = context.peers.map { [context, metrics, logger = configuration.logger] runtime in
+            Task {
+                do {
+                    try await runtime.run(context: context, metrics: metrics, logger: logger)
+                } catch where !(error is CancellationError) {
+                    logger.critical("the peer protocol stopped", metadata: ["error": "\(error)"])
+                }
+            }
+        }
         do {
             try await serveCalls(on: endpoint, until: shutdown)
         } catch {
+            peering?.cancel()
             await metricsEndpoint?.stop()
             throw error
         }
+        peering?.cancel()
+        _ = await peering?.result
         await metricsEndpoint?.stop()
     }
 
@@ -92,8 +113,10 @@ public final class DriverServer: Sendable {
             services: makeServices(),
             interceptors: [RequestLogger(logger: logger, metrics: metrics)]
         )
+        let admin = try makeAdminServer()
         defer {
             if listener.ownership.ownsSocketFile { unlink(endpoint.path) }
+            if let admin, admin.listener.ownership.ownsSocketFile { unlink(admin.listener.endpoint.path) }
             // Staged volumes cannot outlive the process serving them: stop their export cleanly,
             // then release the store (and its lock) for whoever opens it next.
             stager?.shutDown()
@@ -104,6 +127,12 @@ public final class DriverServer: Sendable {
             group.addTask {
                 try await server.serve()
                 return .stopped
+            }
+            if let admin {
+                group.addTask {
+                    try await admin.server.serve()
+                    return .announced
+                }
             }
             group.addTask { [configuration, context] in
                 guard await transport.listeningAddress != nil else { return .announced }
@@ -141,6 +170,7 @@ public final class DriverServer: Sendable {
                 guard await shutdown.wait() else { return .gracePeriodOver }
                 logger.notice("shutting down: draining in-flight calls", metadata: ["grace_period": "\(gracePeriod)"])
                 server.beginGracefulShutdown()
+                admin?.server.beginGracefulShutdown()
                 try? await Task.sleep(for: gracePeriod)
                 if !Task.isCancelled {
                     logger.warning("grace period over: cancelling calls still running")
@@ -159,8 +189,23 @@ public final class DriverServer: Sendable {
 
     private enum ServeEvent { case announced, stopped, gracePeriodOver }
 
+    /// The admin service on its own root-only socket (see `AdminService`), when configured.
+    private func makeAdminServer() throws -> (server: GRPCServer<HTTP2ServerTransport.Custom<UnixSocketListenerFactory>>,
+                                              listener: UnixSocketListenerFactory)? {
+        guard let endpoint = configuration.adminEndpoint else { return nil }
+        try endpoint.prepareForListening()
+        var listener = UnixSocketListenerFactory(endpoint: endpoint, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        listener.permissions = UnixSocketListenerFactory.ownerOnlyPermissions
+        let server = GRPCServer(
+            transport: HTTP2ServerTransport.Custom(listenerFactory: listener),
+            services: [AdminService(context: context)],
+            interceptors: [RequestLogger(logger: configuration.logger, metrics: metrics)])
+        return (server, listener)
+    }
+
     private func makeServices() -> [any RegistrableRPCService] {
-        var services: [any RegistrableRPCService] = [IdentityService(context: context)]
+        // SnapshotMetadata reads the store, which every mode opens.
+        var services: [any RegistrableRPCService] = [IdentityService(context: context), SnapshotMetadataService(context: context)]
         if configuration.mode.servesController {
             services.append(ControllerService(context: context, publications: publications))
             services.append(GroupControllerService(context: context))

@@ -17,6 +17,9 @@ struct UnixSocketListenerFactory: HTTP2ServerTransport.ListenerFactory {
 
     /// Owner and group may connect (sidecars share the pod); others may not.
     static let socketPermissions: mode_t = 0o660
+    /// The admin socket: the owner (root) only.
+    static let ownerOnlyPermissions: mode_t = 0o600
+    var permissions = Self.socketPermissions
 
     func makeListeningChannel(
         listenerConfigurator: HTTP2ServerTransport.ListenerConfigurator,
@@ -38,7 +41,7 @@ struct UnixSocketListenerFactory: HTTP2ServerTransport.ListenerFactory {
                     connectionConfigurator.configure(channel: channel, tls: .none)
                 }
             }
-        guard chmod(temporaryPath, Self.socketPermissions) == 0 else {
+        guard chmod(temporaryPath, permissions) == 0 else {
             let error = errno
             unlink(temporaryPath)
             try? await channel.channel.close()

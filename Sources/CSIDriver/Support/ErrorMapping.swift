@@ -14,7 +14,7 @@ extension StoreError: RPCErrorConvertible {
         case .invalidArgument: .invalidArgument
         // A chain at its depth limit is flattened in the background; the caller retries later.
         case .chainDepthLimit, .noSpace: .resourceExhausted
-        case .busy: .failedPrecondition
+        case .busy, .unrelated: .failedPrecondition
         case .corrupt: .dataLoss
         case .io: .internalError
         }

@@ -19,6 +19,7 @@ struct InProcessDriver {
     var identity: Csi_V1_Identity.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
     var groupController: Csi_V1_GroupController.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
     var node: Csi_V1_Node.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
+    var snapshotMetadata: Csi_V1_SnapshotMetadata.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
     var store: BlockStore { get throws { try server.context.store() } }
 
     static let nodeID = "test-node"

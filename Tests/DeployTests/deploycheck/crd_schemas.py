@@ -2,7 +2,9 @@
 
 Sources read (facts, not copies): external-snapshotter client/apis/volumesnapshot/v1/types.go;
 containerized-data-importer staging/.../core/v1beta1/types.go (StorageProfile, DataVolume,
-DataImportCron, DataSource); kubevirt staging/.../core/v1/types.go (VirtualMachine).
+DataImportCron, DataSource); kubevirt staging/.../core/v1/types.go (VirtualMachine);
+external-snapshot-metadata v1.1.0 client/apis/snapshotmetadataservice/v1beta1/types.go and
+client/config/crd (SnapshotMetadataService).
 Objects are closed (unknown fields are errors) where deploy/ relies on them; the VM's domain,
 networks and volume sources stay open, since only the names that tie them together matter here.
 Core types inside them ($ref) come from the Kubernetes definitions of the schema set.
@@ -192,6 +194,17 @@ VIRTUAL_MACHINE = _top({"spec": _obj({
     "updateVolumesStrategy": _enum("Replacement", "Migration"),
 }, ("template",), **{"not": {"required": ["running", "runStrategy"]}})})
 
+# --- cbt.storage.k8s.io/v1beta1 -------------------------------------------------------------
+
+# caCert is `format: byte`: the API server takes only base64 there.
+_BASE64 = {"type": "string", "minLength": 1, "pattern": r"^[A-Za-z0-9+/]*={0,2}$"}
+
+SNAPSHOT_METADATA_SERVICE = _top({"spec": _obj({
+    "address": _NAME,
+    "audience": _NAME,
+    "caCert": _BASE64,
+}, ("address", "audience", "caCert"))})
+
 CRD_SCHEMAS = {
     ("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass"): VOLUME_SNAPSHOT_CLASS,
     ("snapshot.storage.k8s.io/v1", "VolumeSnapshot"): VOLUME_SNAPSHOT,
@@ -200,10 +213,11 @@ CRD_SCHEMAS = {
     ("cdi.kubevirt.io/v1beta1", "DataImportCron"): DATA_IMPORT_CRON,
     ("cdi.kubevirt.io/v1beta1", "DataSource"): DATA_SOURCE,
     ("kubevirt.io/v1", "VirtualMachine"): VIRTUAL_MACHINE,
+    ("cbt.storage.k8s.io/v1beta1", "SnapshotMetadataService"): SNAPSHOT_METADATA_SERVICE,
 }
 
 # Kinds that have no namespace.
 CLUSTER_SCOPED = {
     "Namespace", "CSIDriver", "StorageClass", "ClusterRole", "ClusterRoleBinding",
-    "VolumeSnapshotClass", "StorageProfile", "PriorityClass", "Node",
+    "VolumeSnapshotClass", "StorageProfile", "PriorityClass", "Node", "SnapshotMetadataService",
 }

@@ -12,10 +12,14 @@ DRIVER_IMAGE = "strata-csi"
 SOCKET_FILE = "csi.sock"
 
 # Fallback for `strata-csi --help`, used only when neither STRATA_CSI_BINARY nor a help file
-# is given. Keep in step with Sources/strata-csi (the lead's flag list for issue 6).
+# is given. Keep in step with Sources/strata-csi: the flags of main, plus the names fixed for
+# issues 14 (peer-*), 15 (admin-endpoint) and 16 (fuse-keeper-socket).
 STRATA_CSI_FLAGS_FALLBACK = {
     "endpoint", "drivername", "nodeid", "state-dir", "mode", "log-level",
     "kubelet-dir", "export-dir", "grace-period", "capability-profile", "controller-expansion",
+    "chain-depth-soft-limit", "chain-depth-hard-limit", "space-reserve-mib", "metrics-address",
+    "peer-listen", "peer", "peer-dns", "peer-tls-dir", "peer-max-sends",
+    "admin-endpoint", "fuse-keeper-socket",
     "help", "version",
 }
 STRATA_CSI_MODES = {"controller", "node", "all"}
@@ -26,6 +30,30 @@ STRATA_CSI_DEFAULTS = {
     "mode": "all",
     "kubelet-dir": "/var/lib/kubelet",
 }
+
+# The images built from deploy/Containerfile, by kustomize image name: the stage that makes
+# each, the executable it runs, and the executables it must also carry.
+KEEPER_IMAGE = "strata-fuse-keeper"
+IMAGES = {
+    DRIVER_IMAGE: ("strata-csi", ("strata-csi", "strata")),
+    KEEPER_IMAGE: ("strata-fuse-keeper", ("strata-fuse-keeper",)),
+}
+# The package version: the tag every image built from this tree carries.
+PACKAGE_VERSION = "0.1.0"
+
+# Peer transfer of snapshot layers (issue 14): the files --peer-tls-dir must hold.
+PEER_TLS_FILES = ("ca.crt", "tls.crt", "tls.key")
+PEER_PORT_NAME = "peer"
+# The admin CLI (issue 15): the env variable it reads its endpoint from, and the container
+# kubectl-strata runs it in.
+ADMIN_ENDPOINT_ENV = "STRATA_ADMIN_ENDPOINT"
+ADMIN_ENDPOINT_DEFAULT = "unix://{state_dir}/admin.sock"
+ADMIN_CLI = "strata"
+
+# VolumeSnapshotClass parameters the driver accepts, with their values (anything else is
+# INVALID_ARGUMENT at CreateSnapshot; Sources/CSIValidation/StorageClassParameters.swift).
+# replicate: all-nodes pre-places a snapshot everywhere; none (the default) does not.
+SNAPSHOT_CLASS_PARAMETERS = {"replicate": {"all-nodes", "none"}}
 
 # StorageClass parameters the driver accepts (csi.storage.k8s.io/* are accepted and ignored).
 CLUSTER_SIZE_RANGE = (4096, 1048576)
@@ -46,13 +74,23 @@ _EVENTS = ("", "events", {"list", "watch", "create", "update", "patch"})
 _LEASES = ("coordination.k8s.io", "leases", {"get", "watch", "list", "delete", "update", "create"})
 
 
+# k8s.io/klog/v2 InitFlags, for sidecars that register klog's own flags instead.
+_KLOG_FLAGS = {
+    "log_dir", "log_file", "log_file_max_size", "logtostderr", "alsologtostderr",
+    "legacy_stderr_threshold_behavior", "v", "add_dir_header", "skip_headers", "one_output",
+    "skip_log_headers", "stderrthreshold", "alsologtostderrthreshold", "vmodule",
+    "log_backtrace_at",
+}
+
+
 class Sidecar:
     """One kubernetes-csi sidecar at one release: its flags and the API access it needs."""
 
-    def __init__(self, image, version, flags, rules, node_name_env_with=None):
+    def __init__(self, image, version, flags, rules, node_name_env_with=None,
+                 log_flags=_LOG_FLAGS):
         self.image = image
         self.version = version
-        self.flags = flags | _LOG_FLAGS
+        self.flags = flags | log_flags
         self.rules = rules
         # The flag that makes the sidecar read NODE_NAME (distributed mode), if any.
         self.node_name_env_with = node_name_env_with
@@ -126,6 +164,26 @@ SIDECARS = {
         },
         [],
     ),
+    # external-snapshot-metadata (pkg/sidecar/sidecar.go, klog.InitFlags); the rules are what
+    # its code calls at v1.1.0 (pkg/internal/authn, authz, server/grpc), which includes the
+    # VolumeSnapshotClass reads that upstream's deploy/snapshot-metadata-cluster-role.yaml lacks.
+    "csi-snapshot-metadata": Sidecar(
+        "registry.k8s.io/sig-storage/csi-snapshot-metadata", "v1.1.0",
+        {
+            "kubeconfig", "csi-address", "version", "timeout", "port", "tls-cert", "tls-key",
+            "audience", "max-streaming-duration-min", "kube-api-qps", "kube-api-burst",
+            "http-endpoint", "metrics-path", "disable-metrics",
+        },
+        [
+            ("cbt.storage.k8s.io", "snapshotmetadataservices", {"get"}),
+            ("authentication.k8s.io", "tokenreviews", {"create"}),
+            ("authorization.k8s.io", "subjectaccessreviews", {"create"}),
+            ("snapshot.storage.k8s.io", "volumesnapshots", {"get"}),
+            ("snapshot.storage.k8s.io", "volumesnapshotcontents", {"get"}),
+            ("snapshot.storage.k8s.io", "volumesnapshotclasses", {"get", "list"}),
+        ],
+        log_flags=_KLOG_FLAGS,
+    ),
     "livenessprobe": Sidecar(
         "registry.k8s.io/sig-storage/livenessprobe", "v2.19.0",
         {"probe-timeout", "csi-address", "health-port", "metrics-address", "http-endpoint",
@@ -140,3 +198,9 @@ LEADER_ELECTION_RULE = _LEASES
 # Where a sidecar connects when --csi-address is not given.
 SIDECAR_DEFAULT_CSI_ADDRESS = "/run/csi/socket"
 REGISTRAR_DEFAULT_REGISTRATION_PATH = "/registration"
+
+# csi-snapshot-metadata defaults (pkg/sidecar/sidecar.go) and the SnapshotMetadataService CRD
+# it reads (client/config/crd, group cbt.storage.k8s.io, v1beta1, named after the driver).
+SNAPSHOT_METADATA_DEFAULT_PORT = 50051
+SNAPSHOT_METADATA_DEFAULT_HTTP = ":8080"
+SNAPSHOT_METADATA_API = "cbt.storage.k8s.io/v1beta1"

@@ -9,6 +9,8 @@ import os
 import yaml
 
 KUSTOMIZATION = "kustomization.yaml"
+# libyaml's safe loader when PyYAML has it (the same documents, several times faster).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _KNOWN_KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "images"}
 
 
@@ -46,7 +48,7 @@ def load_file(path, findings, root):
     rel = os.path.relpath(path, root)
     try:
         with open(path, encoding="utf-8") as handle:
-            documents = list(yaml.safe_load_all(handle))
+            documents = list(yaml.load_all(handle, Loader=_SAFE_LOADER))
     except (OSError, yaml.YAMLError) as error:
         findings.fail(rel, f"cannot parse: {error}")
         return []

@@ -120,3 +120,35 @@ def image_parts(image):
     if colon > slash:
         return name[:colon], name[colon + 1:]
     return name, None
+
+
+def selects(selector, labels):
+    """Whether a non-empty matchLabels-style selector selects an object with `labels`."""
+    return bool(selector) and all((labels or {}).get(k) == v for k, v in selector.items())
+
+
+def pod_labels(manifest):
+    """The pod template labels of a workload."""
+    template = (manifest.data.get("spec") or {}).get("template") or {}
+    return (template.get("metadata") or {}).get("labels") or {}
+
+
+def container_port(pod, port):
+    """A Service targetPort or NetworkPolicy port (number or name) as a container port number."""
+    if isinstance(port, int):
+        return port
+    return port_number(pod, port)
+
+
+def host_port_pair(address):
+    """('host', port) of 'host:port', or (None, None)."""
+    host, _, port = str(address or "").rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else (None, None)
+
+
+def key_mode_ok(secret_volume):
+    """Whether a secret volume's files (a private key among them) are readable by the owner only
+    (Kubernetes' default mode is 0644)."""
+    modes = [secret_volume.get("defaultMode", 0o644)]
+    modes += [item["mode"] for item in secret_volume.get("items") or [] if "mode" in item]
+    return all(isinstance(mode, int) and mode & 0o077 == 0 for mode in modes)

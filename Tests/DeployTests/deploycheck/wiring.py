@@ -92,6 +92,12 @@ def check_snapshot_classes(manifests, driver_name, findings):
                        f"driver {vsc.data.get('driver')!r} is not the CSIDriver {driver_name!r}")
         annotations = (vsc.data.get("metadata") or {}).get("annotations") or {}
         defaults += annotations.get(DEFAULT_SNAPSHOT_CLASS_ANNOTATION) == "true"
+        for key, value in (vsc.data.get("parameters") or {}).items():
+            allowed = facts.SNAPSHOT_CLASS_PARAMETERS.get(key)
+            if findings.check(allowed or key.startswith("csi.storage.k8s.io/"), vsc.where(),
+                              f"parameter {key!r} is unknown: CreateSnapshot rejects it"):
+                findings.check(allowed is None or value in allowed, vsc.where(),
+                               f"{key} {value!r} is not one of {sorted(allowed or [])}")
     findings.check(defaults == 1, "deploy/", f"{defaults} default VolumeSnapshotClasses for "
                    f"{driver_name}, expected one")
     return classes
@@ -120,8 +126,15 @@ def check_storage_profiles(profiles, classes, snapshot_classes, findings):
         findings.check(spec.get("dataImportCronSourceFormat") == "snapshot", where,
                        "dataImportCronSourceFormat must be snapshot")
         if "snapshotClass" in spec:
-            findings.check(spec["snapshotClass"] in {v.name for v in snapshot_classes}, where,
-                           f"snapshotClass {spec['snapshotClass']} is not defined")
+            by_name = {v.name: v for v in snapshot_classes}
+            chosen = by_name.get(spec["snapshotClass"])
+            if findings.check(chosen, where, f"snapshotClass {spec['snapshotClass']} is not "
+                              "defined"):
+                # DataImportCron snapshots with this class: golden images belong everywhere.
+                replicate = (chosen.data.get("parameters") or {}).get("replicate")
+                findings.check(replicate == "all-nodes", where, f"snapshotClass "
+                               f"{chosen.name} does not pre-place (replicate: all-nodes): the "
+                               "first VM on each node would wait for a copy of the golden image")
         if sc and "cloneStrategy" in spec:
             annotation = ((sc.data.get("metadata") or {}).get("annotations") or {}).get(
                 CLONE_STRATEGY_ANNOTATION)

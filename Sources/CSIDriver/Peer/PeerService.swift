@@ -1,0 +1,203 @@
+import BlockStore
+import Foundation
+import GRPCCore
+import PeerProto
+
+/// The peer protocol's server: what another node may read from this one. Only frozen layers of
+/// snapshots held here travel (taken here, hidden ones made for a peer's clone, complete
+/// replicas); a malformed id is INVALID_ARGUMENT, anything else not held (a volume id, a
+/// writable head, a layer outside the snapshot's chain) is NOT_FOUND, which tells nothing more.
+struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
+    let context: DriverContext
+    let metrics: DriverMetrics
+    let sends: SendSlots
+    let janitor: ReplicaJanitor
+    let sendBytesPerSecond: Int?
+
+    /// Bytes of layer data per chunk.
+    static let chunkBytes = 1 << 20
+    /// Zero extents per chunk (they carry no bytes, but each costs a few in the message).
+    static let chunkExtents = 4096
+
+    func identify(request: Strata_Peer_V1_IdentifyRequest, context _: ServerContext) async throws -> Strata_Peer_V1_IdentifyResponse {
+        .with { $0.nodeID = context.configuration.nodeID }
+    }
+
+    func getSnapshot(request: Strata_Peer_V1_GetSnapshotRequest, context _: ServerContext) async throws -> Strata_Peer_V1_SnapshotManifest {
+        try PeerRequestRules.requireID(request.snapshotID, field: "snapshot_id")
+        let store = try context.store()
+        let manifest = try await BlockingWork.run { try store.replicaManifest(snapshotID: request.snapshotID) }
+        return PeerWire.manifest(manifest, localNode: context.configuration.nodeID)
+    }
+
+    func prepareVolumeClone(request: Strata_Peer_V1_PrepareVolumeCloneRequest, context _: ServerContext) async throws
+        -> Strata_Peer_V1_SnapshotManifest
+    {
+        try PeerRequestRules.requireID(request.volumeID, field: "volume_id")
+        try PeerRequestRules.requireName(request.requestName)
+        let store = try context.store()
+        let name = "peer-clone:" + request.requestName
+        let manifest = try await context.locks.withLocks([LockKey.volume(request.volumeID)]) {
+            try await BlockingWork.run { [context] in
+                let snapshot = try context.whileQuiesced([request.volumeID]) {
+                    try store.createPeerSnapshot(name: name, of: request.volumeID)
+                }
+                return try store.replicaManifest(snapshotID: snapshot.id)
+            }
+        }
+        return PeerWire.manifest(manifest, localNode: context.configuration.nodeID)
+    }
+
+    func releaseVolumeClone(request: Strata_Peer_V1_ReleaseVolumeCloneRequest, context _: ServerContext) async throws
+        -> Strata_Peer_V1_ReleaseVolumeCloneResponse
+    {
+        try PeerRequestRules.requireID(request.snapshotID, field: "snapshot_id")
+        let store = try context.store()
+        try await BlockingWork.run { try store.releasePeerSnapshot(id: request.snapshotID) }
+        return .init()
+    }
+
+    func placeSnapshot(request: Strata_Peer_V1_PlaceSnapshotRequest, context _: ServerContext) async throws
+        -> Strata_Peer_V1_PlaceSnapshotResponse
+    {
+        try PeerRequestRules.requireID(request.snapshotID, field: "snapshot_id")
+        guard let peers = context.peers else { throw RPCError(code: .unavailable, message: "this node fetches from no peer") }
+        try await peers.fetcher.ensureSnapshot(request.snapshotID)
+        return .init()
+    }
+
+    func snapshotDeleted(request: Strata_Peer_V1_SnapshotDeletedRequest, context _: ServerContext) async throws
+        -> Strata_Peer_V1_SnapshotDeletedResponse
+    {
+        try PeerRequestRules.requireID(request.snapshotID, field: "snapshot_id")
+        // Only a hint: the copy is dropped once its origin itself answers that it has none.
+        Task { [janitor] in await janitor.check(snapshotID: request.snapshotID) }
+        return .init()
+    }
+
+    func readLayer(request: Strata_Peer_V1_ReadLayerRequest, response: RPCWriter<Strata_Peer_V1_LayerChunk>, context _: ServerContext)
+        async throws
+    {
+        try PeerRequestRules.requireID(request.snapshotID, field: "snapshot_id")
+        try PeerRequestRules.requireID(request.layerUuid, field: "layer_uuid")
+        let store = try context.store()
+        let export = try await BlockingWork.run { try store.exportLayer(snapshotID: request.snapshotID, layerUUID: request.layerUuid) }
+        await sends.acquire()
+        metrics.adjustPeerTransfers("send", by: 1)
+        defer {
+            metrics.adjustPeerTransfers("send", by: -1)
+            Task { await sends.release() }
+        }
+        let extents = try await BlockingWork.run { try export.extents(maximumLength: UInt64(Self.chunkBytes)) }
+        var layerDigest = PeerChecksum.LayerDigest()
+        var index = 0
+        var sent = 0
+        let started = ContinuousClock.now
+        repeat {
+            var batch: [LayerExtent] = []
+            var bytes = 0
+            while index < extents.count, batch.count < Self.chunkExtents {
+                let extent = extents[index]
+                let length = extent.isZero ? 0 : Int(extent.length)
+                if !batch.isEmpty, bytes + length > Self.chunkBytes { break }
+                batch.append(extent)
+                bytes += length
+                index += 1
+            }
+            let data = try await BlockingWork.run { [batch, bytes] in try Self.read(batch, bytes: bytes, from: export) }
+            var chunk = Strata_Peer_V1_LayerChunk.with { chunk in
+                chunk.extents = batch.map { extent in
+                    .with { $0.offset = extent.offset; $0.length = extent.length; $0.zero = extent.isZero }
+                }
+                chunk.data = data
+            }
+            chunk.sha256 = PeerChecksum.chunkDigest(extents: chunk.extents, data: data)
+            layerDigest.add(chunkDigest: chunk.sha256)
+            if index >= extents.count { chunk.layerSha256 = layerDigest.finalize() }
+            try await response.write(chunk)
+            metrics.recordPeerBytes(sent: data.count)
+            sent += data.count
+            if let rate = sendBytesPerSecond {
+                let due = started + .milliseconds(Int64(sent) * 1000 / Int64(rate))
+                if due > ContinuousClock.now { try await Task.sleep(until: due) }
+            }
+        } while index < extents.count
+    }
+
+    private static func read(_ batch: [LayerExtent], bytes: Int, from export: LayerExport) throws -> Data {
+        var data = Data(count: bytes)
+        try data.withUnsafeMutableBytes { buffer in
+            var position = 0
+            for extent in batch where !extent.isZero {
+                let length = Int(extent.length)
+                try export.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[position..<position + length]), at: extent.offset)
+                position += length
+            }
+        }
+        return data
+    }
+}
+
+/// Bounds the layer transfers this node serves at once; the rest wait their turn.
+actor SendSlots {
+    private var free: Int
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    init(_ count: Int) { free = count }
+
+    func acquire() async {
+        if free > 0 {
+            free -= 1
+            return
+        }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func release() {
+        if waiters.isEmpty {
+            free += 1
+        } else {
+            waiters.removeFirst().resume()
+        }
+    }
+}
+
+/// What a peer request may carry before it reaches the store.
+enum PeerRequestRules {
+    /// Store ids and layer uuids: lowercase letters, digits and '-', at most 128 bytes. A '/',
+    /// a '.' or anything else is refused here, before any lookup.
+    static func requireID(_ id: String, field: String) throws {
+        let allowed = id.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D }
+        guard !id.isEmpty, id.utf8.count <= 128, allowed else {
+            throw RPCError(code: .invalidArgument, message: "\(field) is malformed")
+        }
+    }
+
+    static func requireName(_ name: String) throws {
+        guard !name.isEmpty, name.utf8.count <= 512, !name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+            throw RPCError(code: .invalidArgument, message: "request_name must be 1–512 bytes without control characters")
+        }
+    }
+}
+
+/// Manifests between the store and the wire.
+enum PeerWire {
+    static func manifest(_ manifest: ReplicaManifest, localNode: String) -> Strata_Peer_V1_SnapshotManifest {
+        .with { wire in
+            wire.snapshotID = manifest.snapshotID
+            wire.sourceVolumeID = manifest.sourceVolumeID
+            wire.sizeBytes = manifest.size
+            wire.clusterSize = manifest.clusterSize
+            wire.hidden = manifest.hidden
+            wire.originNode = manifest.originNode ?? localNode
+            wire.layers = manifest.layers.map { layer in .with { $0.uuid = layer.uuid; $0.allocatedBytes = layer.allocatedBytes } }
+        }
+    }
+
+    static func manifest(_ wire: Strata_Peer_V1_SnapshotManifest) -> ReplicaManifest {
+        ReplicaManifest(
+            snapshotID: wire.snapshotID, sourceVolumeID: wire.sourceVolumeID, size: wire.sizeBytes, clusterSize: wire.clusterSize,
+            hidden: wire.hidden, originNode: wire.originNode.isEmpty ? nil : wire.originNode,
+            layers: wire.layers.map { LayerDescriptor(uuid: $0.uuid, allocatedBytes: $0.allocatedBytes) })
+    }
+}

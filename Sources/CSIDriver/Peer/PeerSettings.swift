@@ -1,0 +1,56 @@
+import Foundation
+
+/// How this driver reaches the drivers of other nodes (`--peer-*` flags). Without it the driver
+/// serves only what its own store holds, as before peers existed.
+public struct PeerSettings: Sendable {
+    /// A peer at a fixed address (`--peer NODE=HOST:PORT`).
+    public struct StaticPeer: Sendable, Equatable {
+        public var nodeID: String
+        public var address: DriverConfiguration.ListenAddress
+
+        public init(nodeID: String, address: DriverConfiguration.ListenAddress) {
+            self.nodeID = nodeID
+            self.address = address
+        }
+
+        public init(parsing text: String) throws(ConfigurationError) {
+            guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {
+                throw ConfigurationError("\"\(text)\" is not NODE=HOST:PORT")
+            }
+            let address = try DriverConfiguration.ListenAddress(parsing: String(text[text.index(after: equals)...]))
+            guard address.host != "0.0.0.0" else { throw ConfigurationError("\"\(text)\" names no host") }
+            self.init(nodeID: String(text[..<equals]), address: address)
+        }
+    }
+
+    /// Where to serve the peer protocol; nil: fetch from peers but serve none.
+    public var listenAddress: DriverConfiguration.ListenAddress?
+    public var staticPeers: [StaticPeer] = []
+    /// DNS names resolved (every address) each time holders are looked for (`--peer-dns NAME:PORT`).
+    public var dnsNames: [DriverConfiguration.ListenAddress] = []
+    /// Holds `ca.crt`, `tls.crt` and `tls.key` (PEM): every certificate of that CA is a member.
+    public var tlsDirectory: String
+    /// Layer transfers this node serves at once; more wait for a free slot.
+    public var maxConcurrentSends = 3
+    /// Caps each transfer this node serves (bytes per second), so copies do not starve the
+    /// node's other traffic; nil: no cap.
+    public var sendBytesPerSecond: Int?
+    /// How often replicas held here are checked against their origin (deleted there: dropped here).
+    public var replicaCheckInterval: Duration = .seconds(60)
+
+    public init(tlsDirectory: String) {
+        self.tlsDirectory = tlsDirectory
+    }
+
+    var caPath: String { (tlsDirectory as NSString).appendingPathComponent("ca.crt") }
+    var certificatePath: String { (tlsDirectory as NSString).appendingPathComponent("tls.crt") }
+    var keyPath: String { (tlsDirectory as NSString).appendingPathComponent("tls.key") }
+
+    /// Refuses to start with a TLS directory that lacks one of its files.
+    func validate() throws(ConfigurationError) {
+        for path in [caPath, certificatePath, keyPath] where !FileManager.default.isReadableFile(atPath: path) {
+            throw ConfigurationError("peer TLS file \(path) is missing or unreadable (--peer-tls-dir needs ca.crt, tls.crt and tls.key)")
+        }
+        guard (1...64).contains(maxConcurrentSends) else { throw ConfigurationError("--peer-max-sends must be 1 to 64") }
+    }
+}
