@@ -10,6 +10,7 @@ let package = Package(
     products: [
         .executable(name: "strata-csi", targets: ["strata-csi"]),
         .executable(name: "strata-bench", targets: ["strata-bench"]),
+        .executable(name: "strata-fuse-keeper", targets: ["strata-fuse-keeper"]),
         .executable(name: "strata", targets: ["strata-cli"]),
         .library(name: "BlockStore", targets: ["BlockStore"]),
     ],
@@ -63,6 +64,12 @@ let package = Package(
         ),
         // libfuse3 (Debian: libfuse3-dev) for the FUSE export of staged volumes.
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        // The keeper's wire (SCM_RIGHTS over a Unix socket): Glibc only, shared by the keeper and
+        // the driver.
+        .target(name: "FuseKeeperProtocol"),
+        // Holds the node plugin's /dev/fuse descriptors across its restarts; as few
+        // dependencies as possible, since it is upgraded only with a node drain.
+        .executableTarget(name: "strata-fuse-keeper", dependencies: ["FuseKeeperProtocol"]),
         .target(
             name: "NodeHost",
             dependencies: [
@@ -82,7 +89,7 @@ let package = Package(
         .target(
             name: "CSIDriver",
             dependencies: [
-                "CSIProto", "AdminProto", "PeerProto", "CSIValidation", "BlockStore", "NodeHost",
+                "CSIProto", "AdminProto", "PeerProto", "CSIValidation", "BlockStore", "NodeHost", "FuseKeeperProtocol",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -141,7 +148,7 @@ let package = Package(
         .testTarget(
             name: "CSIDriverTests",
             dependencies: [
-                "CSIDriver", "CSIProto", "AdminProto", "PeerProto", "CSIValidation", "BlockStore",
+                "CSIDriver", "CSIProto", "AdminProto", "PeerProto", "CSIValidation", "BlockStore", "FuseKeeperProtocol",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -59,6 +59,9 @@ package struct AllocationMapFile: Sendable {
         package var dirty: Bool
         package var clusterSize: UInt32
         package var layerID: Int64
+        /// The boot the map was marked dirty in (see `BootIdentity`); nil in maps written before
+        /// it was recorded, and in clean maps.
+        package var dirtyBootID: BootIdentity? = nil
     }
 
     package let file: SystemFile
@@ -94,7 +97,7 @@ package struct AllocationMapFile: Sendable {
     package func readHeader() throws -> Header { try Self.readHeader(of: file) }
 
     private static func readHeader(of file: SystemFile) throws -> Header {
-        var bytes = [UInt8](repeating: 0, count: 40)
+        var bytes = [UInt8](repeating: 0, count: 64)
         try bytes.withUnsafeMutableBytes { try file.read(into: $0, at: 0) }
         guard Array(bytes[0..<8]) == Self.magic else { throw StoreError(.corrupt, "allocation map has a bad magic") }
         guard Self.checksum(bytes[0..<32]) == Self.load(UInt64.self, bytes, 32) else {
@@ -108,28 +111,49 @@ package struct AllocationMapFile: Sendable {
             formatVersion: version,
             dirty: Self.load(UInt32.self, bytes, 12) & 1 != 0,
             clusterSize: Self.load(UInt32.self, bytes, 16),
-            layerID: Int64(bitPattern: Self.load(UInt64.self, bytes, 24))
+            layerID: Int64(bitPattern: Self.load(UInt64.self, bytes, 24)),
+            // Bytes 40..<56 with their own checksum at 56, which older readers never look at.
+            dirtyBootID: Self.checksum(bytes[0..<56]) == Self.load(UInt64.self, bytes, 56)
+                ? BootIdentity(bytes: Array(bytes[40..<56])) : nil
         )
     }
 
     /// Rewrites the header and makes it durable. The header fits in one sector, so it is never
     /// torn. The format version must stay the one the entries are written in.
     package func writeHeader(_ header: Header) throws {
-        var bytes = [UInt8](repeating: 0, count: 40)
+        var bytes = [UInt8](repeating: 0, count: 64)
         bytes.replaceSubrange(0..<8, with: Self.magic)
         Self.store(header.formatVersion, &bytes, 8)
         Self.store(UInt32(header.dirty ? 1 : 0), &bytes, 12)
         Self.store(header.clusterSize, &bytes, 16)
         Self.store(UInt64(bitPattern: header.layerID), &bytes, 24)
         Self.store(Self.checksum(bytes[0..<32]), &bytes, 32)
+        if header.dirty, let boot = header.dirtyBootID {
+            bytes.replaceSubrange(40..<56, with: boot.bytes)
+            Self.store(Self.checksum(bytes[0..<56]), &bytes, 56)
+        }
         try bytes.withUnsafeBytes { try file.write($0, at: 0) }
         try file.synchronizeData()
     }
 
-    func setDirty(_ dirty: Bool) throws {
+    /// Marks the map dirty (recording the boot it happens in) or clean.
+    func setDirty(_ dirty: Bool, boot: BootIdentity? = BootIdentity.current) throws {
         var header = try readHeader()
         header.dirty = dirty
+        header.dirtyBootID = dirty ? boot : nil
         try writeHeader(header)
+    }
+
+    /// Writes one entry in place (recovery adopting data a crash left unmapped); not durable
+    /// until the file is synchronised.
+    func writeEntry(_ entry: MapEntry, cluster: Int) throws {
+        let offset = Self.headerSize + UInt64(cluster) * UInt64(entrySize)
+        if entrySize == 1 {
+            try [entry.state.rawValue].withUnsafeBytes { try file.write($0, at: offset) }
+        } else {
+            var packed = entry.packed.littleEndian
+            try withUnsafeBytes(of: &packed) { try file.write($0, at: offset) }
+        }
     }
 
     /// Calls `body` with every cluster whose entry is not `.unallocated`, skipping holes of the

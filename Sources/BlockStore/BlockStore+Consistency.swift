@@ -37,8 +37,10 @@ extension BlockStore {
 
     /// Checks a layer's map header and recovers the map if it is dirty: at store open, and when a
     /// head whose last close failed (a full disk) is opened again in the same process. Returns
-    /// the bytes a recovered map holds, nil when the map was clean.
-    static func recoverIfDirty(_ row: LayerRow, layers: LayerDirectory, catalog: Catalog, logger: Logger) throws -> UInt64? {
+    /// the bytes a recovered map holds, nil when the map was clean. `currentBoot` nil: punch
+    /// whatever is unmapped, even when the map was marked dirty in this boot.
+    static func recoverIfDirty(_ row: LayerRow, layers: LayerDirectory, catalog: Catalog, logger: Logger,
+                               currentBoot: BootIdentity? = BootIdentity.current) throws -> UInt64? {
         let files = try layers.openLayer(row.id, writable: !row.frozen)
         defer { files.close() }
         let header = try files.map.readHeader()
@@ -47,36 +49,59 @@ extension BlockStore {
         }
         guard header.dirty else { return nil }
         guard !row.frozen else { throw StoreError(.corrupt, "frozen layer \(row.id) has a dirty map") }
-        let bytes = try recoverDirtyMap(files, clusterSize: Int(row.clusterSize))
+        let sameBoot = currentBoot != nil && header.dirtyBootID == currentBoot
+        let bytes = try recoverDirtyMap(files, clusterSize: Int(row.clusterSize), sameBoot: sameBoot)
         try LineageDirectory(layers: layers).forgetCopies(of: row.id)
         try catalog.write { try $0.setAllocatedBytes(bytes, ofLayer: row.id) }
         try files.map.setDirty(false)
-        logger.notice("recovered the dirty map of layer \(row.id)")
+        logger.notice("recovered the dirty map of layer \(row.id)", metadata: [
+            "unmappedData": "\(sameBoot ? "adopted (same boot)" : "punched (marked dirty in another boot)")",
+        ])
         return bytes
     }
 
     /// A dirty map lags its data file: clusters (or subclusters of partial clusters) written but
-    /// never mapped are garbage from writes no flush acknowledged. Punches them out (restoring
-    /// "unmapped reads zeros") and returns the bytes the map holds.
-    private static func recoverDirtyMap(_ files: LayerFiles, clusterSize: Int) throws -> UInt64 {
+    /// never mapped. After a reboot they are garbage from writes no flush acknowledged (or torn
+    /// ones) and are punched out, restoring "unmapped reads zeros". In the boot that marked the
+    /// map dirty they are writes the process completed before it died (a filesystem above may
+    /// still be mounted and count on them): a subcluster wholly allocated is adopted into the map,
+    /// one only partly allocated (a multi-page write cut between pages) is punched, and the
+    /// write it belonged to, never acknowledged, is sent again by the kernel or reads as old.
+    /// Returns the bytes the map holds.
+    private static func recoverDirtyMap(_ files: LayerFiles, clusterSize: Int, sameBoot: Bool) throws -> UInt64 {
         let subclusters = Subclusters(clusterSize: clusterSize)
         var held: [Int: UInt16] = [:]
+        var zeroed: Set<Int> = []
         try files.map.forEachEntry { cluster, entry in
             switch entry.state {
             case .data: held[cluster] = subclusters.fullMask
             case .partial: held[cluster] = entry.subclusterMask & subclusters.fullMask
-            case .zero, .unallocated: break
+            case .zero: zeroed.insert(cluster)
+            case .unallocated: break
             }
         }
         let fileSize = try files.data.size()
+        var adopted: [Int: MapEntry] = [:]
         var offset: UInt64 = 0
         var punched = 0
         while offset < fileSize, let start = files.data.nextData(from: offset) {
             let end = min(files.data.nextHole(from: start), fileSize)
             var cluster = Int(start / UInt64(clusterSize))
             while UInt64(cluster) * UInt64(clusterSize) < end {
-                let mask = held[cluster] ?? 0
+                var mask = held[cluster] ?? 0
                 let clusterStart = UInt64(cluster) * UInt64(clusterSize)
+                if sameBoot && mask != subclusters.fullMask {
+                    let whole = wholeSubclusters(files.data, clusterStart: clusterStart, subclusters, fileSize: fileSize)
+                    let found = whole & ~mask
+                    // A zero cluster (discarded over a parent) must not show the parent beside the
+                    // adopted data, so it is adopted only when the write covered all of it.
+                    let adoptable = zeroed.contains(cluster) ? (mask | found == subclusters.fullMask) : true
+                    if found != 0 && adoptable && (files.map.supportsPartialClusters || mask | found == subclusters.fullMask) {
+                        mask |= found
+                        held[cluster] = mask
+                        adopted[cluster] = mask == subclusters.fullMask ? MapEntry(.data) : MapEntry(.partial, subclusterMask: mask)
+                    }
+                }
                 if mask == 0 {
                     try files.data.punchHole(at: clusterStart, length: UInt64(clusterSize))
                     punched += 1
@@ -90,8 +115,25 @@ extension BlockStore {
             }
             offset = max(end, start + 1)
         }
-        if punched > 0 { try files.data.synchronizeData() }
+        // Data, then the map that describes it, as in every flush.
+        if punched > 0 || !adopted.isEmpty { try files.data.synchronizeData() }
+        if !adopted.isEmpty {
+            for (cluster, entry) in adopted.sorted(by: { $0.key < $1.key }) { try files.map.writeEntry(entry, cluster: cluster) }
+            try files.map.file.synchronizeData()
+        }
         return held.values.reduce(0) { $0 + UInt64($1.nonzeroBitCount) << UInt64(subclusters.shift) }
+    }
+
+    /// The subclusters of a cluster whose every byte is allocated in the data file (no hole).
+    private static func wholeSubclusters(_ data: SystemFile, clusterStart: UInt64, _ subclusters: Subclusters, fileSize: UInt64) -> UInt16 {
+        var mask: UInt16 = 0
+        for subcluster in 0..<subclusters.count {
+            let start = clusterStart + UInt64(subcluster << subclusters.shift)
+            let end = start + UInt64(subclusters.size)
+            guard end <= fileSize, data.nextData(from: start) == start, data.nextHole(from: start) >= end else { continue }
+            mask |= 1 << subcluster
+        }
+        return mask
     }
 
     /// Compares the catalog with the files and with itself. Heads of volumes open right now may

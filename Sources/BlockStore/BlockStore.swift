@@ -155,9 +155,10 @@ public final class BlockStore: Sendable {
             var headBytes = head.allocatedBytes
             if !head.materialized {
                 try materializeLayerLocked(head)
-            } else if let recovered = try Self.recoverIfDirty(head, layers: layerDirectory, catalog: catalog, logger: logger) {
+            } else if let recovered = try Self.recoverIfDirty(head, layers: layerDirectory, catalog: catalog, logger: logger, currentBoot: nil) {
                 // Its last close failed (a full disk): writes it never mapped are not read, but
-                // they hold blocks nothing would free.
+                // they hold blocks nothing would free. Punched, not adopted (no boot given): the
+                // close that would have made them durable was refused, and the space is needed.
                 headBytes = recovered
             }
             let volume = try OpenVolume.open(

@@ -54,6 +54,9 @@ public struct DriverConfiguration: Sendable {
     public var spaceReserveBytes = 8 << 20
     /// Where to serve Prometheus metrics over plain HTTP (`GET /metrics`); nil: nowhere.
     public var metricsAddress: ListenAddress?
+    /// The FUSE keeper's socket (strata-fuse-keeper --socket): with it, staged volumes survive a
+    /// restart of this process; without it, a restart cuts them.
+    public var fuseKeeperSocket: String?
     /// How to reach other nodes' drivers and serve them (`--peer-*`); nil: this node alone.
     public var peering: PeerSettings?
     /// The admin service's socket (mode 0600) for the `strata` CLI; nil: none.

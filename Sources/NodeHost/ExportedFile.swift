@@ -1,19 +1,21 @@
 import Glibc
 import Synchronization
 
-/// One backend as the FUSE filesystem shows it: a regular file with a fixed inode number.
-/// Open file handles hold it (retained in `fuse_file_info.fh`), so I/O on an open file never
-/// takes the exporter's lock.
+/// One backend as the FUSE filesystem shows it: a regular file with a fixed inode number (and
+/// generation), the same in every process that serves the connection. Requests find it through
+/// the exporter's `InodeTable`, so I/O on an open file never takes the exporter's lock.
 final class ExportedFile: Sendable {
     let name: String
     let inode: UInt64
+    let generation: UInt64
     let backend: any BlockBackend
     /// Open handles from the kernel (a loop device holds one while attached).
     let openHandles = Atomic<Int>(0)
 
-    init(name: String, inode: UInt64, backend: any BlockBackend) {
+    init(name: String, inode: UInt64, generation: UInt64, backend: any BlockBackend) {
         self.name = name
         self.inode = inode
+        self.generation = generation
         self.backend = backend
     }
 

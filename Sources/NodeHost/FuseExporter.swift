@@ -25,6 +25,10 @@ public final class FuseExporter: Sendable {
         /// `refreshSize(name:)`, which invalidates explicitly, so this can be long.
         public var attributeTimeout: Double
 
+        /// Each worker's receive buffer: the largest request (a write of `maxTransferSize`) and
+        /// room for its headers.
+        var receiveBufferSize: Int { maxTransferSize + 65536 }
+
         public init(maxTransferSize: Int = 1 << 20, maxThreads: Int = 16, maxBackground: Int = 64, attributeTimeout: Double = 3600) {
             self.maxTransferSize = maxTransferSize
             self.maxThreads = maxThreads
@@ -42,9 +46,10 @@ public final class FuseExporter: Sendable {
     let logger: Logger
     let buffers: BufferPool
     let startTime: timespec
-    private let state = Mutex(State())
+    let inodes = InodeTable()
+    let state = Mutex(State())
 
-    private struct State: ~Copyable {
+    struct State: ~Copyable {
         var phase = Phase.idle
         var session: SessionPointer?
         /// Our mount as mountinfo showed it right after mounting (its device is the connection).
@@ -52,11 +57,15 @@ public final class FuseExporter: Sendable {
         var replacedStaleMounts: [MountInfo] = []
         var loop: LoopCompletion?
         var byName: [String: ExportedFile] = [:]
-        var byInode: [UInt64: ExportedFile] = [:]
-        var nextInode: UInt64 = 2
+        /// What the kernel's INIT said, once it came (or what a resumed connection was given).
+        var initParameters: FuseInitParameters?
+        /// Whether this process took over a live connection instead of mounting.
+        var resumed = false
+        /// Files removed by force while open, by inode: served until their last release.
+        var orphans: [UInt64: ExportedFile] = [:]
     }
 
-    private enum Phase { case idle, running, stopped }
+    enum Phase { case idle, running, suspended, stopped }
 
     public init(mountPoint: String, options: Options = Options(), logger: Logger = Logger(label: "strata.nodehost.fuse")) {
         var path = mountPoint
@@ -74,9 +83,10 @@ public final class FuseExporter: Sendable {
 
     /// Exports `backend` as `<mountPoint>/<name>` and returns that path. Adding the same
     /// backend under the same name again returns the same path; another backend under a
-    /// taken name is refused.
+    /// taken name is refused. `identity` fixes the inode and generation (as recorded for a
+    /// connection another process may resume); without it the lowest free inode is taken.
     @discardableResult
-    public func add(name: String, backend: any BlockBackend) throws -> String {
+    public func add(name: String, backend: any BlockBackend, identity: ExportIdentity? = nil) throws -> String {
         try ExportedFile.validate(name: name)
         let session: SessionPointer? = try state.withLock { state in
             guard state.phase != .stopped else { throw NodeHostError(.notRunning, "exporter at \(mountPoint) is stopped") }
@@ -86,10 +96,19 @@ public final class FuseExporter: Sendable {
                 }
                 return nil
             }
-            let file = ExportedFile(name: name, inode: state.nextInode, backend: backend)
-            state.nextInode += 1
+            let taken = Set(state.byName.values.map(\.inode)).union(state.orphans.keys)
+            let chosen = identity ?? ExportIdentity(
+                inode: (InodeTable.firstInode..<InodeTable.firstInode + UInt64(InodeTable.capacity)).first { !taken.contains($0) } ?? 0,
+                generation: 1)
+            guard InodeTable.contains(inode: chosen.inode) else {
+                throw NodeHostError(.resourceExhausted, "no free inode for \(name) (at most \(InodeTable.capacity) exports)")
+            }
+            guard !taken.contains(chosen.inode) else {
+                throw NodeHostError(.alreadyExists, "inode \(chosen.inode) is already exported under another name")
+            }
+            let file = ExportedFile(name: name, inode: chosen.inode, generation: chosen.generation, backend: backend)
             state.byName[name] = file
-            state.byInode[file.inode] = file
+            inodes.insert(file)
             return state.session
         }
         // Outside the lock: the kernel may need our workers (which take it) to finish a lookup.
@@ -115,7 +134,12 @@ public final class FuseExporter: Sendable {
                     return .failure(NodeHostError(.busy, "\(name) is open \(handles) time(s) (is a loop device still attached?)"))
                 }
                 state.byName[name] = nil
-                state.byInode[file.inode] = nil
+                if handles > 0 {
+                    // Forced: open handles keep working (they name the inode) until released.
+                    state.orphans[file.inode] = file
+                } else {
+                    inodes.remove(inode: file.inode)
+                }
                 return .success(state.session)
             }
             switch outcome {
@@ -186,7 +210,21 @@ public final class FuseExporter: Sendable {
     // MARK: Used by the FUSE callbacks
 
     func file(inode: UInt64) -> ExportedFile? {
-        state.withLock { $0.byInode[inode] }
+        inodes[inode]
+    }
+
+    /// The inode and generation an exported name is served under.
+    public func identity(of name: String) -> ExportIdentity? {
+        state.withLock { state in state.byName[name].map { ExportIdentity(inode: $0.inode, generation: $0.generation) } }
+    }
+
+    /// The last handle of `file` was released: a file removed by force while open goes now.
+    func didReleaseLastHandle(of file: ExportedFile) {
+        state.withLock { state in
+            guard state.orphans[file.inode] === file else { return }
+            state.orphans[file.inode] = nil
+            inodes.remove(inode: file.inode)
+        }
     }
 
     func file(named name: String) -> ExportedFile? {
@@ -228,7 +266,7 @@ public final class FuseExporter: Sendable {
             }
             state.mount = try MountTable.mounts(at: mountPoint).last
             state.session = session
-            state.loop = FuseSession.runLoop(session, maxThreads: options.maxThreads, logger: logger)
+            state.loop = FuseSession.runLoop(session, maxThreads: options.maxThreads, bufferSize: options.receiveBufferSize, logger: logger)
             state.phase = .running
         }
         logger.info("FUSE export filesystem mounted", metadata: ["mountPoint": "\(mountPoint)"])
@@ -290,6 +328,9 @@ public final class FuseExporter: Sendable {
             logger.warning("lazily unmounting a stale FUSE mount", metadata: [
                 "mountPoint": "\(mountPoint)", "fsType": "\(mount.fsType)", "device": "\(mount.major):\(mount.minor)",
             ])
+            // Still alive if a keeper holds its descriptor: nobody will serve it now, so make its
+            // I/O fail rather than wait forever.
+            Self.abortConnection(of: mount, logger: logger)
             do {
                 try Syscall.unmount(mountPoint, flags: Int32(MNT_DETACH))
             } catch let error as NodeHostError where error.errno == EINVAL {

@@ -36,8 +36,11 @@ enum FuseOperations {
         Unmanaged<FuseExporter>.fromOpaque(fuse_req_userdata(request)!).takeUnretainedValue()
     }
 
-    private static func openFile(_ info: UnsafeMutablePointer<fuse_file_info>?) -> ExportedFile {
-        Unmanaged<ExportedFile>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(info!.pointee.fh))!).takeUnretainedValue()
+    /// The file a handle names: the handle is the inode number (see `InodeTable`). Nil for an
+    /// inode this process does not serve (one whose descriptor it refused after a restart).
+    private static func openFile(_ request: fuse_req_t?, _ info: UnsafeMutablePointer<fuse_file_info>?) -> ExportedFile? {
+        guard let info else { return nil }
+        return exporter(request).file(inode: info.pointee.fh)
     }
 
     private static func reply(_ request: fuse_req_t?, error: Int32) {
@@ -53,7 +56,7 @@ enum FuseOperations {
         }
         var entry = fuse_entry_param()
         entry.ino = fuse_ino_t(file.inode)
-        entry.generation = 1
+        entry.generation = file.generation
         entry.attr = file.attributes(modified: exporter.startTime)
         entry.attr_timeout = exporter.options.attributeTimeout
         entry.entry_timeout = exporter.options.attributeTimeout
@@ -146,26 +149,26 @@ enum FuseOperations {
         info.pointee.direct_io = 1
         info.pointee.keep_cache = 0
         info.pointee.noflush = 1
-        let handle = Unmanaged.passRetained(file)
-        info.pointee.fh = UInt64(UInt(bitPattern: handle.toOpaque()))
+        info.pointee.fh = file.inode
         file.openHandles.add(1, ordering: .relaxed)
         if fuse_reply_open(request, info) != 0 {
             // The opener was interrupted: no release will come for this handle.
             file.openHandles.subtract(1, ordering: .relaxed)
-            handle.release()
         }
     }
 
     private static func release(_ request: fuse_req_t?, _ info: UnsafeMutablePointer<fuse_file_info>?) {
-        guard let info else { return reply(request, error: EINVAL) }
-        let handle = Unmanaged<ExportedFile>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(info.pointee.fh))!)
-        handle.takeUnretainedValue().openHandles.subtract(1, ordering: .relaxed)
-        handle.release()
+        guard info != nil else { return reply(request, error: EINVAL) }
+        // A handle opened by a previous process was never counted here.
+        if let file = openFile(request, info), file.openHandles.load(ordering: .relaxed) > 0,
+           file.openHandles.subtract(1, ordering: .relaxed).newValue == 0 {
+            exporter(request).didReleaseLastHandle(of: file)
+        }
         reply(request, error: 0)
     }
 
     private static func read(_ request: fuse_req_t?, _ requested: Int, _ offset: off_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
-        let file = openFile(info)
+        guard let file = openFile(request, info) else { return reply(request, error: EIO) }
         let size = file.backend.size
         guard offset >= 0 else { return reply(request, error: EINVAL) }
         guard UInt64(offset) < size, requested > 0 else {
@@ -187,7 +190,7 @@ enum FuseOperations {
 
     private static func write(_ request: fuse_req_t?, _ bytes: UnsafePointer<CChar>?, _ requested: Int, _ offset: off_t,
                               _ info: UnsafeMutablePointer<fuse_file_info>?) {
-        let file = openFile(info)
+        guard let file = openFile(request, info) else { return reply(request, error: EIO) }
         let size = file.backend.size
         guard offset >= 0 else { return reply(request, error: EINVAL) }
         guard requested > 0 else {
@@ -206,7 +209,7 @@ enum FuseOperations {
     }
 
     private static func fsync(_ request: fuse_req_t?, _ info: UnsafeMutablePointer<fuse_file_info>?) {
-        let file = openFile(info)
+        guard let file = openFile(request, info) else { return reply(request, error: EIO) }
         do {
             try file.backend.flush()
             reply(request, error: 0)
@@ -220,7 +223,7 @@ enum FuseOperations {
     /// Nothing may extend the file.
     private static func fallocate(_ request: fuse_req_t?, _ mode: Int32, _ offset: off_t, _ length: off_t,
                                   _ info: UnsafeMutablePointer<fuse_file_info>?) {
-        let file = openFile(info)
+        guard let file = openFile(request, info) else { return reply(request, error: EIO) }
         let keepSize = FALLOC_FL_KEEP_SIZE, punchHole = FALLOC_FL_PUNCH_HOLE, zeroRange = FALLOC_FL_ZERO_RANGE
         guard mode & ~(keepSize | punchHole | zeroRange) == 0 else { return reply(request, error: EOPNOTSUPP) }
         guard offset >= 0, length > 0 else { return reply(request, error: EINVAL) }
@@ -296,6 +299,8 @@ extension FuseExporter {
         want |= capable & UInt32(FUSE_CAP_ASYNC_READ | FUSE_CAP_ASYNC_DIO)
         want &= ~UInt32(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_WRITEBACK_CACHE)
         connection.pointee.want = want
+        let parameters = FuseInitParameters(protocolMinor: connection.pointee.proto_minor, maxReadahead: connection.pointee.max_readahead)
+        state.withLock { state in if state.initParameters == nil { state.initParameters = parameters } }
         logger.debug("FUSE connection negotiated", metadata: [
             "protocol": "\(connection.pointee.proto_major).\(connection.pointee.proto_minor)",
             "maxWrite": "\(connection.pointee.max_write)", "maxBackground": "\(connection.pointee.max_background)",

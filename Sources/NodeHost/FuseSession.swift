@@ -10,19 +10,38 @@ struct SessionPointer: @unchecked Sendable {
     let pointer: OpaquePointer
 }
 
-/// Tells whether the session loop thread has returned, and lets `stop()` wait for it.
+/// Tells whether every worker of the session loop has returned, and lets `stop()` wait for them.
 final class LoopCompletion: Sendable {
+    private let remaining: Atomic<Int>
     private let finished = Atomic<Bool>(false)
     private let signal = DispatchSemaphore(value: 0)
+    private let workers = Mutex<[UInt]>([])
+
+    init(workers: Int) {
+        remaining = Atomic(workers)
+    }
 
     var isFinished: Bool { finished.load(ordering: .acquiring) }
 
-    func finish() {
-        finished.store(true, ordering: .releasing)
-        signal.signal()
+    func started(on thread: pthread_t) { workers.withLock { $0.append(UInt(thread)) } }
+
+    /// Signals every worker still running (a worker leaves the list before it returns, so no
+    /// signal reaches a thread that is gone).
+    func wakeWorkers() {
+        workers.withLock { threads in
+            for thread in threads { _ = strata_wake_thread(pthread_t(thread)) }
+        }
     }
 
-    /// Waits up to `seconds`; true once the loop has returned.
+    func workerFinished(on thread: pthread_t) {
+        workers.withLock { threads in threads.removeAll { $0 == UInt(thread) } }
+        if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+            finished.store(true, ordering: .releasing)
+            signal.signal()
+        }
+    }
+
+    /// Waits up to `seconds`; true once every worker has returned.
     func wait(seconds: Double) -> Bool {
         if isFinished { return true }
         _ = signal.wait(timeout: .now() + seconds)
@@ -56,30 +75,28 @@ enum FuseSession {
         }
     }
 
-    /// Runs `fuse_session_loop_mt` on a thread of its own; it returns once the connection
-    /// ends (unmount or abort).
-    static func runLoop(_ session: SessionPointer, maxThreads: Int, logger: Logger) -> LoopCompletion {
-        let completion = LoopCompletion()
-        let thread = Thread {
-            // Inherited by the worker threads libfuse creates from this one: serving writeback of
-            // a filesystem on our own loop devices must not wait for that same writeback.
-            if strata_set_io_flusher() != 0 {
-                logger.warning("could not mark the FUSE threads as I/O flushers (PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE); under memory pressure, writeback through the export can stall", metadata: ["errno": "\(errno)"])
+    /// Runs the session on `maxThreads` worker threads of our own (see `strata_fuse_serve` for
+    /// why not libfuse's loop); they return once the connection ends (unmount or abort) or the
+    /// session is exited and they are woken.
+    static func runLoop(_ session: SessionPointer, maxThreads: Int, bufferSize: Int, logger: Logger) -> LoopCompletion {
+        let completion = LoopCompletion(workers: maxThreads)
+        for index in 0..<maxThreads {
+            let thread = Thread {
+                completion.started(on: strata_current_thread())
+                // Serving writeback of a filesystem on our own loop devices must not wait for that
+                // same writeback.
+                if strata_set_io_flusher() != 0 && index == 0 {
+                    logger.warning("could not mark the FUSE threads as I/O flushers (PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE); under memory pressure, writeback through the export can stall", metadata: ["errno": "\(errno)"])
+                }
+                let result = strata_fuse_serve(session.pointer, bufferSize)
+                if result != 0 && index == 0 {
+                    logger.debug("FUSE session worker ended with an error", metadata: ["errno": "\(-result)"])
+                }
+                completion.workerFinished(on: strata_current_thread())
             }
-            let config = fuse_loop_cfg_create()
-            fuse_loop_cfg_set_max_threads(config, UInt32(maxThreads))
-            fuse_loop_cfg_set_idle_threads(config, UInt32(maxThreads))
-            let result = fuse_session_loop_mt(session.pointer, config)
-            fuse_loop_cfg_destroy(config)
-            if result != 0 {
-                logger.warning("FUSE session loop ended with an error", metadata: ["result": "\(result)"])
-            } else {
-                logger.debug("FUSE session loop ended")
-            }
-            completion.finish()
+            thread.name = "strata-fuse"
+            thread.start()
         }
-        thread.name = "strata-fuse"
-        thread.start()
         return completion
     }
 

@@ -60,6 +60,9 @@ struct StrataCSI: AsyncParsableCommand {
     @Option(help: "Serve Prometheus metrics over HTTP at GET /metrics on this address (host:port, :port for every interface); off when not given.")
     var metricsAddress: String?
 
+    @Option(help: "Socket of strata-fuse-keeper, which holds the FUSE connection of staged volumes so that they survive a restart of this process (node mode). Without it a restart cuts running volumes.")
+    var fuseKeeperSocket: String?
+
     @Option(help: "Serve the peer protocol (layer transfers to other nodes, mutual TLS) on this address (host:port, :port for every interface).")
     var peerListen: String?
 
@@ -97,6 +100,9 @@ struct StrataCSI: AsyncParsableCommand {
         }
         guard (0...(1 << 20)).contains(spaceReserveMib) else { throw ValidationError("--space-reserve-mib must be 0 to 1048576") }
         do { try DriverConfiguration.validate(driverName: drivername) } catch { throw ValidationError(error.description) }
+        if let fuseKeeperSocket, !fuseKeeperSocket.hasPrefix("/") {
+            throw ValidationError("--fuse-keeper-socket must be an absolute path")
+        }
         if let metricsAddress {
             do { _ = try DriverConfiguration.ListenAddress(parsing: metricsAddress) } catch {
                 throw ValidationError("--metrics-address: \(error.description)")
@@ -165,6 +171,10 @@ struct StrataCSI: AsyncParsableCommand {
         configuration.chainDepthSoftLimit = chainDepthSoftLimit
         configuration.chainDepthHardLimit = chainDepthHardLimit
         configuration.spaceReserveBytes = spaceReserveMib << 20
+        configuration.fuseKeeperSocket = fuseKeeperSocket
+        if fuseKeeperSocket == nil && mode != .controller {
+            logger.warning("no --fuse-keeper-socket: a restart or upgrade of this process will cut every running volume on the node (pods must then be restarted)")
+        }
         configuration.peering = try peerSettings()
         configuration.metricsAddress = try metricsAddress.map { text throws(ConfigurationError) in try DriverConfiguration.ListenAddress(parsing: text) }
         do {

@@ -6,7 +6,8 @@ import Testing
 /// A child process (`strata-bench crash-worker`) runs a mixed workload and is killed with
 /// SIGKILL at random moments. After each kill the store is reopened: every write a completed
 /// flush acknowledged reads back, nothing appears that no write put there, snapshots are exact,
-/// and the catalog and the files agree. STRATA_LONG=1 kills ten times as often.
+/// and the catalog and the files agree, whether the reopen plays the same boot or a reboot.
+/// STRATA_LONG=1 kills ten times as often.
 @Suite(.serialized) struct CrashTests {
     static let kills = ProcessInfo.processInfo.environment["STRATA_KILLS"].flatMap { Int($0) } ?? (ProcessInfo.processInfo.environment["STRATA_LONG"] == "1" ? 2000 : 200)
     /// Kills between fresh directories; in between the worker continues on what survived.
@@ -58,6 +59,14 @@ import Testing
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = ["crash-worker", "--dir", storePath, "--seed", String(generator.next() >> 16), "--journal", journalPath]
+            // Every other worker marks its maps dirty in a fake boot: reopening here then plays a
+            // reboot (unmapped data punched); the others are reopened in their own boot (unmapped
+            // whole subclusters adopted). Both must satisfy the model: each byte durable or new.
+            if kill % 2 == 1 {
+                var environment = ProcessInfo.processInfo.environment
+                environment["STRATA_TEST_BOOT_ID"] = "eeeeeeee-eeee-eeee-eeee-eeeeeeeeeeee"
+                process.environment = environment
+            }
             process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
             process.standardOutput = FileHandle.nullDevice
             try process.run()

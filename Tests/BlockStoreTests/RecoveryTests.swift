@@ -73,7 +73,7 @@ import Testing
 
         // What a crash leaves: a dirty map and data of a write no flush acknowledged.
         let files = try layers.openLayer(head, writable: true)
-        try files.map.setDirty(true)
+        try files.map.setDirty(true, boot: previousBoot)  // and a reboot since
         let garbage = [UInt8](repeating: 0xAB, count: 65536)
         try garbage.withUnsafeBytes { try files.data.write($0, at: 65536 * 5) }
         files.close()

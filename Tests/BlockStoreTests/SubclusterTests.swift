@@ -162,7 +162,7 @@ import Testing
         fixture.store.close()
 
         let files = try layers.openLayer(head, writable: true)
-        try files.map.setDirty(true)
+        try files.map.setDirty(true, boot: previousBoot)  // and a reboot since
         // Around the held subcluster (3), the rest of cluster 0; and a cluster of its own.
         let garbage = [UInt8](repeating: 0xAB, count: Self.cluster)
         try garbage[0..<3 * Self.subcluster].withUnsafeBytes { try files.data.write($0, at: 0) }

@@ -134,3 +134,6 @@ func concurrently(_ count: Int, _ body: @escaping @Sendable (Int) throws -> Void
 extension StoreError.Code {
     static func of(_ error: any Error) -> StoreError.Code? { (error as? StoreError)?.code }
 }
+
+/// A boot other than this one: a dirty mark recorded with it plays a crash followed by a reboot.
+let previousBoot = BootIdentity(bytes: [UInt8](repeating: 0xEE, count: 16))!

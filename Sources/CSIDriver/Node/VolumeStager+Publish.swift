@@ -92,9 +92,15 @@ extension VolumeStager {
         guard let record = registry[volumeID], path == record.stagingPath || record.targets[path] != nil else {
             throw CSIError.notFound("volume \(volumeID) is not staged or published at \(path)")
         }
+        if let problem = unhealthy.withLock({ $0[volumeID] }) {
+            return VolumeReport(totalBytes: 0, abnormal: problem.message)
+        }
         guard exporter.names.contains(volumeID) else {
             return VolumeReport(totalBytes: 0, abnormal: "the volume's export is gone; restart the driver to re-export it")
         }
+        // kubelet asks about every volume periodically: a keeper restarted under this process
+        // gets the volume's descriptor again (a hold replaces what it held).
+        handToKeeper(volumeID)
         let file = exporter.path(of: volumeID)
         guard let device = try attacher.device(backingFile: file, readOnly: false) else {
             return VolumeReport(totalBytes: 0, abnormal: "the volume's loop device is gone")

@@ -25,6 +25,11 @@ extension VolumeStager {
                 for (target, readOnly) in record.targets.sorted(by: { $0.key < $1.key }) {
                     try bind(record, to: target, readOnly: readOnly)
                 }
+                if keeper != nil {
+                    unhealthy.withLock {
+                        $0[record.volumeID] = .cut("the volume's FUSE connection was lost while no driver ran (did the FUSE keeper restart?); host paths work again, but pods started before must be restarted")
+                    }
+                }
                 logger.notice("restored staged volume", metadata: [
                     "volumeId": "\(record.volumeID)", "stagingTargetPath": "\(record.stagingPath)", "targets": "\(record.targets.count)",
                 ])

@@ -1,6 +1,7 @@
 import BlockStore
 import CSIValidation
 import Foundation
+import FuseKeeperProtocol
 import Logging
 import NodeHost
 import Synchronization
@@ -16,7 +17,26 @@ final class VolumeStager: Sendable {
     let registry: StagingRegistry
     let context: DriverContext
     private let handles = Mutex<[String: VolumeHandle]>([:])
+    /// Holds the FUSE connection across restarts of this process, when configured.
+    let keeper: FuseKeeperClient?
+    /// Volumes this process will not serve, with the reason (reported as their volume
+    /// condition): their descriptor failed the identity check, or their connection was cut
+    /// while no driver ran. Cleared by unstaging.
+    let unhealthy = Mutex<[String: Unhealthy]>([:])
     let logger: Logger
+
+    enum Unhealthy: Equatable {
+        /// Never served by this process: the descriptor held for it is not provably its own.
+        case refused(String)
+        /// Served again from a new connection, but whatever used the old one (a pod) saw it die.
+        case cut(String)
+
+        var message: String {
+            switch self {
+            case .refused(let message), .cut(let message): message
+            }
+        }
+    }
 
     /// Thin volumes stay thin: ext4 must not zero its inode tables and journal up front.
     static let ext4FormatOptions = ["-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"]
@@ -28,6 +48,7 @@ final class VolumeStager: Sendable {
         self.mounter = mounter
         self.registry = registry
         self.logger = context.configuration.logger
+        self.keeper = context.configuration.fuseKeeperSocket.map { FuseKeeperClient(socketPath: $0) }
     }
 
     // MARK: - Stage and unstage
@@ -43,6 +64,9 @@ final class VolumeStager: Sendable {
             try bringUp(existing)
             return
         }
+        var requested = requested
+        requested.export = ExportIdentity(inode: try freeInode(), generation: UInt64.random(in: 1...UInt64.max))
+        requested.cookie = Self.newCookie()
         try registry.update(requested.volumeID) { $0 = requested }
         do {
             try bringUp(requested)
@@ -65,13 +89,15 @@ final class VolumeStager: Sendable {
         }
         try tearDown(record)
         try registry.update(volumeID) { $0 = nil }
+        unhealthy.withLock { _ = $0.removeValue(forKey: volumeID) }
     }
 
     func isStaged(_ volumeID: String) -> Bool { registry[volumeID] != nil }
 
-    /// Stops serving staged volumes (the registry keeps them for `recover()` after a restart).
+    /// Stops serving staged volumes (the registry keeps them for a restart). With a keeper and
+    /// volumes staged, the mount stays and the next process resumes it; otherwise it is unmounted.
     func shutDown() {
-        exporter.stop()
+        if keeper != nil && !registry.all.isEmpty { exporter.suspend() } else { exporter.stop() }
         for handle in handles.withLock({ handles in defer { handles = [:] }; return Array(handles.values) }) {
             try? handle.close()
         }
@@ -79,6 +105,9 @@ final class VolumeStager: Sendable {
 
     /// Exports, attaches and (for filesystems) mounts; each part is skipped when already done.
     func bringUp(_ record: StagedVolume) throws {
+        if case .refused(let reason)? = unhealthy.withLock({ $0[record.volumeID] }) {
+            throw CSIError.failedPrecondition("volume \(record.volumeID) is not served by this process: \(reason); unstage it first")
+        }
         let device = try readWriteDevice(for: record.volumeID)
         guard case .filesystem(let requestedType, let mountFlags) = record.access else { return }
         if try mounter.isMountPoint(record.stagingPath) { return }
@@ -113,22 +142,77 @@ final class VolumeStager: Sendable {
             _ = try attacher.detach(device: attachment.device)
         }
         try exporter.remove(name: record.volumeID)
+        if let keeper {
+            do { try keeper.drop(volumeID: record.volumeID) } catch {
+                logger.warning("could not tell the FUSE keeper to drop a volume's descriptor", metadata: ["volumeId": "\(record.volumeID)", "error": "\(error)"])
+            }
+        }
         if let handle = handles.withLock({ $0.removeValue(forKey: record.volumeID) }) { try handle.close() }
     }
 
     /// The export file of a volume, opening the store volume and exporting it on first use.
-    func exportedFile(for volumeID: String) throws -> String {
+    func exportedFile(for volumeID: String, handingToKeeper: Bool = true) throws -> String {
         if exporter.names.contains(volumeID) { return exporter.path(of: volumeID) }
+        if case .refused(let reason)? = unhealthy.withLock({ $0[volumeID] }) {
+            throw CSIError.failedPrecondition("volume \(volumeID) is not served by this process: \(reason)")
+        }
         let store = try context.store()
         let handle = try store.open(volumeID: volumeID)
+        let path: String
         do {
-            let path = try exporter.add(name: volumeID, backend: StoreVolumeBackend(handle: handle))
+            path = try exporter.add(name: volumeID, backend: StoreVolumeBackend(handle: handle), identity: registry[volumeID]?.export)
             handles.withLock { $0[volumeID] = handle }
-            return path
         } catch {
             try? handle.close()
             throw error
         }
+        try recordIdentity(of: volumeID)
+        if handingToKeeper { handToKeeper(volumeID) }
+        return path
+    }
+
+    /// Registry entries written before identities were recorded get the exporter's choice.
+    private func recordIdentity(of volumeID: String) throws {
+        guard let record = registry[volumeID], record.export == nil || record.cookie == nil else { return }
+        let identity = exporter.identity(of: volumeID)
+        try registry.update(volumeID) { entry in
+            entry?.export = identity
+            if entry?.cookie == nil { entry?.cookie = Self.newCookie() }
+        }
+    }
+
+    /// Gives the keeper a duplicate of the connection for this volume. A keeper that cannot be
+    /// reached leaves the volume working, but a restart of this process would cut it.
+    func handToKeeper(_ volumeID: String) {
+        guard let keeper, let record = registry[volumeID], let identity = record.export, let cookie = record.cookie else { return }
+        guard let descriptor = exporter.connectionDescriptor, let parameters = exporter.initParameters() else {
+            logger.warning("no FUSE connection to hand to the keeper yet", metadata: ["volumeId": "\(volumeID)"])
+            return
+        }
+        let entry = KeeperEntry(volumeID: volumeID, inode: identity.inode, cookie: cookie,
+                                protocolMinor: parameters.protocolMinor, maxReadahead: parameters.maxReadahead)
+        do {
+            try keeper.hold(entry, descriptor: descriptor)
+        } catch {
+            logger.error("could not hand the volume's FUSE descriptor to the keeper: a restart of this process would cut it",
+                         metadata: ["volumeId": "\(volumeID)", "error": "\(error)"])
+        }
+    }
+
+    /// The lowest inode no staged or exported volume uses.
+    private func freeInode() throws -> UInt64 {
+        let taken = Set(registry.all.compactMap { $0.export?.inode } + exporter.names.compactMap { exporter.identity(of: $0)?.inode })
+        guard let inode = ExportIdentity.inodes.first(where: { !taken.contains($0) }) else {
+            throw CSIError.resourceExhausted("no free export inode: \(taken.count) volumes are staged")
+        }
+        return inode
+    }
+
+    static func newCookie() -> String {
+        (0..<2).map { _ in
+            let hex = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+            return String(repeating: "0", count: 16 - hex.count) + hex
+        }.joined()
     }
 
     func readWriteDevice(for volumeID: String) throws -> String {

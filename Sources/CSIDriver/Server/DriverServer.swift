@@ -156,10 +156,7 @@ public final class DriverServer: Sendable {
                 }
                 context.storeDidOpen(store)
                 if let stager = self.stager {
-                    try await BlockingWork.run {
-                        try stager.exporter.start()
-                        stager.recover()
-                    }
+                    try await BlockingWork.run { try stager.startServing() }
                     context.nodeDidStart(stager)
                 }
                 logger.notice("strata-csi listening", metadata: [

@@ -1,5 +1,6 @@
 import CSIValidation
 import Foundation
+import NodeHost
 import Synchronization
 
 /// What the node has staged and published, kept on disk so a restarted driver can bring its
@@ -16,6 +17,12 @@ struct StagedVolume: Codable, Equatable, Sendable {
     var readOnly: Bool
     /// Target path → published read-only.
     var targets: [String: Bool] = [:]
+    /// The inode and generation the volume is exported under: fixed at staging, so that a
+    /// successor serving the same FUSE connection means the same file by them.
+    var export: ExportIdentity? = nil
+    /// 128 random bits, given to the FUSE keeper with the connection's descriptor: a descriptor
+    /// the keeper hands back is served for this volume only if its cookie matches.
+    var cookie: String? = nil
 }
 
 /// A small map kept in a JSON file that is replaced atomically (write, fsync, rename, fsync the
