@@ -1,4 +1,4 @@
 // Written by scripts/generate-proto.sh; do not edit.
 
 /// SHA-256 of proto/admin.proto when the code in this module was generated.
-public let adminProtoSourceSHA256 = "9379ccbbbd57920b9ad6febbbb01372c2f7ef2f8e1617ec87da43324e5c0295a"
+public let adminProtoSourceSHA256 = "f2c8bc4f827515a4b8d391c4b9259f37e1231d3679ed5f5b66098fad50b9555e"

@@ -71,6 +71,12 @@ public nonisolated struct Strata_Admin_V1_TreeNode: Sendable {
 
   public var children: [Strata_Admin_V1_TreeNode] = []
 
+  /// REPLICA: the node it was copied from.
+  public var originNode: String = String()
+
+  /// The layer's own bytes were copied from another node (REPLICA and IMPORTED layers).
+  public var imported: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Kind: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -88,6 +94,13 @@ public nonisolated struct Strata_Admin_V1_TreeNode: Sendable {
 
     /// A frozen layer whose snapshot was deleted; kept while layers above read it.
     case retained // = 4
+
+    /// A snapshot copied from another node (origin_node): same id there and here, not listed by
+    /// ListSnapshots; visible or hidden (behind a clone of that node's volume).
+    case replica // = 5
+
+    /// A frozen layer copied from another node below a replica, whose snapshot is not held here.
+    case imported // = 6
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -101,6 +114,8 @@ public nonisolated struct Strata_Admin_V1_TreeNode: Sendable {
       case 2: self = .volume
       case 3: self = .hiddenSnapshot
       case 4: self = .retained
+      case 5: self = .replica
+      case 6: self = .imported
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -112,6 +127,8 @@ public nonisolated struct Strata_Admin_V1_TreeNode: Sendable {
       case .volume: return 2
       case .hiddenSnapshot: return 3
       case .retained: return 4
+      case .replica: return 5
+      case .imported: return 6
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -123,6 +140,8 @@ public nonisolated struct Strata_Admin_V1_TreeNode: Sendable {
       .volume,
       .hiddenSnapshot,
       .retained,
+      .replica,
+      .imported,
     ]
 
   }
@@ -173,6 +192,9 @@ public nonisolated struct Strata_Admin_V1_StoreObject: Sendable {
   public var source: String = String()
 
   public var createdUnixMs: Int64 = 0
+
+  /// A snapshot copied from another node: that node.
+  public var originNode: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -234,6 +256,14 @@ public nonisolated struct Strata_Admin_V1_GetSpaceResponse: Sendable {
 
   /// Volumes whose background flatten is queued or running.
   public var flattening: [String] = []
+
+  /// Copies held from other nodes: replica snapshots (hidden ones included; not in `snapshots`),
+  /// the layers copied for them and the bytes those hold (part of `layers` and `allocated_bytes`).
+  public var replicaSnapshots: Int32 = 0
+
+  public var importedLayers: Int32 = 0
+
+  public var importedBytes: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -308,7 +338,7 @@ nonisolated extension Strata_Admin_V1_GetTreeRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Strata_Admin_V1_TreeNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TreeNode"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}kind\0\u{1}id\0\u{1}name\0\u{1}depth\0\u{3}size_bytes\0\u{3}own_bytes\0\u{3}shared_bytes\0\u{1}readers\0\u{1}children\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}kind\0\u{1}id\0\u{1}name\0\u{1}depth\0\u{3}size_bytes\0\u{3}own_bytes\0\u{3}shared_bytes\0\u{1}readers\0\u{1}children\0\u{3}origin_node\0\u{1}imported\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -326,6 +356,8 @@ nonisolated extension Strata_Admin_V1_TreeNode: SwiftProtobuf.Message, SwiftProt
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.sharedBytes) }()
       case 9: try { try decoder.decodeSingularInt32Field(value: &self.readers) }()
       case 10: try { try decoder.decodeRepeatedMessageField(value: &self.children) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.originNode) }()
+      case 12: try { try decoder.decodeSingularBoolField(value: &self.imported) }()
       default: break
       }
     }
@@ -362,6 +394,12 @@ nonisolated extension Strata_Admin_V1_TreeNode: SwiftProtobuf.Message, SwiftProt
     if !self.children.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.children, fieldNumber: 10)
     }
+    if !self.originNode.isEmpty {
+      try visitor.visitSingularStringField(value: self.originNode, fieldNumber: 11)
+    }
+    if self.imported != false {
+      try visitor.visitSingularBoolField(value: self.imported, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -376,13 +414,15 @@ nonisolated extension Strata_Admin_V1_TreeNode: SwiftProtobuf.Message, SwiftProt
     if lhs.sharedBytes != rhs.sharedBytes {return false}
     if lhs.readers != rhs.readers {return false}
     if lhs.children != rhs.children {return false}
+    if lhs.originNode != rhs.originNode {return false}
+    if lhs.imported != rhs.imported {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Strata_Admin_V1_TreeNode.Kind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}SNAPSHOT\0\u{1}VOLUME\0\u{1}HIDDEN_SNAPSHOT\0\u{1}RETAINED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}SNAPSHOT\0\u{1}VOLUME\0\u{1}HIDDEN_SNAPSHOT\0\u{1}RETAINED\0\u{1}REPLICA\0\u{1}IMPORTED\0")
 }
 
 nonisolated extension Strata_Admin_V1_GetTreeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -436,7 +476,7 @@ nonisolated extension Strata_Admin_V1_ListObjectsRequest: SwiftProtobuf.Message,
 
 nonisolated extension Strata_Admin_V1_StoreObject: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StoreObject"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{3}size_bytes\0\u{3}own_bytes\0\u{3}shared_bytes\0\u{1}depth\0\u{1}source\0\u{3}created_unix_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{3}size_bytes\0\u{3}own_bytes\0\u{3}shared_bytes\0\u{1}depth\0\u{1}source\0\u{3}created_unix_ms\0\u{3}origin_node\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -452,6 +492,7 @@ nonisolated extension Strata_Admin_V1_StoreObject: SwiftProtobuf.Message, SwiftP
       case 6: try { try decoder.decodeSingularInt32Field(value: &self.depth) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.source) }()
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.createdUnixMs) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.originNode) }()
       default: break
       }
     }
@@ -482,6 +523,9 @@ nonisolated extension Strata_Admin_V1_StoreObject: SwiftProtobuf.Message, SwiftP
     if self.createdUnixMs != 0 {
       try visitor.visitSingularInt64Field(value: self.createdUnixMs, fieldNumber: 8)
     }
+    if !self.originNode.isEmpty {
+      try visitor.visitSingularStringField(value: self.originNode, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -494,6 +538,7 @@ nonisolated extension Strata_Admin_V1_StoreObject: SwiftProtobuf.Message, SwiftP
     if lhs.depth != rhs.depth {return false}
     if lhs.source != rhs.source {return false}
     if lhs.createdUnixMs != rhs.createdUnixMs {return false}
+    if lhs.originNode != rhs.originNode {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -555,7 +600,7 @@ nonisolated extension Strata_Admin_V1_GetSpaceRequest: SwiftProtobuf.Message, Sw
 
 nonisolated extension Strata_Admin_V1_GetSpaceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetSpaceResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}capacity_bytes\0\u{3}free_bytes\0\u{3}provisioned_bytes\0\u{3}allocated_bytes\0\u{3}reserve_bytes\0\u{1}volumes\0\u{1}snapshots\0\u{3}hidden_snapshots\0\u{1}layers\0\u{3}deepest_chain\0\u{1}flattening\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}capacity_bytes\0\u{3}free_bytes\0\u{3}provisioned_bytes\0\u{3}allocated_bytes\0\u{3}reserve_bytes\0\u{1}volumes\0\u{1}snapshots\0\u{3}hidden_snapshots\0\u{1}layers\0\u{3}deepest_chain\0\u{1}flattening\0\u{3}replica_snapshots\0\u{3}imported_layers\0\u{3}imported_bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -574,6 +619,9 @@ nonisolated extension Strata_Admin_V1_GetSpaceResponse: SwiftProtobuf.Message, S
       case 9: try { try decoder.decodeSingularInt32Field(value: &self.layers) }()
       case 10: try { try decoder.decodeSingularInt32Field(value: &self.deepestChain) }()
       case 11: try { try decoder.decodeRepeatedStringField(value: &self.flattening) }()
+      case 12: try { try decoder.decodeSingularInt32Field(value: &self.replicaSnapshots) }()
+      case 13: try { try decoder.decodeSingularInt32Field(value: &self.importedLayers) }()
+      case 14: try { try decoder.decodeSingularInt64Field(value: &self.importedBytes) }()
       default: break
       }
     }
@@ -613,6 +661,15 @@ nonisolated extension Strata_Admin_V1_GetSpaceResponse: SwiftProtobuf.Message, S
     if !self.flattening.isEmpty {
       try visitor.visitRepeatedStringField(value: self.flattening, fieldNumber: 11)
     }
+    if self.replicaSnapshots != 0 {
+      try visitor.visitSingularInt32Field(value: self.replicaSnapshots, fieldNumber: 12)
+    }
+    if self.importedLayers != 0 {
+      try visitor.visitSingularInt32Field(value: self.importedLayers, fieldNumber: 13)
+    }
+    if self.importedBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.importedBytes, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -628,6 +685,9 @@ nonisolated extension Strata_Admin_V1_GetSpaceResponse: SwiftProtobuf.Message, S
     if lhs.layers != rhs.layers {return false}
     if lhs.deepestChain != rhs.deepestChain {return false}
     if lhs.flattening != rhs.flattening {return false}
+    if lhs.replicaSnapshots != rhs.replicaSnapshots {return false}
+    if lhs.importedLayers != rhs.importedLayers {return false}
+    if lhs.importedBytes != rhs.importedBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

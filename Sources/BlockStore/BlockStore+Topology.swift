@@ -10,6 +10,8 @@ public struct StoreTopology: Sendable {
         public var depth: Int
         public var frozen: Bool
         public var allocatedBytes: UInt64
+        /// Copied from another node (a replica's layer), not written here.
+        public var imported: Bool = false
     }
 
     /// A volume and its writable head.
@@ -38,7 +40,8 @@ extension BlockStore {
         let flattening = state.withLock { $0.scheduledFlattens.sorted() }
         return try catalog.read { db in
             let layers = try db.allLayers().map {
-                StoreTopology.Layer(id: $0.id, parentID: $0.parentID, depth: $0.depth, frozen: $0.frozen, allocatedBytes: $0.allocatedBytes)
+                StoreTopology.Layer(id: $0.id, parentID: $0.parentID, depth: $0.depth, frozen: $0.frozen, allocatedBytes: $0.allocatedBytes,
+                                    imported: $0.imported)
             }
             let heads = try db.allVolumeRows().map { StoreTopology.Head(volume: try makeVolume($0, db), layerID: $0.headLayerID) }
             let points = try db.allSnapshotRows().map {

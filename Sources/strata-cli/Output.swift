@@ -14,6 +14,7 @@ enum Output {
             "layer": Int(node.layer), "kind": kindName(node.kind), "id": node.id, "name": node.name,
             "depth": Int(node.depth), "size_bytes": Int(node.sizeBytes), "own_bytes": Int(node.ownBytes),
             "shared_bytes": Int(node.sharedBytes), "readers": Int(node.readers), "children": node.children.map(jsonObject),
+            "origin_node": node.originNode, "imported": node.imported,
         ]
     }
 
@@ -21,7 +22,7 @@ enum Output {
         [
             "id": object.id, "name": object.name, "size_bytes": Int(object.sizeBytes), "own_bytes": Int(object.ownBytes),
             "shared_bytes": Int(object.sharedBytes), "depth": Int(object.depth), "source": object.source,
-            "created_unix_ms": Int(object.createdUnixMs),
+            "created_unix_ms": Int(object.createdUnixMs), "origin_node": object.originNode,
         ]
     }
 
@@ -31,7 +32,8 @@ enum Output {
             "provisioned_bytes": Int(space.provisionedBytes), "allocated_bytes": Int(space.allocatedBytes),
             "reserve_bytes": Int(space.reserveBytes), "volumes": Int(space.volumes), "snapshots": Int(space.snapshots),
             "hidden_snapshots": Int(space.hiddenSnapshots), "layers": Int(space.layers), "deepest_chain": Int(space.deepestChain),
-            "flattening": space.flattening,
+            "flattening": space.flattening, "replica_snapshots": Int(space.replicaSnapshots),
+            "imported_layers": Int(space.importedLayers), "imported_bytes": Int(space.importedBytes),
         ]
     }
 
@@ -41,6 +43,8 @@ enum Output {
         case .volume: "volume"
         case .hiddenSnapshot: "hidden-snapshot"
         case .retained: "retained"
+        case .replica: "replica"
+        case .imported: "imported"
         default: "layer"
         }
     }
@@ -90,13 +94,16 @@ enum Output {
         var text = table(rows)
         text += "\(space.volumes) volumes, \(space.snapshots) snapshots (\(space.hiddenSnapshots) hidden), "
             + "\(space.layers) layers, deepest chain \(space.deepestChain)\n"
+        text += "copies from other nodes: \(space.replicaSnapshots) replica snapshots, \(space.importedLayers) layers, "
+            + "\(bytes(space.importedBytes))\n"
         text += "flattening: " + (space.flattening.isEmpty ? "none" : space.flattening.joined(separator: ", ")) + "\n"
         return text
     }
 }
 
 /// The layer forest as an indented tree, one line per layer:
-/// `snapshot golden-snap (snap-…)  depth 1  size 16 MiB  own 1 MiB  shared 0 B  readers 4`.
+/// `snapshot golden-snap (snap-…)  depth 1  size 16 MiB  own 1 MiB  shared 0 B  readers 4`; a copy
+/// of another node's snapshot: `replica (snap-…) from node-a  depth 2  …  own 64 KiB copied  …`.
 enum TreePrinter {
     static func render(_ roots: [Strata_Admin_V1_TreeNode]) -> String {
         var lines: [String] = []
@@ -108,9 +115,10 @@ enum TreePrinter {
         var label = Output.kindName(node.kind)
         if !node.name.isEmpty { label += " " + node.name }
         label += node.id.isEmpty ? " (layer \(node.layer))" : " (\(node.id))"
+        if !node.originNode.isEmpty { label += " from \(node.originNode)" }
         var facts = ["depth \(node.depth)"]
         if node.sizeBytes > 0 { facts.append("size \(Output.bytes(node.sizeBytes))") }
-        facts += ["own \(Output.bytes(node.ownBytes))", "shared \(Output.bytes(node.sharedBytes))", "readers \(node.readers)"]
+        facts += ["own \(Output.bytes(node.ownBytes))" + (node.imported ? " copied" : ""), "shared \(Output.bytes(node.sharedBytes))", "readers \(node.readers)"]
         return label + "  " + facts.joined(separator: "  ")
     }
 

@@ -63,6 +63,7 @@ struct AdminService: Strata_Admin_V1_Admin.SimpleServiceProtocol {
                         $0.sharedBytes = below(point.layerID)
                         $0.depth = Int32(layers[point.layerID]?.depth ?? 0)
                         $0.source = point.snapshot.sourceVolumeID
+                        $0.originNode = point.snapshot.originNode ?? ""
                         $0.createdUnixMs = Int64((point.snapshot.createdAt.timeIntervalSince1970 * 1000).rounded())
                     }
                 }
@@ -88,6 +89,9 @@ struct AdminService: Strata_Admin_V1_Admin.SimpleServiceProtocol {
                 $0.layers = Int32(census.layers)
                 $0.deepestChain = Int32(census.deepestChain)
                 $0.flattening = flattening
+                $0.replicaSnapshots = Int32(census.replicaSnapshots)
+                $0.importedLayers = Int32(census.importedLayers)
+                $0.importedBytes = Int64(census.importedBytes)
             }
         }
     }

@@ -74,13 +74,19 @@ struct AdminTree {
             node.name = head.volume.name
             node.sizeBytes = Int64(head.volume.size)
         } else if let point = points[id] {
-            node.kind = point.hidden ? .hiddenSnapshot : .snapshot
+            if let origin = point.snapshot.originNode {
+                node.kind = .replica
+                node.originNode = origin
+            } else {
+                node.kind = point.hidden ? .hiddenSnapshot : .snapshot
+            }
             node.id = point.snapshot.id
             node.name = point.snapshot.name
             node.sizeBytes = Int64(point.snapshot.size)
         } else {
-            node.kind = .retained
+            node.kind = layer.imported ? .imported : .retained
         }
+        node.imported = layer.imported
         if withChildren {
             node.children = (children[id] ?? []).map { self.node($0, below: below + layer.allocatedBytes) }
         }
