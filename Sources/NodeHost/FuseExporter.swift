@@ -297,9 +297,13 @@ public final class FuseExporter: Sendable {
             }
         }
         // Our mount may have been detached by someone else: abort through fusectl if mounted.
+        // Once our connection has ended the kernel gives its number to the next FUSE mount, so
+        // a number that now names a mount elsewhere is another filesystem's: leave it alone.
         var waited = 0.0
         while !loop.wait(seconds: 0.2) {
-            if let mount { Self.abortConnection(of: mount, logger: logger) }
+            if let mount, !Self.connectionNumberReused(mount, awayFrom: mountPoint) {
+                Self.abortConnection(of: mount, logger: logger)
+            }
             waited += 0.2
             if waited >= 10 {
                 logger.error("FUSE session threads did not end; leaking the session", metadata: ["mountPoint": "\(mountPoint)"])
@@ -339,6 +343,12 @@ public final class FuseExporter: Sendable {
             removed.append(mount)
         }
         return removed
+    }
+
+    /// Whether `mount`'s device number is mounted somewhere other than `mountPoint` now.
+    static func connectionNumberReused(_ mount: MountInfo, awayFrom mountPoint: String) -> Bool {
+        guard let mounts = try? MountTable.read() else { return true }
+        return mounts.contains { $0.major == mount.major && $0.minor == mount.minor && $0.mountPoint != mountPoint }
     }
 
     /// Aborts a FUSE connection through fusectl (/sys/fs/fuse/connections), when mounted:
