@@ -12,10 +12,15 @@ struct HostFootprint: Equatable, CustomStringConvertible {
 
     /// Watches every file under `directories`, the mounts under `scope`, and every mount outside
     /// /tmp (where a hostile path such as /etc or / would land). Other tests' mounts under /tmp
-    /// come and go concurrently, so they are not watched.
+    /// come and go concurrently, so they are not watched; nor are the network namespaces the
+    /// multi-node tests pin under /run/netns (no CSI request can make one).
     static func capture(directories: [String], scope: String) -> HostFootprint {
-        HostFootprint(mounts: Set(mountPoints().filter { $0 == scope || $0.hasPrefix(scope + "/") || !$0.hasPrefix("/tmp/") }),
-                      files: directories.reduce(into: [:]) { files, directory in listing(of: directory, into: &files) })
+        let watched = mountPoints().filter { mountPoint in
+            mountPoint == scope || mountPoint.hasPrefix(scope + "/")
+                || !(mountPoint.hasPrefix("/tmp/") || mountPoint.hasPrefix("/run/netns/"))
+        }
+        return HostFootprint(mounts: Set(watched),
+                             files: directories.reduce(into: [:]) { files, directory in listing(of: directory, into: &files) })
     }
 
     /// Mount points listed in /proc/self/mountinfo (octal escapes such as `\040` decoded).
