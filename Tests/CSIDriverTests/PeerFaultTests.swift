@@ -108,7 +108,12 @@ struct PeerFaultTests {
                     try await $0.getSnapshot(.with { $0.snapshotID = snapshot }, options: Self.quick)
                 }
             }
-            #expect(outcome == .unavailable, "client with \(folder ?? "no") certificate: \(String(describing: outcome))")
+            // With TLS 1.3 the client sends its (missing or foreign) certificate after it has
+            // seen the handshake through, so the server's refusal reaches it as a connection that
+            // closes at once: the call fails UNAVAILABLE, or, while the client keeps reconnecting
+            // to a server that keeps refusing, runs out its deadline. Never an answer.
+            #expect(outcome == .unavailable || outcome == .deadlineExceeded,
+                    "client with \(folder ?? "no") certificate: \(String(describing: outcome))")
         }
 
         // A member asking for what is not a frozen layer of a snapshot held here.
