@@ -18,12 +18,23 @@ failures() {
     grep -E -A6 '✘|recorded an issue|error:|Fatal error' "$1" | cut -c1-400 | tail -n 150
 }
 
+# The multi-node suites run on their own, after the rest: run beside the node tests of other
+# suites, those saw their FUSE exports and mounts vanish (cause not found yet; see README, Tests).
+multi_node='MultiNodeTests|PeerFaultTests'
+suite() {
+    if [[ $# -gt 0 ]]; then
+        swift test --skip-build "$@"
+    else
+        swift test --skip-build --skip "$multi_node" && swift test --skip-build --filter "$multi_node"
+    fi
+}
+
 # A failure that does not repeat in a second whole run is reported as flaky (loudly, at the very
 # end, where CI's tail shows it) rather than failing the build; one that repeats fails it.
-if ! swift test --skip-build "$@" 2>&1 | tee "$logs/first"; then
+if ! suite "$@" 2>&1 | tee "$logs/first"; then
     echo
     echo "==== the run failed; running the whole suite once more to tell a flaky test from a broken one ===="
-    if ! swift test --skip-build "$@" > "$logs/second" 2>&1; then
+    if ! suite "$@" > "$logs/second" 2>&1; then
         echo "==== failed again. First run's failures: ===="
         failures "$logs/first"
         echo "==== second run's failures: ===="
