@@ -118,15 +118,17 @@ extension BlockStore {
     /// caller asked for (a volume of that node). The clone holds the replica as its hidden
     /// snapshot and releases it when deleted, as a local clone of a volume does. Idempotent by name.
     public func createVolumeFromReplica(
-        name: String, size: UInt64, replicaID: String, recordedSource: VolumeSource, parameters: [String: String] = [:]
+        name: String, size: UInt64, replicaID: String, recordedSource: VolumeSource, parameters: [String: String] = [:],
+        multiNode: Bool = false
     ) throws -> Volume {
+        let traits = VolumeTraits(parameters: parameters, multiNode: multiNode)
         try Self.validateName(name)
         guard Identifier.isSnapshotID(replicaID) else { throw StoreError.notFound("replica \(replicaID)") }
         return try controlLock.withLock { _ in
             try throwIfClosed()
             return try catalog.write { db in
                 if let existing = try db.volumeRow(named: name) {
-                    return try matchExisting(existing, size: size, clusterSize: nil, source: recordedSource, parameters: parameters, db)
+                    return try matchExisting(existing, size: size, clusterSize: nil, source: recordedSource, traits: traits, db)
                 }
                 guard let replica = try db.snapshotRow(id: replicaID), replica.originNode != nil else {
                     throw StoreError.notFound("replica \(replicaID)")
@@ -144,7 +146,7 @@ extension BlockStore {
                 try db.insertVolume(VolumeRow(
                     id: volumeID, name: name, size: size, clusterSize: layer.clusterSize, headLayerID: headID,
                     source: recordedSource, hiddenSnapshotID: replica.hidden ? replicaID : nil, parameters: parameters,
-                    createdAt: createdAt))
+                    multiNode: multiNode, createdAt: createdAt))
                 return try makeVolume(try db.volumeRow(id: volumeID)!, db)
             }
         }

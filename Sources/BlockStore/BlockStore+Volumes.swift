@@ -7,12 +7,14 @@ extension BlockStore {
     static let maximumClusterCount: UInt64 = 1 << 32
 
     /// Creates a volume, empty or from a snapshot or another volume. Idempotent by name: the same
-    /// name with the same size, cluster size, source and parameters returns the existing volume;
-    /// the same name with anything different is `.alreadyExists`. O(1) in size and clone count.
+    /// name with the same size, cluster size, source, parameters and sharing returns the existing
+    /// volume; the same name with anything different is `.alreadyExists`. O(1) in size and clone
+    /// count. A `multiNode` volume may be staged on other nodes, which reach it through its owner.
     public func createVolume(
         name: String, size: UInt64, clusterSize: UInt32? = nil, source: VolumeSource? = nil,
-        parameters: [String: String] = [:]
+        parameters: [String: String] = [:], multiNode: Bool = false
     ) throws -> Volume {
+        let traits = VolumeTraits(parameters: parameters, multiNode: multiNode)
         try Self.validateName(name)
         guard size > 0 else { throw StoreError(.invalidArgument, "volume size must be positive") }
         if let clusterSize, !Self.isValidClusterSize(clusterSize) {
@@ -23,24 +25,24 @@ extension BlockStore {
             return try controlLock.withLock { _ in
                 try throwIfClosed()
                 if let existing = try catalog.read({ try $0.volumeRow(named: name) }) {
-                    return try catalog.read { try matchExisting(existing, size: size, clusterSize: clusterSize, source: source, parameters: parameters, $0) }
+                    return try catalog.read { try matchExisting(existing, size: size, clusterSize: clusterSize, source: source, traits: traits, $0) }
                 }
                 return try createCloneOfVolumeLocked(
-                    name: name, size: size, clusterSize: clusterSize, volumeID: volumeID, parameters: parameters)
+                    name: name, size: size, clusterSize: clusterSize, volumeID: volumeID, traits: traits)
             }
         }
         let volume = try creations.perform({ [self] db in
             if let existing = try db.volumeRow(named: name) {
-                return try matchExisting(existing, size: size, clusterSize: clusterSize, source: source, parameters: parameters, db)
+                return try matchExisting(existing, size: size, clusterSize: clusterSize, source: source, traits: traits, db)
             }
             guard case .snapshot(let snapshotID) = source else {
                 let clusterSize = clusterSize ?? options.defaultClusterSize
                 try Self.checkSize(size, clusterSize: clusterSize)
                 return try insertVolume(
-                    name: name, size: size, clusterSize: clusterSize, parentLayerID: nil, source: nil, parameters: parameters, db)
+                    name: name, size: size, clusterSize: clusterSize, parentLayerID: nil, source: nil, traits: traits, db)
             }
             return try createCloneOfSnapshot(
-                name: name, size: size, clusterSize: clusterSize, snapshotID: snapshotID, parameters: parameters, db)
+                name: name, size: size, clusterSize: clusterSize, snapshotID: snapshotID, traits: traits, db)
         }, commitGroup: commitCreations)
         scheduleFlattenIfDeep(volume)
         return volume
@@ -58,17 +60,17 @@ extension BlockStore {
 
     /// The existing volume of that name if the request matches it (idempotent create), else `.alreadyExists`.
     func matchExisting(
-        _ existing: VolumeRow, size: UInt64, clusterSize: UInt32?, source: VolumeSource?, parameters: [String: String], _ db: Database
+        _ existing: VolumeRow, size: UInt64, clusterSize: UInt32?, source: VolumeSource?, traits: VolumeTraits, _ db: Database
     ) throws -> Volume {
         let effectiveClusterSize = clusterSize ?? (source == nil ? options.defaultClusterSize : existing.clusterSize)
         guard existing.size == size, existing.clusterSize == effectiveClusterSize, existing.source == source,
-            existing.parameters == parameters
+            existing.parameters == traits.parameters, existing.multiNode == traits.multiNode
         else { throw StoreError(.alreadyExists, "a different volume named \(existing.name) exists") }
         return try makeVolume(existing, db)
     }
 
     private func createCloneOfSnapshot(
-        name: String, size: UInt64, clusterSize: UInt32?, snapshotID: String, parameters: [String: String], _ db: Database
+        name: String, size: UInt64, clusterSize: UInt32?, snapshotID: String, traits: VolumeTraits, _ db: Database
     ) throws -> Volume {
         guard Identifier.isSnapshotID(snapshotID), let snapshot = try db.snapshotRow(id: snapshotID), !snapshot.hidden else {
             throw StoreError.notFound("snapshot \(snapshotID)")
@@ -78,12 +80,12 @@ extension BlockStore {
         try checkDepth(layer.depth + 1)
         return try insertVolume(
             name: name, size: size, clusterSize: layer.clusterSize, parentLayerID: layer.id,
-            source: .snapshot(id: snapshotID), parameters: parameters, db)
+            source: .snapshot(id: snapshotID), traits: traits, db)
     }
 
     /// A clone of a volume: an implicit hidden snapshot of the source, then a clone of it.
     private func createCloneOfVolumeLocked(
-        name: String, size: UInt64, clusterSize: UInt32?, volumeID: String, parameters: [String: String]
+        name: String, size: UInt64, clusterSize: UInt32?, volumeID: String, traits: VolumeTraits
     ) throws -> Volume {
         guard Identifier.isVolumeID(volumeID) else { throw StoreError.notFound("volume \(volumeID)") }
         let (sourceRow, sourceHead) = try catalog.read { db -> (VolumeRow, LayerRow) in
@@ -108,8 +110,8 @@ extension BlockStore {
                 try db.addReference(to: frozenLayer.id)
                 try db.insertVolume(VolumeRow(
                     id: cloneID, name: name, size: size, clusterSize: sourceRow.clusterSize, headLayerID: cloneHeadID,
-                    source: .volume(id: volumeID), hiddenSnapshotID: hiddenSnapshotID, parameters: parameters,
-                    createdAt: createdAt))
+                    source: .volume(id: volumeID), hiddenSnapshotID: hiddenSnapshotID, parameters: traits.parameters,
+                    multiNode: traits.multiNode, createdAt: createdAt))
         }
         let volume = try catalog.read { db in try makeVolume(try db.volumeRow(id: cloneID)!, db) }
         scheduleFlattenIfDeep(volume)
@@ -123,7 +125,7 @@ extension BlockStore {
     /// files are created when the volume is first opened.
     private func insertVolume(
         name: String, size: UInt64, clusterSize: UInt32, parentLayerID: Int64?, source: VolumeSource?,
-        parameters: [String: String], _ db: Database
+        traits: VolumeTraits, _ db: Database
     ) throws -> Volume {
         let headID = allocateLayerID()
         let volumeID = Identifier.newVolumeID()
@@ -138,7 +140,7 @@ extension BlockStore {
             refCount: 1, allocatedBytes: 0, createdAt: createdAt))
         try db.insertVolume(VolumeRow(
             id: volumeID, name: name, size: size, clusterSize: clusterSize, headLayerID: headID, source: source,
-            hiddenSnapshotID: nil, parameters: parameters, createdAt: createdAt))
+            hiddenSnapshotID: nil, parameters: traits.parameters, multiNode: traits.multiNode, createdAt: createdAt))
         return try makeVolume(try db.volumeRow(id: volumeID)!, db)
     }
 
@@ -173,12 +175,15 @@ extension BlockStore {
     }
 
     /// Deletes a volume. Its snapshots and clones keep the layers they need; the volume's own
-    /// layers are freed when nothing else references them. `.busy` while a handle is open.
+    /// layers are freed when nothing else references them. `.busy` while a handle is open or
+    /// another node stages it.
     public func deleteVolume(id: String) throws {
         guard Identifier.isVolumeID(id) else { throw StoreError.notFound("volume \(id)") }
         try controlLock.withLock { _ in
             try throwIfClosed()
             guard let row = try catalog.read({ try $0.volumeRow(id: id) }) else { throw StoreError.notFound("volume \(id)") }
+            let stagers = try catalog.read { try $0.remoteStagers(ofVolume: id) }
+            guard stagers.isEmpty else { throw StoreError(.busy, "volume \(id) is staged on \(stagers.joined(separator: " and "))") }
             let handles = state.withLock { state -> Int in
                 guard let entry = state.open[id] else { return 0 }
                 if entry.handles == 0 {
@@ -227,7 +232,7 @@ extension BlockStore {
         return Volume(
             id: row.id, name: row.name, size: row.size, clusterSize: row.clusterSize, source: row.source,
             createdAt: Date(timeIntervalSince1970: row.createdAt), chainDepth: head.depth, allocatedBytes: allocated,
-            parameters: row.parameters)
+            parameters: row.parameters, multiNode: row.multiNode, epoch: row.epoch)
     }
 
     func checkDepth(_ depth: Int) throws {
@@ -265,4 +270,10 @@ extension BlockStore {
         }
         return value
     }
+}
+
+/// What a creation request asks of a volume beyond its shape; an idempotent retry must match it.
+struct VolumeTraits {
+    var parameters: [String: String]
+    var multiNode: Bool
 }

@@ -76,6 +76,20 @@ extension Catalog {
                 CREATE INDEX snapshots_origin ON snapshots(origin_node) WHERE origin_node IS NOT NULL;
                 """)
         }
+        // ReadWriteMany Block volumes: whether a volume may be staged on several nodes, its
+        // ownership epoch (fencing), and the other nodes that stage it now, reaching it here.
+        migrator.registerMigration("v5-sharing") { db in
+            try db.execute(sql: """
+                ALTER TABLE volumes ADD COLUMN multi_node INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE volumes ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1;
+                CREATE TABLE remote_stagers (
+                    volume_id TEXT NOT NULL,
+                    node_id TEXT NOT NULL,
+                    since REAL NOT NULL,
+                    PRIMARY KEY (volume_id, node_id)
+                );
+                """)
+        }
         return migrator
     }
 }

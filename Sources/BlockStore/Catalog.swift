@@ -220,17 +220,19 @@ extension Database {
         try cachedStatement(
             sql: """
                 INSERT INTO volumes (id, name, size, cluster_size, head_layer_id, source_kind, source_id,
-                                     hidden_snapshot_id, parameters, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                     hidden_snapshot_id, parameters, multi_node, epoch, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         ).execute(
             arguments: [volume.id, volume.name, Int64(volume.size), Int64(volume.clusterSize), volume.headLayerID,
                         volume.sourceKind, volume.sourceID, volume.hiddenSnapshotID,
-                        VolumeRow.encodeParameters(volume.parameters), volume.createdAt])
+                        VolumeRow.encodeParameters(volume.parameters), volume.multiNode ? 1 : 0, Int64(volume.epoch),
+                        volume.createdAt])
     }
 
     func deleteVolumeRow(id: String) throws {
         try cachedStatement(sql: "DELETE FROM volumes WHERE id = ?").execute(arguments: [id])
+        try cachedStatement(sql: "DELETE FROM remote_stagers WHERE volume_id = ?").execute(arguments: [id])
     }
 
     func setHead(_ layerID: Int64, ofVolume id: String) throws {

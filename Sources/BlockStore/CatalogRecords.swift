@@ -64,6 +64,11 @@ package struct VolumeRow: Sendable, Equatable {
     /// The hidden snapshot a clone-of-a-volume was made from; released with the clone.
     package var hiddenSnapshotID: String?
     package var parameters: [String: String]
+    /// Stageable on several nodes at once (ReadWriteMany Block); see `remote_stagers`.
+    package var multiNode: Bool
+    /// The ownership epoch: raised each time the volume's writable head changes hands, so that a
+    /// node still acting on an older epoch is refused (fencing).
+    package var epoch: UInt64
     package var createdAt: Double
 
     package init(row: Row) throws {
@@ -80,11 +85,13 @@ package struct VolumeRow: Sendable, Equatable {
         }
         hiddenSnapshotID = try row.catalogValue("hidden_snapshot_id")
         parameters = Self.decodeParameters(try row.catalogValue("parameters"))
+        multiNode = (try row.catalogValue("multi_node") as Int64) != 0
+        epoch = try row.catalogUnsigned("epoch")
         createdAt = try row.catalogValue("created_at")
     }
 
     init(id: String, name: String, size: UInt64, clusterSize: UInt32, headLayerID: Int64, source: VolumeSource?,
-         hiddenSnapshotID: String?, parameters: [String: String], createdAt: Double) {
+         hiddenSnapshotID: String?, parameters: [String: String], multiNode: Bool = false, epoch: UInt64 = 1, createdAt: Double) {
         self.seq = 0
         self.id = id
         self.name = name
@@ -94,6 +101,8 @@ package struct VolumeRow: Sendable, Equatable {
         self.source = source
         self.hiddenSnapshotID = hiddenSnapshotID
         self.parameters = parameters
+        self.multiNode = multiNode
+        self.epoch = epoch
         self.createdAt = createdAt
     }
 

@@ -19,6 +19,10 @@ public struct Volume: Sendable, Hashable {
     /// Bytes held by the volume's own writable layer (frozen layers are counted on snapshots).
     public var allocatedBytes: UInt64
     public var parameters: [String: String]
+    /// Stageable on several nodes at once (ReadWriteMany Block); its writable head stays here.
+    public var multiNode: Bool = false
+    /// The ownership epoch (see `VolumeRow.epoch`).
+    public var epoch: UInt64 = 1
 }
 
 /// A frozen point-in-time copy of a volume.

@@ -1,0 +1,53 @@
+import Foundation
+import GRDB
+
+/// The other nodes that stage a multi-node volume and reach it through this store (its owner).
+/// Recorded in the catalog, so that a restart of the owner keeps serving them; the driver decides
+/// who may stage (at most two nodes at once), the store only remembers who does.
+extension BlockStore {
+    /// Nodes other than this one staging `volumeID` now, oldest first.
+    public func remoteStagers(ofVolume volumeID: String) throws -> [String] {
+        try catalog.read { db in
+            guard try db.volumeRow(id: volumeID) != nil else { throw StoreError.notFound("volume \(volumeID)") }
+            return try db.remoteStagers(ofVolume: volumeID)
+        }
+    }
+
+    /// Records `node` as staging `volumeID` (idempotent) and answers the volume; a volume that
+    /// is not multi-node is refused (`.busy`: it can be staged on one node only).
+    @discardableResult
+    public func addRemoteStager(_ node: String, toVolume volumeID: String) throws -> Volume {
+        guard Identifier.isVolumeID(volumeID) else { throw StoreError.notFound("volume \(volumeID)") }
+        guard !node.isEmpty, node.utf8.count <= 256 else { throw StoreError(.invalidArgument, "a node id must be 1–256 bytes") }
+        return try controlLock.withLock { _ in
+            try throwIfClosed()
+            return try catalog.write { db in
+                guard let row = try db.volumeRow(id: volumeID) else { throw StoreError.notFound("volume \(volumeID)") }
+                guard row.multiNode else {
+                    throw StoreError(.busy, "volume \(volumeID) is single-node: it is staged only where it lives")
+                }
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO remote_stagers (volume_id, node_id, since) VALUES (?, ?, ?)",
+                    arguments: [volumeID, node, Self.now()])
+                return try makeVolume(row, db)
+            }
+        }
+    }
+
+    /// Forgets `node` as a stager of `volumeID`; forgetting one that is not recorded succeeds.
+    public func removeRemoteStager(_ node: String, fromVolume volumeID: String) throws {
+        try controlLock.withLock { _ in
+            try throwIfClosed()
+            try catalog.write { db in
+                try db.execute(sql: "DELETE FROM remote_stagers WHERE volume_id = ? AND node_id = ?", arguments: [volumeID, node])
+            }
+        }
+    }
+}
+
+extension Database {
+    func remoteStagers(ofVolume volumeID: String) throws -> [String] {
+        try String.fetchAll(
+            self, sql: "SELECT node_id FROM remote_stagers WHERE volume_id = ? ORDER BY since, node_id", arguments: [volumeID])
+    }
+}
