@@ -1,9 +1,10 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Dependencies point one way: strata-csi → CSIDriver → (CSIProto, AdminProto, PeerProto, BlockStore, NodeHost);
+// Dependencies point one way: strata-csi → CSIDriver → (CSIProto, AdminProto, Peering, BlockStore, NodeHost),
+// Peering → (PeerProto, BlockStore);
 // the `strata` admin CLI → AdminProto only (it talks to the driver's admin socket).
-// BlockStore and NodeHost know nothing of gRPC, CSI or Kubernetes.
+// BlockStore and NodeHost know nothing of gRPC, CSI or Kubernetes; Peering knows nothing of CSI.
 let package = Package(
     name: "Strata",
     platforms: [.macOS(.v15)],
@@ -62,6 +63,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Node to node: the peer directory, one pooled mutual-TLS client per peer, the layer
+        // service and the replica fetcher. Over BlockStore and the peer protocol only: it knows
+        // nothing of CSI (the driver adapts it through `PeerHost`).
+        .target(
+            name: "Peering",
+            dependencies: [
+                "BlockStore", "PeerProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // libfuse3 (Debian: libfuse3-dev) for the FUSE export of staged volumes.
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         // The keeper's wire (SCM_RIGHTS over a Unix socket): Glibc only, shared by the keeper and
@@ -89,9 +103,8 @@ let package = Package(
         .target(
             name: "CSIDriver",
             dependencies: [
-                "CSIProto", "AdminProto", "PeerProto", "CSIValidation", "BlockStore", "NodeHost", "FuseKeeperProtocol",
+                "CSIProto", "AdminProto", "PeerProto", "Peering", "CSIValidation", "BlockStore", "NodeHost", "FuseKeeperProtocol",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -104,7 +117,7 @@ let package = Package(
         .executableTarget(
             name: "strata-csi",
             dependencies: [
-                "CSIDriver",
+                "CSIDriver", "Peering",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -148,7 +161,7 @@ let package = Package(
         .testTarget(
             name: "CSIDriverTests",
             dependencies: [
-                "CSIDriver", "CSIProto", "AdminProto", "PeerProto", "CSIValidation", "BlockStore", "FuseKeeperProtocol",
+                "CSIDriver", "CSIProto", "AdminProto", "PeerProto", "Peering", "CSIValidation", "BlockStore", "FuseKeeperProtocol",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Peering
 
 /// What an operator chooses when starting the driver; the executable fills it from flags.
 public struct DriverConfiguration: Sendable {
@@ -85,28 +86,8 @@ public struct DriverConfiguration: Sendable {
         self.logger = logger
     }
 
-    /// A TCP address to listen on.
-    public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
-        public var host: String
-        public var port: Int
-
-        public init(host: String, port: Int) {
-            self.host = host
-            self.port = port
-        }
-
-        /// `host:port`, `:port` (every interface) or `[v6-address]:port`.
-        public init(parsing text: String) throws(ConfigurationError) {
-            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
-                throw ConfigurationError("\"\(text)\" is not host:port (e.g. :9820 or 127.0.0.1:9820)")
-            }
-            var host = String(text[..<colon])
-            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            self.init(host: host.isEmpty ? "0.0.0.0" : host, port: port)
-        }
-
-        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
-    }
+    /// A TCP address to listen on (metrics, the peer protocol).
+    public typealias ListenAddress = NetworkAddress
 
     /// The topology segment key: volumes live on the node that created them.
     public static let topologyKey = "topology.strata.csi.dev/node"
@@ -121,9 +102,4 @@ public struct DriverConfiguration: Sendable {
             throw ConfigurationError("driver name \"\(driverName)\" is invalid: use at most 63 letters, digits, '-' and '.', starting and ending with a letter or digit")
         }
     }
-}
-
-public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ description: String) { self.description = description }
 }

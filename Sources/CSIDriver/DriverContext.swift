@@ -2,15 +2,17 @@ import BlockStore
 import CSIProto
 import CSIValidation
 import Foundation
+import Peering
 import Synchronization
 
 /// What the CSI services share: the configuration, the store once it is open, and the locks.
-final class DriverContext: Sendable {
+final class DriverContext: PeerHost {
     let configuration: DriverConfiguration
     let locks = OperationLocks()
     private let openStore = Mutex<BlockStore?>(nil)
     private let nodeStager = Mutex<VolumeStager?>(nil)
     private let peerRuntime = Mutex<PeerRuntime?>(nil)
+    private let forwarded = Mutex<ForwardedControllerCalls?>(nil)
 
     init(configuration: DriverConfiguration) {
         self.configuration = configuration
@@ -41,10 +43,26 @@ final class DriverContext: Sendable {
     /// Set when this process also serves the Node service, so snapshots can quiesce staged volumes.
     func nodeDidStart(_ stager: VolumeStager) { nodeStager.withLock { $0 = stager } }
 
+    var stager: VolumeStager? { nodeStager.withLock { $0 } }
+
+    /// Set by the server: how controller calls other nodes forward here are answered.
+    func controllerDidStart(_ calls: ForwardedControllerCalls) { forwarded.withLock { $0 = calls } }
+
+    var forwardedCalls: ForwardedControllerCalls? { forwarded.withLock { $0 } }
+
     /// Runs a snapshot while the volumes staged here are at a clean point (see `VolumeStager.whileQuiesced`).
     func whileQuiesced<T>(_ volumeIDs: [String], _ body: () throws -> T) throws -> T {
         guard let stager = nodeStager.withLock({ $0 }) else { return try body() }
         return try stager.whileQuiesced(volumeIDs, body)
+    }
+
+    var nodeID: String { configuration.nodeID }
+
+    /// A peer's clone of a volume served here: under the volume's lock, with its writes flushed.
+    func withVolumeQuiesced<Value: Sendable>(_ volumeID: String, _ body: @escaping @Sendable () throws -> Value) async throws -> Value {
+        try await locks.withLocks([LockKey.volume(volumeID)]) {
+            try await BlockingWork.run { [self] in try whileQuiesced([volumeID], body) }
+        }
     }
 
     /// Set when peer flags were given: snapshots and volumes of other nodes can then be cloned here.

@@ -1,13 +1,23 @@
 import CSIProto
 
-/// What Strata volumes can be: a block device or an ext4/xfs filesystem, used from one node.
+/// What Strata volumes can be: a block device or an ext4/xfs filesystem used from one node, or
+/// a block device used from several nodes at once (ReadWriteMany Block, what KubeVirt needs to
+/// live-migrate a VM: its disk is open on the source and the target node during the move).
 package enum VolumeCapabilityRules {
     package static let supportedFilesystems: Set<String> = ["ext4", "xfs"]
     package static let defaultFilesystem = "ext4"
 
-    package static let supportedAccessModes: Set<Csi_V1_VolumeCapability.AccessMode.Mode> = [
+    package static let singleNodeAccessModes: Set<Csi_V1_VolumeCapability.AccessMode.Mode> = [
         .singleNodeWriter, .singleNodeReaderOnly, .singleNodeSingleWriter, .singleNodeMultiWriter,
     ]
+    /// Block only: ext4 and xfs are not cluster filesystems, and two kernels mounting one of
+    /// them (even one read-only: it replays the journal) corrupt it.
+    package static let multiNodeAccessModes: Set<Csi_V1_VolumeCapability.AccessMode.Mode> = [
+        .multiNodeMultiWriter, .multiNodeReaderOnly,
+    ]
+    package static var supportedAccessModes: Set<Csi_V1_VolumeCapability.AccessMode.Mode> {
+        singleNodeAccessModes.union(multiNodeAccessModes)
+    }
 
     /// Throws INVALID_ARGUMENT naming the first capability Strata cannot provide.
     package static func validate(_ capabilities: [Csi_V1_VolumeCapability]) throws(CSIError) {
@@ -33,10 +43,19 @@ package enum VolumeCapabilityRules {
             }
         }
         guard capability.hasAccessMode else { return "volume capability needs an access mode" }
-        guard supportedAccessModes.contains(capability.accessMode.mode) else {
-            return "access mode \(capability.accessMode.mode) is not supported: Strata volumes are used from a single node"
+        let mode = capability.accessMode.mode
+        guard supportedAccessModes.contains(mode) else {
+            return "access mode \(mode) is not supported: Strata volumes are used from one node, or from several as Block (ReadWriteMany Block)"
+        }
+        if multiNodeAccessModes.contains(mode), !isBlock(capability) {
+            return "access mode \(mode) is offered for Block volumes only: two nodes mounting one ext4 or xfs filesystem would corrupt it (use volumeMode: Block)"
         }
         return nil
+    }
+
+    /// Whether the capability asks for use from several nodes at once.
+    package static func isMultiNode(_ capability: Csi_V1_VolumeCapability) -> Bool {
+        multiNodeAccessModes.contains(capability.accessMode.mode)
     }
 
     package static func isBlock(_ capability: Csi_V1_VolumeCapability) -> Bool {
@@ -45,7 +64,7 @@ package enum VolumeCapabilityRules {
     }
 
     package static func isReadOnly(_ capability: Csi_V1_VolumeCapability) -> Bool {
-        capability.accessMode.mode == .singleNodeReaderOnly
+        capability.accessMode.mode == .singleNodeReaderOnly || capability.accessMode.mode == .multiNodeReaderOnly
     }
 }
 

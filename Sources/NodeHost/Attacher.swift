@@ -18,6 +18,12 @@ public protocol Attacher: Sendable {
     /// The device serving exactly this file (same inode, not an older file at the same path),
     /// or nil.
     func device(backingFile: String) throws -> String?
+    /// The read-only or the writable device serving exactly this file, or nil.
+    func device(backingFile: String, readOnly: Bool) throws -> String?
+    /// Every device attached now.
+    func attachments() throws -> [LoopAttachment]
+    /// The devices serving exactly this file.
+    func attachments(backingFile file: String) throws -> [LoopAttachment]
     /// How many devices are ready to attach without creating new ones.
     func freeDeviceCount() throws -> Int
 }

@@ -1,6 +1,7 @@
 /// The peer protocol between Strata drivers on different nodes (not part of CSI): a node that
 /// is asked to clone a snapshot it does not hold fetches the snapshot's frozen layers from a node
-/// that does. Served over TCP with mutual TLS; every certificate of the cluster CA is a member.
+/// that does; a node that stages a ReadWriteMany volume living on another node reaches it through
+/// RemoteVolume. Served over TCP with mutual TLS; every certificate of the cluster CA is a member.
 
 // DO NOT EDIT.
 // swift-format-ignore-file
@@ -115,6 +116,32 @@ public enum Strata_Peer_V1_Peer: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "LocateVolume" metadata.
+        public enum LocateVolume: Sendable {
+            /// Request type for "LocateVolume".
+            public typealias Input = Strata_Peer_V1_LocateVolumeRequest
+            /// Response type for "LocateVolume".
+            public typealias Output = Strata_Peer_V1_LocateVolumeResponse
+            /// Descriptor for "LocateVolume".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.Peer"),
+                method: "LocateVolume",
+                type: .unary
+            )
+        }
+        /// Namespace for "ForwardController" metadata.
+        public enum ForwardController: Sendable {
+            /// Request type for "ForwardController".
+            public typealias Input = Strata_Peer_V1_ForwardedCall
+            /// Response type for "ForwardController".
+            public typealias Output = Strata_Peer_V1_ForwardedReply
+            /// Descriptor for "ForwardController".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.Peer"),
+                method: "ForwardController",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "strata.peer.v1.Peer" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Identify.descriptor,
@@ -123,7 +150,9 @@ public enum Strata_Peer_V1_Peer: Sendable {
             ReleaseVolumeClone.descriptor,
             ReadLayer.descriptor,
             PlaceSnapshot.descriptor,
-            SnapshotDeleted.descriptor
+            SnapshotDeleted.descriptor,
+            LocateVolume.descriptor,
+            ForwardController.descriptor
         ]
     }
 }
@@ -278,6 +307,45 @@ extension Strata_Peer_V1_Peer {
             request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_SnapshotDeletedRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_SnapshotDeletedResponse>
+
+        /// Handle the "LocateVolume" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Whether a volume's writable head lives here (its owner is this node). NOT_FOUND otherwise.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_LocateVolumeRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_LocateVolumeResponse` messages.
+        func locateVolume(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_LocateVolumeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_LocateVolumeResponse>
+
+        /// Handle the "ForwardController" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A CSI controller call about a volume whose owner is this node, made by a node that is not
+        /// > its owner: a ReadWriteMany volume is reachable from every node, so any node's sidecars may
+        /// > ask (DeleteVolume, CreateSnapshot, ...). `request` and `response` are the CSI messages of
+        /// > `method`, serialized; the owner answers as if asked directly, error codes included.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_ForwardedCall` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_ForwardedReply` messages.
+        func forwardController(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_ForwardedCall>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_ForwardedReply>
     }
 
     /// Service protocol for the "strata.peer.v1.Peer" service.
@@ -416,6 +484,45 @@ extension Strata_Peer_V1_Peer {
             request: GRPCCore.ServerRequest<Strata_Peer_V1_SnapshotDeletedRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_SnapshotDeletedResponse>
+
+        /// Handle the "LocateVolume" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Whether a volume's writable head lives here (its owner is this node). NOT_FOUND otherwise.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_LocateVolumeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Strata_Peer_V1_LocateVolumeResponse` message.
+        func locateVolume(
+            request: GRPCCore.ServerRequest<Strata_Peer_V1_LocateVolumeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_LocateVolumeResponse>
+
+        /// Handle the "ForwardController" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A CSI controller call about a volume whose owner is this node, made by a node that is not
+        /// > its owner: a ReadWriteMany volume is reachable from every node, so any node's sidecars may
+        /// > ask (DeleteVolume, CreateSnapshot, ...). `request` and `response` are the CSI messages of
+        /// > `method`, serialized; the owner answers as if asked directly, error codes included.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_ForwardedCall` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Strata_Peer_V1_ForwardedReply` message.
+        func forwardController(
+            request: GRPCCore.ServerRequest<Strata_Peer_V1_ForwardedCall>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_ForwardedReply>
     }
 
     /// Simple service protocol for the "strata.peer.v1.Peer" service.
@@ -553,6 +660,45 @@ extension Strata_Peer_V1_Peer {
             request: Strata_Peer_V1_SnapshotDeletedRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Strata_Peer_V1_SnapshotDeletedResponse
+
+        /// Handle the "LocateVolume" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Whether a volume's writable head lives here (its owner is this node). NOT_FOUND otherwise.
+        ///
+        /// - Parameters:
+        ///   - request: A `Strata_Peer_V1_LocateVolumeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Strata_Peer_V1_LocateVolumeResponse` to respond with.
+        func locateVolume(
+            request: Strata_Peer_V1_LocateVolumeRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Strata_Peer_V1_LocateVolumeResponse
+
+        /// Handle the "ForwardController" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A CSI controller call about a volume whose owner is this node, made by a node that is not
+        /// > its owner: a ReadWriteMany volume is reachable from every node, so any node's sidecars may
+        /// > ask (DeleteVolume, CreateSnapshot, ...). `request` and `response` are the CSI messages of
+        /// > `method`, serialized; the owner answers as if asked directly, error codes included.
+        ///
+        /// - Parameters:
+        ///   - request: A `Strata_Peer_V1_ForwardedCall` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Strata_Peer_V1_ForwardedReply` to respond with.
+        func forwardController(
+            request: Strata_Peer_V1_ForwardedCall,
+            context: GRPCCore.ServerContext
+        ) async throws -> Strata_Peer_V1_ForwardedReply
     }
 }
 
@@ -637,6 +783,28 @@ extension Strata_Peer_V1_Peer.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Strata_Peer_V1_Peer.Method.LocateVolume.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_LocateVolumeRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_LocateVolumeResponse>(),
+            handler: { request, context in
+                try await self.locateVolume(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Strata_Peer_V1_Peer.Method.ForwardController.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_ForwardedCall>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_ForwardedReply>(),
+            handler: { request, context in
+                try await self.forwardController(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -714,6 +882,28 @@ extension Strata_Peer_V1_Peer.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_SnapshotDeletedResponse> {
         let response = try await self.snapshotDeleted(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func locateVolume(
+        request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_LocateVolumeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_LocateVolumeResponse> {
+        let response = try await self.locateVolume(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func forwardController(
+        request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_ForwardedCall>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_ForwardedReply> {
+        let response = try await self.forwardController(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -812,6 +1002,32 @@ extension Strata_Peer_V1_Peer.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_SnapshotDeletedResponse> {
         return GRPCCore.ServerResponse<Strata_Peer_V1_SnapshotDeletedResponse>(
             message: try await self.snapshotDeleted(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func locateVolume(
+        request: GRPCCore.ServerRequest<Strata_Peer_V1_LocateVolumeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_LocateVolumeResponse> {
+        return GRPCCore.ServerResponse<Strata_Peer_V1_LocateVolumeResponse>(
+            message: try await self.locateVolume(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func forwardController(
+        request: GRPCCore.ServerRequest<Strata_Peer_V1_ForwardedCall>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_ForwardedReply> {
+        return GRPCCore.ServerResponse<Strata_Peer_V1_ForwardedReply>(
+            message: try await self.forwardController(
                 request: request.message,
                 context: context
             ),
@@ -991,6 +1207,55 @@ extension Strata_Peer_V1_Peer {
             deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_SnapshotDeletedResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_SnapshotDeletedResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "LocateVolume" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Whether a volume's writable head lives here (its owner is this node). NOT_FOUND otherwise.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_LocateVolumeRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_LocateVolumeRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_LocateVolumeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func locateVolume<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_LocateVolumeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_LocateVolumeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_LocateVolumeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_LocateVolumeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ForwardController" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A CSI controller call about a volume whose owner is this node, made by a node that is not
+        /// > its owner: a ReadWriteMany volume is reachable from every node, so any node's sidecars may
+        /// > ask (DeleteVolume, CreateSnapshot, ...). `request` and `response` are the CSI messages of
+        /// > `method`, serialized; the owner answers as if asked directly, error codes included.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_ForwardedCall` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_ForwardedCall` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_ForwardedReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func forwardController<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_ForwardedCall>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_ForwardedCall>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_ForwardedReply>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_ForwardedReply>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1248,6 +1513,77 @@ extension Strata_Peer_V1_Peer {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "LocateVolume" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Whether a volume's writable head lives here (its owner is this node). NOT_FOUND otherwise.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_LocateVolumeRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_LocateVolumeRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_LocateVolumeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func locateVolume<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_LocateVolumeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_LocateVolumeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_LocateVolumeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_LocateVolumeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Strata_Peer_V1_Peer.Method.LocateVolume.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ForwardController" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A CSI controller call about a volume whose owner is this node, made by a node that is not
+        /// > its owner: a ReadWriteMany volume is reachable from every node, so any node's sidecars may
+        /// > ask (DeleteVolume, CreateSnapshot, ...). `request` and `response` are the CSI messages of
+        /// > `method`, serialized; the owner answers as if asked directly, error codes included.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_ForwardedCall` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_ForwardedCall` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_ForwardedReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func forwardController<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_ForwardedCall>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_ForwardedCall>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_ForwardedReply>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_ForwardedReply>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Strata_Peer_V1_Peer.Method.ForwardController.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1453,6 +1789,67 @@ extension Strata_Peer_V1_Peer.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_SnapshotDeletedRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_SnapshotDeletedResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "LocateVolume" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Whether a volume's writable head lives here (its owner is this node). NOT_FOUND otherwise.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Strata_Peer_V1_LocateVolumeRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func locateVolume<Result>(
+        request: GRPCCore.ClientRequest<Strata_Peer_V1_LocateVolumeRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_LocateVolumeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.locateVolume(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_LocateVolumeRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_LocateVolumeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ForwardController" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A CSI controller call about a volume whose owner is this node, made by a node that is not
+    /// > its owner: a ReadWriteMany volume is reachable from every node, so any node's sidecars may
+    /// > ask (DeleteVolume, CreateSnapshot, ...). `request` and `response` are the CSI messages of
+    /// > `method`, serialized; the owner answers as if asked directly, error codes included.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Strata_Peer_V1_ForwardedCall` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func forwardController<Result>(
+        request: GRPCCore.ClientRequest<Strata_Peer_V1_ForwardedCall>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_ForwardedReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.forwardController(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_ForwardedCall>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_ForwardedReply>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1688,6 +2085,1504 @@ extension Strata_Peer_V1_Peer.ClientProtocol {
             metadata: metadata
         )
         return try await self.snapshotDeleted(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "LocateVolume" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Whether a volume's writable head lives here (its owner is this node). NOT_FOUND otherwise.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func locateVolume<Result>(
+        _ message: Strata_Peer_V1_LocateVolumeRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_LocateVolumeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Strata_Peer_V1_LocateVolumeRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.locateVolume(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ForwardController" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A CSI controller call about a volume whose owner is this node, made by a node that is not
+    /// > its owner: a ReadWriteMany volume is reachable from every node, so any node's sidecars may
+    /// > ask (DeleteVolume, CreateSnapshot, ...). `request` and `response` are the CSI messages of
+    /// > `method`, serialized; the owner answers as if asked directly, error codes included.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func forwardController<Result>(
+        _ message: Strata_Peer_V1_ForwardedCall,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_ForwardedReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Strata_Peer_V1_ForwardedCall>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.forwardController(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// MARK: - strata.peer.v1.RemoteVolume
+
+/// Namespace containing generated types for the "strata.peer.v1.RemoteVolume" service.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+public enum Strata_Peer_V1_RemoteVolume: Sendable {
+    /// Service descriptor for the "strata.peer.v1.RemoteVolume" service.
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.RemoteVolume")
+    /// Namespace for method metadata.
+    public enum Method: Sendable {
+        /// Namespace for "Attach" metadata.
+        public enum Attach: Sendable {
+            /// Request type for "Attach".
+            public typealias Input = Strata_Peer_V1_AttachRequest
+            /// Response type for "Attach".
+            public typealias Output = Strata_Peer_V1_AttachResponse
+            /// Descriptor for "Attach".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.RemoteVolume"),
+                method: "Attach",
+                type: .unary
+            )
+        }
+        /// Namespace for "Detach" metadata.
+        public enum Detach: Sendable {
+            /// Request type for "Detach".
+            public typealias Input = Strata_Peer_V1_DetachRequest
+            /// Response type for "Detach".
+            public typealias Output = Strata_Peer_V1_DetachResponse
+            /// Descriptor for "Detach".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.RemoteVolume"),
+                method: "Detach",
+                type: .unary
+            )
+        }
+        /// Namespace for "Read" metadata.
+        public enum Read: Sendable {
+            /// Request type for "Read".
+            public typealias Input = Strata_Peer_V1_ReadRequest
+            /// Response type for "Read".
+            public typealias Output = Strata_Peer_V1_ReadResponse
+            /// Descriptor for "Read".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.RemoteVolume"),
+                method: "Read",
+                type: .unary
+            )
+        }
+        /// Namespace for "Write" metadata.
+        public enum Write: Sendable {
+            /// Request type for "Write".
+            public typealias Input = Strata_Peer_V1_WriteRequest
+            /// Response type for "Write".
+            public typealias Output = Strata_Peer_V1_WriteResponse
+            /// Descriptor for "Write".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.RemoteVolume"),
+                method: "Write",
+                type: .unary
+            )
+        }
+        /// Namespace for "Discard" metadata.
+        public enum Discard: Sendable {
+            /// Request type for "Discard".
+            public typealias Input = Strata_Peer_V1_DiscardRequest
+            /// Response type for "Discard".
+            public typealias Output = Strata_Peer_V1_DiscardResponse
+            /// Descriptor for "Discard".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.RemoteVolume"),
+                method: "Discard",
+                type: .unary
+            )
+        }
+        /// Namespace for "Flush" metadata.
+        public enum Flush: Sendable {
+            /// Request type for "Flush".
+            public typealias Input = Strata_Peer_V1_FlushRequest
+            /// Response type for "Flush".
+            public typealias Output = Strata_Peer_V1_FlushResponse
+            /// Descriptor for "Flush".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.RemoteVolume"),
+                method: "Flush",
+                type: .unary
+            )
+        }
+        /// Descriptors for all methods in the "strata.peer.v1.RemoteVolume" service.
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+            Attach.descriptor,
+            Detach.descriptor,
+            Read.descriptor,
+            Write.descriptor,
+            Discard.descriptor,
+            Flush.descriptor
+        ]
+    }
+}
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension GRPCCore.ServiceDescriptor {
+    /// Service descriptor for the "strata.peer.v1.RemoteVolume" service.
+    public static let strata_peer_v1_RemoteVolume = GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.RemoteVolume")
+}
+
+// MARK: strata.peer.v1.RemoteVolume (server)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Strata_Peer_V1_RemoteVolume {
+    /// Streaming variant of the service protocol for the "strata.peer.v1.RemoteVolume" service.
+    ///
+    /// This protocol is the lowest-level of the service protocols generated for this service
+    /// giving you the most flexibility over the implementation of your service. This comes at
+    /// the cost of more verbose and less strict APIs. Each RPC requires you to implement it in
+    /// terms of a request stream and response stream. Where the RPC expects only a single
+    /// request or response message, you are responsible for ensuring your implementation
+    /// maintains this invariant.
+    ///
+    /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
+    /// or ``SimpleServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Block I/O on a ReadWriteMany volume whose writable head lives on the serving node (its owner),
+    /// > for another node that has it staged: during a live migration the target node serves the VM's
+    /// > disk from the owner until the volume moves. Separate from Peer, which only ever reads frozen
+    /// > layers: this service reaches a writable head, and only for a node the owner has recorded as
+    /// > staging that volume (Attach), at the volume's current epoch (a stale epoch is refused: fencing).
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+        /// Handle the "Attach" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Records the asking node as staging the volume and answers what it needs to serve it.
+        /// > FAILED_PRECONDITION for a volume that is not ReadWriteMany, or that two nodes stage already.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_AttachRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_AttachResponse` messages.
+        func attach(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_AttachRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_AttachResponse>
+
+        /// Handle the "Detach" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The asking node no longer stages the volume (idempotent).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_DetachRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_DetachResponse` messages.
+        func detach(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_DetachRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_DetachResponse>
+
+        /// Handle the "Read" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_ReadRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_ReadResponse` messages.
+        func read(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_ReadRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_ReadResponse>
+
+        /// Handle the "Write" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_WriteRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_WriteResponse` messages.
+        func write(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_WriteRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_WriteResponse>
+
+        /// Handle the "Discard" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Afterwards the range reads as zeros.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_DiscardRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_DiscardResponse` messages.
+        func discard(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_DiscardRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_DiscardResponse>
+
+        /// Handle the "Flush" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Answers once every write and discard answered before it is durable on the owner.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_FlushRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_FlushResponse` messages.
+        func flush(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_FlushRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_FlushResponse>
+    }
+
+    /// Service protocol for the "strata.peer.v1.RemoteVolume" service.
+    ///
+    /// This protocol is higher level than ``StreamingServiceProtocol`` but lower level than
+    /// the ``SimpleServiceProtocol``, it provides access to request and response metadata and
+    /// trailing response metadata. If you don't need these then consider using
+    /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
+    /// use ``StreamingServiceProtocol``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Block I/O on a ReadWriteMany volume whose writable head lives on the serving node (its owner),
+    /// > for another node that has it staged: during a live migration the target node serves the VM's
+    /// > disk from the owner until the volume moves. Separate from Peer, which only ever reads frozen
+    /// > layers: this service reaches a writable head, and only for a node the owner has recorded as
+    /// > staging that volume (Attach), at the volume's current epoch (a stale epoch is refused: fencing).
+    public protocol ServiceProtocol: Strata_Peer_V1_RemoteVolume.StreamingServiceProtocol {
+        /// Handle the "Attach" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Records the asking node as staging the volume and answers what it needs to serve it.
+        /// > FAILED_PRECONDITION for a volume that is not ReadWriteMany, or that two nodes stage already.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_AttachRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Strata_Peer_V1_AttachResponse` message.
+        func attach(
+            request: GRPCCore.ServerRequest<Strata_Peer_V1_AttachRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_AttachResponse>
+
+        /// Handle the "Detach" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The asking node no longer stages the volume (idempotent).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_DetachRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Strata_Peer_V1_DetachResponse` message.
+        func detach(
+            request: GRPCCore.ServerRequest<Strata_Peer_V1_DetachRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_DetachResponse>
+
+        /// Handle the "Read" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_ReadRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Strata_Peer_V1_ReadResponse` message.
+        func read(
+            request: GRPCCore.ServerRequest<Strata_Peer_V1_ReadRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_ReadResponse>
+
+        /// Handle the "Write" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_WriteRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Strata_Peer_V1_WriteResponse` message.
+        func write(
+            request: GRPCCore.ServerRequest<Strata_Peer_V1_WriteRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_WriteResponse>
+
+        /// Handle the "Discard" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Afterwards the range reads as zeros.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_DiscardRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Strata_Peer_V1_DiscardResponse` message.
+        func discard(
+            request: GRPCCore.ServerRequest<Strata_Peer_V1_DiscardRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_DiscardResponse>
+
+        /// Handle the "Flush" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Answers once every write and discard answered before it is durable on the owner.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_FlushRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Strata_Peer_V1_FlushResponse` message.
+        func flush(
+            request: GRPCCore.ServerRequest<Strata_Peer_V1_FlushRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_FlushResponse>
+    }
+
+    /// Simple service protocol for the "strata.peer.v1.RemoteVolume" service.
+    ///
+    /// This is the highest level protocol for the service. The API is the easiest to use but
+    /// doesn't provide access to request or response metadata. If you need access to these
+    /// then use ``ServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Block I/O on a ReadWriteMany volume whose writable head lives on the serving node (its owner),
+    /// > for another node that has it staged: during a live migration the target node serves the VM's
+    /// > disk from the owner until the volume moves. Separate from Peer, which only ever reads frozen
+    /// > layers: this service reaches a writable head, and only for a node the owner has recorded as
+    /// > staging that volume (Attach), at the volume's current epoch (a stale epoch is refused: fencing).
+    public protocol SimpleServiceProtocol: Strata_Peer_V1_RemoteVolume.ServiceProtocol {
+        /// Handle the "Attach" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Records the asking node as staging the volume and answers what it needs to serve it.
+        /// > FAILED_PRECONDITION for a volume that is not ReadWriteMany, or that two nodes stage already.
+        ///
+        /// - Parameters:
+        ///   - request: A `Strata_Peer_V1_AttachRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Strata_Peer_V1_AttachResponse` to respond with.
+        func attach(
+            request: Strata_Peer_V1_AttachRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Strata_Peer_V1_AttachResponse
+
+        /// Handle the "Detach" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The asking node no longer stages the volume (idempotent).
+        ///
+        /// - Parameters:
+        ///   - request: A `Strata_Peer_V1_DetachRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Strata_Peer_V1_DetachResponse` to respond with.
+        func detach(
+            request: Strata_Peer_V1_DetachRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Strata_Peer_V1_DetachResponse
+
+        /// Handle the "Read" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Strata_Peer_V1_ReadRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Strata_Peer_V1_ReadResponse` to respond with.
+        func read(
+            request: Strata_Peer_V1_ReadRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Strata_Peer_V1_ReadResponse
+
+        /// Handle the "Write" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Strata_Peer_V1_WriteRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Strata_Peer_V1_WriteResponse` to respond with.
+        func write(
+            request: Strata_Peer_V1_WriteRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Strata_Peer_V1_WriteResponse
+
+        /// Handle the "Discard" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Afterwards the range reads as zeros.
+        ///
+        /// - Parameters:
+        ///   - request: A `Strata_Peer_V1_DiscardRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Strata_Peer_V1_DiscardResponse` to respond with.
+        func discard(
+            request: Strata_Peer_V1_DiscardRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Strata_Peer_V1_DiscardResponse
+
+        /// Handle the "Flush" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Answers once every write and discard answered before it is durable on the owner.
+        ///
+        /// - Parameters:
+        ///   - request: A `Strata_Peer_V1_FlushRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Strata_Peer_V1_FlushResponse` to respond with.
+        func flush(
+            request: Strata_Peer_V1_FlushRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Strata_Peer_V1_FlushResponse
+    }
+}
+
+// Default implementation of 'registerMethods(with:)'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Strata_Peer_V1_RemoteVolume.StreamingServiceProtocol {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+        router.registerHandler(
+            forMethod: Strata_Peer_V1_RemoteVolume.Method.Attach.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_AttachRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_AttachResponse>(),
+            handler: { request, context in
+                try await self.attach(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Strata_Peer_V1_RemoteVolume.Method.Detach.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_DetachRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_DetachResponse>(),
+            handler: { request, context in
+                try await self.detach(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Strata_Peer_V1_RemoteVolume.Method.Read.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_ReadRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_ReadResponse>(),
+            handler: { request, context in
+                try await self.read(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Strata_Peer_V1_RemoteVolume.Method.Write.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_WriteRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_WriteResponse>(),
+            handler: { request, context in
+                try await self.write(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Strata_Peer_V1_RemoteVolume.Method.Discard.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_DiscardRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_DiscardResponse>(),
+            handler: { request, context in
+                try await self.discard(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Strata_Peer_V1_RemoteVolume.Method.Flush.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_FlushRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_FlushResponse>(),
+            handler: { request, context in
+                try await self.flush(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+    }
+}
+
+// Default implementation of streaming methods from 'StreamingServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Strata_Peer_V1_RemoteVolume.ServiceProtocol {
+    public func attach(
+        request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_AttachRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_AttachResponse> {
+        let response = try await self.attach(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func detach(
+        request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_DetachRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_DetachResponse> {
+        let response = try await self.detach(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func read(
+        request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_ReadRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_ReadResponse> {
+        let response = try await self.read(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func write(
+        request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_WriteRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_WriteResponse> {
+        let response = try await self.write(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func discard(
+        request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_DiscardRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_DiscardResponse> {
+        let response = try await self.discard(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func flush(
+        request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_FlushRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_FlushResponse> {
+        let response = try await self.flush(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+}
+
+// Default implementation of methods from 'ServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Strata_Peer_V1_RemoteVolume.SimpleServiceProtocol {
+    public func attach(
+        request: GRPCCore.ServerRequest<Strata_Peer_V1_AttachRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_AttachResponse> {
+        return GRPCCore.ServerResponse<Strata_Peer_V1_AttachResponse>(
+            message: try await self.attach(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func detach(
+        request: GRPCCore.ServerRequest<Strata_Peer_V1_DetachRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_DetachResponse> {
+        return GRPCCore.ServerResponse<Strata_Peer_V1_DetachResponse>(
+            message: try await self.detach(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func read(
+        request: GRPCCore.ServerRequest<Strata_Peer_V1_ReadRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_ReadResponse> {
+        return GRPCCore.ServerResponse<Strata_Peer_V1_ReadResponse>(
+            message: try await self.read(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func write(
+        request: GRPCCore.ServerRequest<Strata_Peer_V1_WriteRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_WriteResponse> {
+        return GRPCCore.ServerResponse<Strata_Peer_V1_WriteResponse>(
+            message: try await self.write(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func discard(
+        request: GRPCCore.ServerRequest<Strata_Peer_V1_DiscardRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_DiscardResponse> {
+        return GRPCCore.ServerResponse<Strata_Peer_V1_DiscardResponse>(
+            message: try await self.discard(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func flush(
+        request: GRPCCore.ServerRequest<Strata_Peer_V1_FlushRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_FlushResponse> {
+        return GRPCCore.ServerResponse<Strata_Peer_V1_FlushResponse>(
+            message: try await self.flush(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+}
+
+// MARK: strata.peer.v1.RemoteVolume (client)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Strata_Peer_V1_RemoteVolume {
+    /// Generated client protocol for the "strata.peer.v1.RemoteVolume" service.
+    ///
+    /// You don't need to implement this protocol directly, use the generated
+    /// implementation, ``Client``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Block I/O on a ReadWriteMany volume whose writable head lives on the serving node (its owner),
+    /// > for another node that has it staged: during a live migration the target node serves the VM's
+    /// > disk from the owner until the volume moves. Separate from Peer, which only ever reads frozen
+    /// > layers: this service reaches a writable head, and only for a node the owner has recorded as
+    /// > staging that volume (Attach), at the volume's current epoch (a stale epoch is refused: fencing).
+    public protocol ClientProtocol: Sendable {
+        /// Call the "Attach" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Records the asking node as staging the volume and answers what it needs to serve it.
+        /// > FAILED_PRECONDITION for a volume that is not ReadWriteMany, or that two nodes stage already.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_AttachRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_AttachRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_AttachResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func attach<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_AttachRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_AttachRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_AttachResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_AttachResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Detach" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The asking node no longer stages the volume (idempotent).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_DetachRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_DetachRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_DetachResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func detach<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_DetachRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_DetachRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_DetachResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_DetachResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Read" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_ReadRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_ReadRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_ReadResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func read<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_ReadRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_ReadRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_ReadResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_ReadResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Write" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_WriteRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_WriteRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_WriteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func write<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_WriteRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_WriteRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_WriteResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_WriteResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Discard" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Afterwards the range reads as zeros.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_DiscardRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_DiscardRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_DiscardResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func discard<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_DiscardRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_DiscardRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_DiscardResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_DiscardResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Flush" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Answers once every write and discard answered before it is durable on the owner.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_FlushRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_FlushRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_FlushResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func flush<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_FlushRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_FlushRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_FlushResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_FlushResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+    }
+
+    /// Generated client for the "strata.peer.v1.RemoteVolume" service.
+    ///
+    /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
+    /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
+    /// means of communication with the remote peer.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Block I/O on a ReadWriteMany volume whose writable head lives on the serving node (its owner),
+    /// > for another node that has it staged: during a live migration the target node serves the VM's
+    /// > disk from the owner until the volume moves. Separate from Peer, which only ever reads frozen
+    /// > layers: this service reaches a writable head, and only for a node the owner has recorded as
+    /// > staging that volume (Attach), at the volume's current epoch (a stale epoch is refused: fencing).
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+        private let client: GRPCCore.GRPCClient<Transport>
+
+        /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
+        ///
+        /// - Parameters:
+        ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+            self.client = client
+        }
+
+        /// Call the "Attach" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Records the asking node as staging the volume and answers what it needs to serve it.
+        /// > FAILED_PRECONDITION for a volume that is not ReadWriteMany, or that two nodes stage already.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_AttachRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_AttachRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_AttachResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func attach<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_AttachRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_AttachRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_AttachResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_AttachResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Strata_Peer_V1_RemoteVolume.Method.Attach.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Detach" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The asking node no longer stages the volume (idempotent).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_DetachRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_DetachRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_DetachResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func detach<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_DetachRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_DetachRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_DetachResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_DetachResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Strata_Peer_V1_RemoteVolume.Method.Detach.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Read" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_ReadRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_ReadRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_ReadResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func read<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_ReadRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_ReadRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_ReadResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_ReadResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Strata_Peer_V1_RemoteVolume.Method.Read.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Write" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_WriteRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_WriteRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_WriteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func write<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_WriteRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_WriteRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_WriteResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_WriteResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Strata_Peer_V1_RemoteVolume.Method.Write.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Discard" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Afterwards the range reads as zeros.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_DiscardRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_DiscardRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_DiscardResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func discard<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_DiscardRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_DiscardRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_DiscardResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_DiscardResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Strata_Peer_V1_RemoteVolume.Method.Discard.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Flush" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Answers once every write and discard answered before it is durable on the owner.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_FlushRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_FlushRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_FlushResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func flush<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_FlushRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_FlushRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_FlushResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_FlushResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Strata_Peer_V1_RemoteVolume.Method.Flush.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+    }
+}
+
+// Helpers providing default arguments to 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Strata_Peer_V1_RemoteVolume.ClientProtocol {
+    /// Call the "Attach" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Records the asking node as staging the volume and answers what it needs to serve it.
+    /// > FAILED_PRECONDITION for a volume that is not ReadWriteMany, or that two nodes stage already.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Strata_Peer_V1_AttachRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func attach<Result>(
+        request: GRPCCore.ClientRequest<Strata_Peer_V1_AttachRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_AttachResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.attach(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_AttachRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_AttachResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Detach" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The asking node no longer stages the volume (idempotent).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Strata_Peer_V1_DetachRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func detach<Result>(
+        request: GRPCCore.ClientRequest<Strata_Peer_V1_DetachRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_DetachResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.detach(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_DetachRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_DetachResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Read" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Strata_Peer_V1_ReadRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func read<Result>(
+        request: GRPCCore.ClientRequest<Strata_Peer_V1_ReadRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_ReadResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.read(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_ReadRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_ReadResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Write" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Strata_Peer_V1_WriteRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func write<Result>(
+        request: GRPCCore.ClientRequest<Strata_Peer_V1_WriteRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_WriteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.write(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_WriteRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_WriteResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Discard" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Afterwards the range reads as zeros.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Strata_Peer_V1_DiscardRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func discard<Result>(
+        request: GRPCCore.ClientRequest<Strata_Peer_V1_DiscardRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_DiscardResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.discard(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_DiscardRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_DiscardResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Flush" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Answers once every write and discard answered before it is durable on the owner.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Strata_Peer_V1_FlushRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func flush<Result>(
+        request: GRPCCore.ClientRequest<Strata_Peer_V1_FlushRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_FlushResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.flush(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_FlushRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_FlushResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// Helpers providing sugared APIs for 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Strata_Peer_V1_RemoteVolume.ClientProtocol {
+    /// Call the "Attach" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Records the asking node as staging the volume and answers what it needs to serve it.
+    /// > FAILED_PRECONDITION for a volume that is not ReadWriteMany, or that two nodes stage already.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func attach<Result>(
+        _ message: Strata_Peer_V1_AttachRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_AttachResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Strata_Peer_V1_AttachRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.attach(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Detach" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The asking node no longer stages the volume (idempotent).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func detach<Result>(
+        _ message: Strata_Peer_V1_DetachRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_DetachResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Strata_Peer_V1_DetachRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.detach(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Read" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func read<Result>(
+        _ message: Strata_Peer_V1_ReadRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_ReadResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Strata_Peer_V1_ReadRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.read(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Write" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func write<Result>(
+        _ message: Strata_Peer_V1_WriteRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_WriteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Strata_Peer_V1_WriteRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.write(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Discard" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Afterwards the range reads as zeros.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func discard<Result>(
+        _ message: Strata_Peer_V1_DiscardRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_DiscardResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Strata_Peer_V1_DiscardRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.discard(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Flush" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Answers once every write and discard answered before it is durable on the owner.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func flush<Result>(
+        _ message: Strata_Peer_V1_FlushRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_FlushResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Strata_Peer_V1_FlushRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.flush(
             request: request,
             options: options,
             onResponse: handleResponse

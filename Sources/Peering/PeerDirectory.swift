@@ -9,75 +9,47 @@ import Synchronization
 
 /// One address that may answer the peer protocol; `nodeID` is known for static peers and
 /// learned by Identify for addresses a DNS name gave.
-struct PeerEndpoint: Sendable, Hashable, CustomStringConvertible {
-    var host: String
-    var port: Int
-    var nodeID: String?
+public struct PeerEndpoint: Sendable, Hashable, CustomStringConvertible {
+    /// Where to connect: what the connection pool keys its clients by.
+    public struct Address: Sendable, Hashable {
+        public var host: String
+        public var port: Int
+    }
 
-    var description: String {
+    public var host: String
+    public var port: Int
+    public var nodeID: String?
+
+    public init(host: String, port: Int, nodeID: String?) {
+        self.host = host
+        self.port = port
+        self.nodeID = nodeID
+    }
+
+    public var address: Address { Address(host: host, port: port) }
+
+    public var description: String {
         let address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         return nodeID.map { "\($0) (\(address))" } ?? address
     }
 }
 
-/// Opens short-lived mutual-TLS clients to peers.
-struct PeerConnector: Sendable {
-    let settings: PeerSettings
-
-    /// Unary calls: a peer that does not answer within this is skipped.
-    static let unaryTimeout: Duration = .seconds(10)
-    /// One layer's stream.
-    static let streamTimeout: Duration = .seconds(3600)
-
-    static func options(timeout: Duration) -> CallOptions {
-        var options = CallOptions.defaults
-        options.timeout = timeout
-        // A peer that is down fails the call at once, so the next holder is tried.
-        options.waitForReady = false
-        options.maxResponseMessageBytes = 8 << 20
-        return options
-    }
-
-    func withClient<Result: Sendable>(
-        _ endpoint: PeerEndpoint, _ body: @Sendable (Strata_Peer_V1_Peer.Client<HTTP2ClientTransport.Posix>) async throws -> Result
-    ) async throws -> Result {
-        let target: any ResolvableTarget
-        if IPAddressText.isIPv4(endpoint.host) {
-            target = .ipv4(address: endpoint.host, port: endpoint.port)
-        } else if endpoint.host.contains(":") {
-            target = .ipv6(address: endpoint.host, port: endpoint.port)
-        } else {
-            target = .dns(host: endpoint.host, port: endpoint.port)
-        }
-        var config = HTTP2ClientTransport.Posix.Config.defaults
-        // Layer chunks are 1 MiB: a wide window keeps a fast link busy.
-        config.http2.targetWindowSize = 16 << 20
-        config.http2.maxFrameSize = 1 << 20
-        config.backoff.initial = .milliseconds(100)
-        config.backoff.max = .seconds(1)
-        let transport = try HTTP2ClientTransport.Posix(target: target, transportSecurity: settings.clientSecurity, config: config)
-        return try await withGRPCClient(transport: transport) { client in
-            try await body(Strata_Peer_V1_Peer.Client(wrapping: client))
-        }
-    }
-}
-
 /// Where the other nodes are: the static list, plus every address of the DNS names, resolved
 /// anew each time (a headless Service over the DaemonSet lists the pods that are ready now).
-final class PeerDirectory: Sendable {
+public final class PeerDirectory: Sendable {
     let settings: PeerSettings
-    let localNode: String
-    let connector: PeerConnector
+    public let localNode: String
+    public let connector: any PeerConnecting
     private let identities = Mutex<[String: String]>([:])
 
-    init(settings: PeerSettings, localNode: String) {
+    public init(settings: PeerSettings, localNode: String, connector: any PeerConnecting) {
         self.settings = settings
         self.localNode = localNode
-        connector = PeerConnector(settings: settings)
+        self.connector = connector
     }
 
     /// Every peer but this node, static ones first.
-    func endpoints() async -> [PeerEndpoint] {
+    public func endpoints() async -> [PeerEndpoint] {
         var result = settings.staticPeers.filter { $0.nodeID != localNode }
             .map { PeerEndpoint(host: $0.address.host, port: $0.address.port, nodeID: $0.nodeID) }
         for name in settings.dnsNames {
@@ -96,7 +68,7 @@ final class PeerDirectory: Sendable {
         let key = endpoint.description
         if let known = identities.withLock({ $0[key] }) { return known }
         let node = try? await connector.withClient(endpoint) { client in
-            try await client.identify(.init(), options: PeerConnector.options(timeout: .seconds(3))).nodeID
+            try await client.identify(.init(), options: PeerClientPool.options(timeout: .seconds(3))).nodeID
         }
         if let node { identities.withLock { $0[key] = node } }
         return node

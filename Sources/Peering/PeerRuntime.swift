@@ -5,16 +5,25 @@ import Logging
 
 /// Everything peering needs while the driver runs: where peers are, the fetcher, the janitor of
 /// replicas, and the server of the peer protocol when this node listens.
-final class PeerRuntime: Sendable {
+public final class PeerRuntime: Sendable {
     let settings: PeerSettings
-    let directory: PeerDirectory
-    let fetcher: ReplicaFetcher
-    let janitor: ReplicaJanitor
+    let pool: PeerClientPool
+    public let directory: PeerDirectory
+    public let fetcher: ReplicaFetcher
+    public let janitor: ReplicaJanitor
     let sends: SendSlots
+    let metrics: any PeerMetricsRecorder
+    let logger: Logger
 
-    init(settings: PeerSettings, nodeID: String, metrics: DriverMetrics, logger: Logger, store: @escaping @Sendable () throws -> BlockStore) {
+    public init(
+        settings: PeerSettings, nodeID: String, metrics: any PeerMetricsRecorder, logger: Logger,
+        store: @escaping @Sendable () throws -> BlockStore
+    ) {
         self.settings = settings
-        directory = PeerDirectory(settings: settings, localNode: nodeID)
+        self.metrics = metrics
+        self.logger = logger
+        pool = PeerClientPool(settings: settings)
+        directory = PeerDirectory(settings: settings, localNode: nodeID, connector: pool)
         fetcher = ReplicaFetcher(directory: directory, metrics: metrics, logger: logger, store: store)
         janitor = ReplicaJanitor(directory: directory, logger: logger, store: store)
         sends = SendSlots(settings.maxConcurrentSends)
@@ -23,14 +32,14 @@ final class PeerRuntime: Sendable {
     /// Pre-placement: asks every peer, in the background, to fetch a copy of a new snapshot now,
     /// so that even the first clone on each node is O(1). A peer that is down is skipped (it
     /// fetches on its first clone instead).
-    func placeEverywhere(_ snapshotID: String) {
+    public func placeEverywhere(_ snapshotID: String) {
         Task { [directory] in
             await withTaskGroup(of: Void.self) { group in
                 for endpoint in await directory.endpoints() {
                     group.addTask {
                         _ = try? await directory.connector.withClient(endpoint) { client in
                             try await client.placeSnapshot(
-                                .with { $0.snapshotID = snapshotID }, options: PeerConnector.options(timeout: PeerConnector.streamTimeout))
+                                .with { $0.snapshotID = snapshotID }, options: PeerClientPool.options(timeout: PeerClientPool.streamTimeout))
                         }
                     }
                 }
@@ -39,8 +48,20 @@ final class PeerRuntime: Sendable {
     }
 
     /// Serves the peer protocol (when `--peer-listen` is set) and runs the periodic replica
-    /// check, until cancelled.
-    func run(context: DriverContext, metrics: DriverMetrics, logger: Logger) async throws {
+    /// check, until cancelled; then closes the connections to peers.
+    public func run(host: any RemoteStagingHost) async throws {
+        do {
+            try await serve(host: host)
+        } catch {
+            await pool.shutDown()
+            throw error
+        }
+        await pool.shutDown()
+    }
+
+    private func serve(host: any RemoteStagingHost) async throws {
+        let sessions = RemoteSessions()
+        defer { sessions.closeAll() }
         try await withThrowingTaskGroup(of: Void.self) { group in
             if let address = settings.listenAddress {
                 let transport = HTTP2ServerTransport.Posix(
@@ -49,8 +70,12 @@ final class PeerRuntime: Sendable {
                     config: .defaults { $0.http2.targetWindowSize = 16 << 20; $0.http2.maxFrameSize = 1 << 20 })
                 let server = GRPCServer(
                     transport: transport,
-                    services: [PeerService(
-                        context: context, metrics: metrics, sends: sends, janitor: janitor, sendBytesPerSecond: settings.sendBytesPerSecond)])
+                    services: [
+                        PeerService(
+                            host: host, metrics: metrics, sends: sends, fetcher: fetcher, janitor: janitor,
+                            sendBytesPerSecond: settings.sendBytesPerSecond),
+                        RemoteVolumeService(host: host, sessions: sessions),
+                    ])
                 group.addTask {
                     try await withTaskCancellationHandler {
                         try await server.serve()
@@ -58,7 +83,7 @@ final class PeerRuntime: Sendable {
                         server.beginGracefulShutdown()
                     }
                 }
-                group.addTask {
+                group.addTask { [logger] in
                     if let bound = try? await transport.listeningAddress {
                         logger.notice("serving the peer protocol", metadata: ["address": "\(bound)"])
                     }

@@ -8,9 +8,10 @@ import PeerProto
 /// replicas); a malformed id is INVALID_ARGUMENT, anything else not held (a volume id, a
 /// writable head, a layer outside the snapshot's chain) is NOT_FOUND, which tells nothing more.
 struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
-    let context: DriverContext
-    let metrics: DriverMetrics
+    let host: any RemoteStagingHost
+    let metrics: any PeerMetricsRecorder
     let sends: SendSlots
+    let fetcher: ReplicaFetcher
     let janitor: ReplicaJanitor
     let sendBytesPerSecond: Int?
 
@@ -20,14 +21,14 @@ struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
     static let chunkExtents = 4096
 
     func identify(request: Strata_Peer_V1_IdentifyRequest, context _: ServerContext) async throws -> Strata_Peer_V1_IdentifyResponse {
-        .with { $0.nodeID = context.configuration.nodeID }
+        .with { $0.nodeID = host.nodeID }
     }
 
     func getSnapshot(request: Strata_Peer_V1_GetSnapshotRequest, context _: ServerContext) async throws -> Strata_Peer_V1_SnapshotManifest {
         try PeerRequestRules.requireID(request.snapshotID, field: "snapshot_id")
-        let store = try context.store()
+        let store = try host.store()
         let manifest = try await BlockingWork.run { try store.replicaManifest(snapshotID: request.snapshotID) }
-        return PeerWire.manifest(manifest, localNode: context.configuration.nodeID)
+        return PeerWire.manifest(manifest, localNode: host.nodeID)
     }
 
     func prepareVolumeClone(request: Strata_Peer_V1_PrepareVolumeCloneRequest, context _: ServerContext) async throws
@@ -35,24 +36,20 @@ struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
     {
         try PeerRequestRules.requireID(request.volumeID, field: "volume_id")
         try PeerRequestRules.requireName(request.requestName)
-        let store = try context.store()
+        let store = try host.store()
         let name = "peer-clone:" + request.requestName
-        let manifest = try await context.locks.withLocks([LockKey.volume(request.volumeID)]) {
-            try await BlockingWork.run { [context] in
-                let snapshot = try context.whileQuiesced([request.volumeID]) {
-                    try store.createPeerSnapshot(name: name, of: request.volumeID)
-                }
-                return try store.replicaManifest(snapshotID: snapshot.id)
-            }
+        let manifest = try await host.withVolumeQuiesced(request.volumeID) {
+            let snapshot = try store.createPeerSnapshot(name: name, of: request.volumeID)
+            return try store.replicaManifest(snapshotID: snapshot.id)
         }
-        return PeerWire.manifest(manifest, localNode: context.configuration.nodeID)
+        return PeerWire.manifest(manifest, localNode: host.nodeID)
     }
 
     func releaseVolumeClone(request: Strata_Peer_V1_ReleaseVolumeCloneRequest, context _: ServerContext) async throws
         -> Strata_Peer_V1_ReleaseVolumeCloneResponse
     {
         try PeerRequestRules.requireID(request.snapshotID, field: "snapshot_id")
-        let store = try context.store()
+        let store = try host.store()
         try await BlockingWork.run { try store.releasePeerSnapshot(id: request.snapshotID) }
         return .init()
     }
@@ -61,8 +58,7 @@ struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
         -> Strata_Peer_V1_PlaceSnapshotResponse
     {
         try PeerRequestRules.requireID(request.snapshotID, field: "snapshot_id")
-        guard let peers = context.peers else { throw RPCError(code: .unavailable, message: "this node fetches from no peer") }
-        try await peers.fetcher.ensureSnapshot(request.snapshotID)
+        try await fetcher.ensureSnapshot(request.snapshotID)
         return .init()
     }
 
@@ -75,12 +71,37 @@ struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
         return .init()
     }
 
+    func locateVolume(request: Strata_Peer_V1_LocateVolumeRequest, context _: ServerContext) async throws
+        -> Strata_Peer_V1_LocateVolumeResponse
+    {
+        try PeerRequestRules.requireID(request.volumeID, field: "volume_id")
+        let store = try host.store()
+        let volume: Volume
+        do { volume = try await BlockingWork.run { try store.volume(id: request.volumeID) } } catch let error as StoreError where error.code == .notFound {
+            throw RPCError(code: .notFound, message: "volume \(request.volumeID) does not live on node \(host.nodeID)")
+        }
+        return .with {
+            $0.ownerNode = host.nodeID
+            $0.epoch = volume.epoch
+            $0.sizeBytes = volume.size
+            $0.multiNode = volume.multiNode
+        }
+    }
+
+    func forwardController(request: Strata_Peer_V1_ForwardedCall, context _: ServerContext) async throws -> Strata_Peer_V1_ForwardedReply {
+        guard !request.method.isEmpty, request.method.utf8.count <= 64, request.method.utf8.allSatisfy({ $0 >= 0x41 && $0 <= 0x7A }) else {
+            throw RPCError(code: .invalidArgument, message: "method is malformed")
+        }
+        let response = try await host.handleForwardedCall(method: request.method, request: Array(request.request))
+        return .with { $0.response = Data(response) }
+    }
+
     func readLayer(request: Strata_Peer_V1_ReadLayerRequest, response: RPCWriter<Strata_Peer_V1_LayerChunk>, context _: ServerContext)
         async throws
     {
         try PeerRequestRules.requireID(request.snapshotID, field: "snapshot_id")
         try PeerRequestRules.requireID(request.layerUuid, field: "layer_uuid")
-        let store = try context.store()
+        let store = try host.store()
         let export = try await BlockingWork.run { try store.exportLayer(snapshotID: request.snapshotID, layerUUID: request.layerUuid) }
         await sends.acquire()
         metrics.adjustPeerTransfers("send", by: 1)
@@ -109,7 +130,7 @@ struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
             layerDigest.add(chunkDigest: chunk.sha256)
             if index == batches.count - 1 { chunk.layerSha256 = layerDigest.finalize() }
             try await response.write(chunk)
-            metrics.recordPeerBytes(sent: data.count)
+            metrics.recordPeerBytes(received: 0, sent: data.count)
             sent += data.count
             if let rate = sendBytesPerSecond {
                 let due = started + .milliseconds(Int64(sent) * 1000 / Int64(rate))
@@ -184,6 +205,13 @@ enum PeerRequestRules {
         let allowed = id.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D }
         guard !id.isEmpty, id.utf8.count <= 128, allowed else {
             throw RPCError(code: .invalidArgument, message: "\(field) is malformed")
+        }
+    }
+
+    /// A node id as the asking node gives it: 1–256 bytes without control characters.
+    static func requireNode(_ node: String) throws {
+        guard !node.isEmpty, node.utf8.count <= 256, !node.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+            throw RPCError(code: .invalidArgument, message: "node_id must be 1–256 bytes without control characters")
         }
     }
 

@@ -6,9 +6,9 @@ public struct PeerSettings: Sendable {
     /// A peer at a fixed address (`--peer NODE=HOST:PORT`).
     public struct StaticPeer: Sendable, Equatable {
         public var nodeID: String
-        public var address: DriverConfiguration.ListenAddress
+        public var address: NetworkAddress
 
-        public init(nodeID: String, address: DriverConfiguration.ListenAddress) {
+        public init(nodeID: String, address: NetworkAddress) {
             self.nodeID = nodeID
             self.address = address
         }
@@ -17,17 +17,17 @@ public struct PeerSettings: Sendable {
             guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {
                 throw ConfigurationError("\"\(text)\" is not NODE=HOST:PORT")
             }
-            let address = try DriverConfiguration.ListenAddress(parsing: String(text[text.index(after: equals)...]))
+            let address = try NetworkAddress(parsing: String(text[text.index(after: equals)...]))
             guard address.host != "0.0.0.0" else { throw ConfigurationError("\"\(text)\" names no host") }
             self.init(nodeID: String(text[..<equals]), address: address)
         }
     }
 
     /// Where to serve the peer protocol; nil: fetch from peers but serve none.
-    public var listenAddress: DriverConfiguration.ListenAddress?
+    public var listenAddress: NetworkAddress?
     public var staticPeers: [StaticPeer] = []
     /// DNS names resolved (every address) each time holders are looked for (`--peer-dns NAME:PORT`).
-    public var dnsNames: [DriverConfiguration.ListenAddress] = []
+    public var dnsNames: [NetworkAddress] = []
     /// Holds `ca.crt`, `tls.crt` and `tls.key` (PEM): every certificate of that CA is a member.
     public var tlsDirectory: String
     /// Layer transfers this node serves at once; more wait for a free slot.
@@ -47,7 +47,7 @@ public struct PeerSettings: Sendable {
     var keyPath: String { (tlsDirectory as NSString).appendingPathComponent("tls.key") }
 
     /// Refuses to start with a TLS directory that lacks one of its files.
-    func validate() throws(ConfigurationError) {
+    public func validate() throws(ConfigurationError) {
         for path in [caPath, certificatePath, keyPath] where !FileManager.default.isReadableFile(atPath: path) {
             throw ConfigurationError("peer TLS file \(path) is missing or unreadable (--peer-tls-dir needs ca.crt, tls.crt and tls.key)")
         }

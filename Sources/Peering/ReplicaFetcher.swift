@@ -1,8 +1,6 @@
 import BlockStore
-import CSIValidation
 import Foundation
 import GRPCCore
-import GRPCNIOTransportHTTP2
 import Logging
 import PeerProto
 
@@ -11,51 +9,51 @@ import PeerProto
 /// commits the replica. One fetch per snapshot at a time: every caller asking for it meanwhile
 /// (concurrent clones, a CreateVolume retried after the provisioner's timeout) waits for that
 /// same fetch, which runs on in its own task if the caller that started it goes away.
-actor ReplicaFetcher {
-    let directory: PeerDirectory
-    private let metrics: DriverMetrics
+public actor ReplicaFetcher {
+    public let directory: PeerDirectory
+    private let metrics: any PeerMetricsRecorder
     private let logger: Logger
     private let store: @Sendable () throws -> BlockStore
     private var inFlight: [String: Task<String, any Error>] = [:]
 
-    init(directory: PeerDirectory, metrics: DriverMetrics, logger: Logger, store: @escaping @Sendable () throws -> BlockStore) {
+    public init(directory: PeerDirectory, metrics: any PeerMetricsRecorder, logger: Logger, store: @escaping @Sendable () throws -> BlockStore) {
         self.directory = directory
         self.metrics = metrics
         self.logger = logger
         self.store = store
     }
 
-    nonisolated var localNode: String { directory.localNode }
+    public nonisolated var localNode: String { directory.localNode }
 
     /// Makes sure snapshot `id` is held here.
-    func ensureSnapshot(_ id: String) async throws {
+    public func ensureSnapshot(_ id: String) async throws {
         if let store = try? store(), (try? await BlockingWork.run({ try store.replicaManifest(snapshotID: id) })) != nil { return }
         _ = try await singleFlight("snapshot/\(id)") { fetcher in
             try await fetcher.fetch(what: "snapshot \(id)") { client in
-                try await client.getSnapshot(.with { $0.snapshotID = id }, options: PeerConnector.options(timeout: PeerConnector.unaryTimeout))
+                try await client.getSnapshot(.with { $0.snapshotID = id }, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
             }
         }
     }
 
     /// Fetches a hidden snapshot of volume `volumeID` of another node, made for the clone
     /// `requestName`; returns its id (held here as a hidden replica).
-    func fetchVolumeClone(_ volumeID: String, requestName: String) async throws -> String {
+    public func fetchVolumeClone(_ volumeID: String, requestName: String) async throws -> String {
         try await singleFlight("volume/\(volumeID)/\(requestName)") { fetcher in
             try await fetcher.fetch(what: "volume \(volumeID)") { client in
                 try await client.prepareVolumeClone(
                     .with { $0.volumeID = volumeID; $0.requestName = requestName },
-                    options: PeerConnector.options(timeout: PeerConnector.unaryTimeout))
+                    options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
             }
         }
     }
 
     /// Tells the node a hidden snapshot came from that its copy is here (best effort: a left-over
     /// one costs a catalog row there, its layer stays the volume's own).
-    func releaseVolumeClone(snapshotID: String, origin: String) async {
+    public func releaseVolumeClone(snapshotID: String, origin: String) async {
         for endpoint in await directory.endpoints() where endpoint.nodeID == origin {
             let released: Void? = try? await directory.connector.withClient(endpoint) { client in
                 _ = try await client.releaseVolumeClone(
-                    .with { $0.snapshotID = snapshotID }, options: PeerConnector.options(timeout: PeerConnector.unaryTimeout))
+                    .with { $0.snapshotID = snapshotID }, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
             }
             if released != nil { return }
         }
@@ -84,7 +82,7 @@ actor ReplicaFetcher {
     /// first that has it. NOT_FOUND when every peer answered that it has none; UNAVAILABLE when
     /// some could not be asked or the copy failed everywhere.
     private func fetch(
-        what: String, ask: @escaping @Sendable (Strata_Peer_V1_Peer.Client<HTTP2ClientTransport.Posix>) async throws
+        what: String, ask: @escaping @Sendable (any Strata_Peer_V1_Peer.ClientProtocol) async throws
             -> Strata_Peer_V1_SnapshotManifest
     ) async throws -> String {
         let endpoints = await directory.endpoints()
@@ -110,15 +108,15 @@ actor ReplicaFetcher {
         metrics.recordPeerFetch(result: "failed")
         let tried = failures.isEmpty ? "no peer is configured" : failures.joined(separator: "; ")
         if everyPeerLacksIt && !endpoints.isEmpty {
-            throw CSIError.notFound("\(what) is not on node \(localNode) nor on any peer (\(tried))")
+            throw PeeringError.notFound("\(what) is not on node \(localNode) nor on any peer (\(tried))")
         }
-        throw CSIError.unavailable("\(what) is not on node \(localNode) and no node holding it could be reached: \(tried)")
+        throw PeeringError.unavailable("\(what) is not on node \(localNode) and no node holding it could be reached: \(tried)")
     }
 
     /// Copies the layers of `manifest` this store lacks, verifying each chunk and each layer,
     /// and commits the replica; anything short of that is discarded.
     private nonisolated func copy(_ manifest: ReplicaManifest, from endpoint: PeerEndpoint,
-                      client: Strata_Peer_V1_Peer.Client<HTTP2ClientTransport.Posix>) async throws {
+                      client: any Strata_Peer_V1_Peer.ClientProtocol) async throws {
         let store = try self.store()
         let origin = manifest.originNode ?? endpoint.nodeID ?? endpoint.host
         guard let replica = try await BlockingWork.run({ try store.beginReplicaImport(manifest, originNode: origin) }) else { return }
@@ -131,7 +129,7 @@ actor ReplicaFetcher {
             for layer in replica.missingLayers {
                 try await BlockingWork.run { try replica.beginLayer(layer.uuid) }
                 let request = Strata_Peer_V1_ReadLayerRequest.with { $0.snapshotID = manifest.snapshotID; $0.layerUuid = layer.uuid }
-                try await client.readLayer(request, options: PeerConnector.options(timeout: PeerConnector.streamTimeout)) { response in
+                try await client.readLayer(request, options: PeerClientPool.options(timeout: PeerClientPool.streamTimeout)) { response in
                     var digest = PeerChecksum.LayerDigest()
                     var complete = false
                     // One chunk is written to disk while the next arrives; the write in flight
@@ -146,7 +144,7 @@ actor ReplicaFetcher {
                             digest.add(chunkDigest: chunk.sha256)
                             try await writing?.value
                             writing = Task { try await BlockingWork.run { try Self.write(chunk, layer: layer.uuid, into: replica) } }
-                            self.metrics.recordPeerBytes(received: chunk.data.count)
+                            self.metrics.recordPeerBytes(received: chunk.data.count, sent: 0)
                             if !chunk.layerSha256.isEmpty {
                                 guard digest.finalize() == chunk.layerSha256 else {
                                     throw RPCError(code: .dataLoss, message: "layer \(layer.uuid) failed its checksum")

@@ -8,13 +8,13 @@ import PeerProto
 /// asks the origin of every replica it holds whether the snapshot still exists. Only the origin's
 /// own NOT_FOUND drops a replica; an origin that cannot be reached keeps it. A dropped replica's
 /// layers are freed once no clone here reads them.
-struct ReplicaJanitor: Sendable {
+public struct ReplicaJanitor: Sendable {
     let directory: PeerDirectory
     let logger: Logger
     let store: @Sendable () throws -> BlockStore
 
     /// Checks every visible replica (hidden ones belong to their clone and go with it).
-    func checkAll() async {
+    public func checkAll() async {
         guard let replicas = await replicasHere() else { return }
         let endpoints = await directory.endpoints()
         for replica in replicas where !replica.hidden {
@@ -23,7 +23,7 @@ struct ReplicaJanitor: Sendable {
     }
 
     /// Checks one snapshot, if it is a replica here.
-    func check(snapshotID: String) async {
+    public func check(snapshotID: String) async {
         guard let replica = await replicasHere()?.first(where: { $0.snapshotID == snapshotID }), !replica.hidden else { return }
         await check(replica, endpoints: await directory.endpoints())
     }
@@ -38,7 +38,7 @@ struct ReplicaJanitor: Sendable {
             do {
                 _ = try await directory.connector.withClient(endpoint) { client in
                     try await client.getSnapshot(
-                        .with { $0.snapshotID = replica.snapshotID }, options: PeerConnector.options(timeout: PeerConnector.unaryTimeout))
+                        .with { $0.snapshotID = replica.snapshotID }, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
                 }
                 return
             } catch let error as RPCError where error.code == .notFound {
@@ -57,11 +57,11 @@ struct ReplicaJanitor: Sendable {
     }
 
     /// Tells every peer that a snapshot taken here is gone (best effort; the periodic check catches up).
-    func announceDeletion(of snapshotID: String) async {
+    public func announceDeletion(of snapshotID: String) async {
         for endpoint in await directory.endpoints() {
             _ = try? await directory.connector.withClient(endpoint) { client in
                 try await client.snapshotDeleted(
-                    .with { $0.snapshotID = snapshotID }, options: PeerConnector.options(timeout: .seconds(3)))
+                    .with { $0.snapshotID = snapshotID }, options: PeerClientPool.options(timeout: .seconds(3)))
             }
         }
     }

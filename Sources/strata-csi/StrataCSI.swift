@@ -5,6 +5,7 @@ import ArgumentParser
 import CSIDriver
 import Foundation
 import Logging
+import Peering
 
 /// The driver process: parses flags, sets up logging and signals, and runs the CSI server.
 @main

@@ -104,6 +104,8 @@ enum ValidationOracle {
     static let supportedModes: Set<Csi_V1_VolumeCapability.AccessMode.Mode> = [
         .singleNodeWriter, .singleNodeReaderOnly, .singleNodeSingleWriter, .singleNodeMultiWriter,
     ]
+    /// Several nodes at once, and only as a block device.
+    static let blockOnlyModes: Set<Csi_V1_VolumeCapability.AccessMode.Mode> = [.multiNodeMultiWriter, .multiNodeReaderOnly]
     static let mountOperations: Set<String> = [
         "bind", "rbind", "move", "remount", "loop",
         "shared", "rshared", "private", "rprivate", "slave", "rslave", "unbindable", "runbindable",
@@ -125,18 +127,21 @@ enum ValidationOracle {
         check(accepted == flagIsAllowed(flag), "mount flag \(flag.debugDescription) (\(Array(flag.utf8))): allowed \(accepted), rule says \(!accepted)")
     }
 
-    /// Block, or mount with ext4/xfs (or unset) and allowed flags; and a single-node access mode.
+    /// Block with a single-node or a multi-node access mode, or mount with ext4/xfs (or unset),
+    /// allowed flags and a single-node access mode.
     static func isSupported(_ capability: Csi_V1_VolumeCapability) -> Bool {
+        guard capability.hasAccessMode else { return false }
+        let mode = capability.accessMode.mode
         switch capability.accessType {
         case nil:
             return false
         case .block:
-            break
+            return supportedModes.contains(mode) || blockOnlyModes.contains(mode)
         case .mount(let mount):
             guard ["", "ext4", "xfs"].contains(where: { $0.utf8.elementsEqual(mount.fsType.utf8) }),
                   mount.mountFlags.allSatisfy(flagIsAllowed) else { return false }
+            return supportedModes.contains(mode)
         }
-        return capability.hasAccessMode && supportedModes.contains(capability.accessMode.mode)
     }
 
     static func checkCapability(_ capability: Csi_V1_VolumeCapability) {

@@ -8,6 +8,7 @@ import CSIValidation
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import Peering
 import Synchronization
 import Testing
 

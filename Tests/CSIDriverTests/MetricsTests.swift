@@ -5,6 +5,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import GRPCCore
+import Peering
 import Testing
 
 /// What an admin's Prometheus sees: the real binary, scraped over HTTP.

@@ -3,6 +3,7 @@ import BlockStore
 import CSIProto
 import Foundation
 import GRPCCore
+import Peering
 import Testing
 
 /// CSI SnapshotMetadata over the real socket, against what the snapshots hold: bytes written,

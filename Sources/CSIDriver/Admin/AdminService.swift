@@ -2,6 +2,7 @@ import AdminProto
 import BlockStore
 import CSIValidation
 import GRPCCore
+import Peering
 
 /// The `strata` CLI's view of the node's store, served on the root-only admin socket.
 ///

@@ -2,6 +2,7 @@ import BlockStore
 import CSIProto
 import CSIValidation
 import GRPCCore
+import Peering
 
 /// Read-only controller calls: listing, inspection, capability checks and capacity.
 extension ControllerService {
@@ -33,6 +34,11 @@ extension ControllerService {
     func controllerGetVolume(request: Csi_V1_ControllerGetVolumeRequest, context _: ServerContext) async throws -> Csi_V1_ControllerGetVolumeResponse {
         try RequestFields.requireID(request.volumeID, field: "volume_id")
         let store = try context.store()
+        if try await !holds(request.volumeID, in: store),
+           let answer = try await forwardToOwner(
+               of: request.volumeID, method: "ControllerGetVolume", request, as: Csi_V1_ControllerGetVolumeResponse.self) {
+            return answer
+        }
         let volume = try await BlockingWork.run { try store.volume(id: request.volumeID) }
         return .with {
             $0.volume = context.wireVolume(volume)
@@ -51,6 +57,9 @@ extension ControllerService {
         let reasons = request.volumeCapabilities.compactMap(VolumeCapabilityRules.unsupportedReason)
         if let reason = reasons.first {
             return .with { $0.message = reason }
+        }
+        if !volume.multiNode, request.volumeCapabilities.contains(where: VolumeCapabilityRules.isMultiNode) {
+            return .with { $0.message = "volume \(volume.id) was created for use from one node; a multi-node access mode needs a volume created with one" }
         }
         if let parameters = try? StorageClassParameters(request.parameters), parameters.stored != volume.parameters {
             return .with { $0.message = "volume \(volume.id) was created with parameters \(volume.parameters)" }

@@ -1,5 +1,6 @@
 import BlockStore
 import CSIValidation
+import Peering
 
 /// CreateVolume from a snapshot or volume of another node: its layers are fetched from a node
 /// that holds them (see `ReplicaFetcher`), then the clone is made here as any local clone.

@@ -2,6 +2,7 @@ import CSIProto
 import CSIValidation
 import GRPCCore
 import NodeHost
+import Peering
 
 /// ControllerPublish/Unpublish: Strata volumes live on one node and need no attach, so
 /// publishing records which node may use a volume and how; only this controller's node can

@@ -2,6 +2,7 @@ import BlockStore
 import CSIProto
 import CSIValidation
 import GRPCCore
+import Peering
 
 /// Snapshots: O(1) freezes of a volume's head layer.
 extension ControllerService {
@@ -14,6 +15,12 @@ extension ControllerService {
         try RequestFields.requireID(request.sourceVolumeID, field: "source_volume_id")
         let parameters = try SnapshotParameters(request.parameters)
         let store = try context.store()
+        if try await !holds(request.sourceVolumeID, in: store), try await BlockingWork.run({ try store.snapshot(named: request.name) }) == nil,
+           let answer = try await forwardToOwner(
+               of: request.sourceVolumeID, method: "CreateSnapshot", request, as: Csi_V1_CreateSnapshotResponse.self) {
+            // A snapshot of a multi-node volume is taken where the volume lives.
+            return answer
+        }
         let snapshot = try await context.locks.withLocks([LockKey.snapshotName(request.name)]) {
             try await BlockingWork.run {
                 if let existing = try store.snapshot(named: request.name) {

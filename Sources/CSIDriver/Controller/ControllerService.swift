@@ -2,17 +2,22 @@ import BlockStore
 import CSIProto
 import CSIValidation
 import GRPCCore
+import Peering
 
 /// CSI Controller: volumes, snapshots, expansion and capacity, backed by the block store.
 /// Every handler validates first, then takes the locks of the names or ids it touches, then acts.
 struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
     let context: DriverContext
     let publications: PublicationRegistry
+    /// Whether calls about a volume another node owns go to that node (off for calls that were
+    /// forwarded here, so that none travels twice).
+    var forwardsToOwner = true
 
     func createVolume(request: Csi_V1_CreateVolumeRequest, context _: ServerContext) async throws -> Csi_V1_CreateVolumeResponse {
         try RequestFields.requireName(request.name)
         try VolumeCapabilityRules.validate(request.volumeCapabilities)
         let parameters = try StorageClassParameters(request.parameters)
+        let multiNode = request.volumeCapabilities.contains(where: VolumeCapabilityRules.isMultiNode)
         let capacity = try CapacityRequest(request.hasCapacityRange ? request.capacityRange : nil)
         if request.hasAccessibilityRequirements, !context.admits(request.accessibilityRequirements) {
             throw CSIError.resourceExhausted("volumes are created on the node that asks; node \(context.configuration.nodeID) is not in the requisite topology")
@@ -27,17 +32,18 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
         let volume = try await context.locks.withLocks([LockKey.volumeName(request.name)]) {
             try await BlockingWork.run {
                 if let existing = try store.volume(named: request.name) {
-                    try checkCompatible(existing, with: request, capacity: capacity, source: source, parameters: parameters)
+                    try checkCompatible(existing, with: request, capacity: capacity, source: source, parameters: parameters, multiNode: multiNode)
                     return existing
                 }
                 try checkPoolCanHold(size, store: store)
                 if let replicaOfVolume, let source {
                     return try store.createVolumeFromReplica(
-                        name: request.name, size: size, replicaID: replicaOfVolume, recordedSource: source, parameters: parameters.stored)
+                        name: request.name, size: size, replicaID: replicaOfVolume, recordedSource: source, parameters: parameters.stored,
+                        multiNode: multiNode)
                 }
                 return try store.createVolume(
                     name: request.name, size: size, clusterSize: parameters.clusterSize, source: source,
-                    parameters: parameters.stored)
+                    parameters: parameters.stored, multiNode: multiNode)
             }
         }
         if let replicaOfVolume { releaseOnOrigin(replicaOfVolume, store: store) }
@@ -47,20 +53,24 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
     func deleteVolume(request: Csi_V1_DeleteVolumeRequest, context _: ServerContext) async throws -> Csi_V1_DeleteVolumeResponse {
         try RequestFields.requireID(request.volumeID, field: "volume_id")
         let store = try context.store()
-        try await context.locks.withLocks([LockKey.volume(request.volumeID)]) {
+        let heldHere = try await context.locks.withLocks([LockKey.volume(request.volumeID)]) {
             try await BlockingWork.run {
                 if let publication = publications[request.volumeID] {
                     throw CSIError.failedPrecondition("volume \(request.volumeID) is published to node \(publication.nodeID); unpublish it first")
                 }
                 do {
                     try store.deleteVolume(id: request.volumeID)
+                    return true
                 } catch let error as StoreError where error.code == .notFound {
-                    // Deleting what is not there succeeds: the CO may be retrying a delete that completed.
+                    return false
                 } catch let error as StoreError where error.code == .busy {
-                    throw CSIError.failedPrecondition("volume \(request.volumeID) is staged on this node; unstage it before deleting")
+                    throw CSIError.failedPrecondition("volume \(request.volumeID) is staged (here or on another node); unstage it before deleting")
                 }
             }
         }
+        // Not here: a multi-node volume of another node is deleted there; deleting what is on no
+        // node succeeds (the CO may be retrying a delete that completed).
+        if !heldHere { _ = try await forwardToOwner(of: request.volumeID, method: "DeleteVolume", request, as: Csi_V1_DeleteVolumeResponse.self) }
         return .init()
     }
 
@@ -72,6 +82,11 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
             throw CSIError.invalidArgument(reason)
         }
         let store = try context.store()
+        if try await !holds(request.volumeID, in: store),
+           let answer = try await forwardToOwner(
+               of: request.volumeID, method: "ControllerExpandVolume", request, as: Csi_V1_ControllerExpandVolumeResponse.self) {
+            return answer
+        }
         let volume = try await context.locks.withLocks([LockKey.volume(request.volumeID)]) {
             try await BlockingWork.run {
                 let current = try store.volume(id: request.volumeID)
@@ -90,6 +105,18 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
 
     func controllerModifyVolume(request: Csi_V1_ControllerModifyVolumeRequest, context _: ServerContext) async throws -> Csi_V1_ControllerModifyVolumeResponse {
         throw RPCError(code: .unimplemented, message: "Strata volumes have no mutable parameters (MODIFY_VOLUME is not offered)")
+    }
+
+    /// Whether `volumeID` lives in this node's store.
+    func holds(_ volumeID: String, in store: BlockStore) async throws -> Bool {
+        try await BlockingWork.run {
+            do {
+                _ = try store.volume(id: volumeID)
+                return true
+            } catch let error as StoreError where error.code == .notFound {
+                return false
+            }
+        }
     }
 
     // MARK: - CreateVolume helpers
@@ -118,7 +145,7 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
     /// A repeated CreateVolume returns the volume it made if the request still describes it.
     private func checkCompatible(
         _ existing: Volume, with request: Csi_V1_CreateVolumeRequest, capacity: CapacityRequest,
-        source: VolumeSource?, parameters: StorageClassParameters
+        source: VolumeSource?, parameters: StorageClassParameters, multiNode: Bool
     ) throws(CSIError) {
         let fitsRange = existing.size >= capacity.requiredBytes && (capacity.limitBytes == 0 || existing.size <= capacity.limitBytes)
         guard fitsRange else {
@@ -129,6 +156,9 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
         }
         guard existing.parameters == parameters.stored else {
             throw .alreadyExists("volume \(request.name) exists with different parameters \(existing.parameters)")
+        }
+        guard existing.multiNode == multiNode else {
+            throw .alreadyExists("volume \(request.name) exists as a \(existing.multiNode ? "multi" : "single")-node volume")
         }
     }
 

@@ -9,7 +9,10 @@ extension DriverContext {
         .with {
             $0.volumeID = volume.id
             $0.capacityBytes = Int64(clamping: volume.size)
-            $0.accessibleTopology = [topology]
+            // A multi-node volume is reachable from every node (its owner serves the others), so
+            // it carries no topology: its PersistentVolume gets no node affinity, and the VM
+            // using it may be scheduled, and migrated, anywhere.
+            if !volume.multiNode { $0.accessibleTopology = [topology] }
             if let source = volume.source { $0.contentSource = Self.wireSource(source) }
         }
     }

@@ -3,6 +3,7 @@ import CSIProto
 import CSIValidation
 import Foundation
 import GRPCCore
+import Peering
 import SwiftProtobuf
 
 /// CSI GroupController: snapshots of several volumes at one point in time.

@@ -1,9 +1,10 @@
 import BlockStore
+import Peering
 import Prometheus
 
 /// The peer protocol's figures: bytes each way, transfers running, copies held.
-extension DriverMetrics {
-    func recordPeerBytes(received: Int = 0, sent: Int = 0) {
+extension DriverMetrics: PeerMetricsRecorder {
+    public func recordPeerBytes(received: Int = 0, sent: Int = 0) {
         if received > 0 {
             registry.makeCounter(descriptor: Self.peerName("peer_bytes_received", unit: "total",
                                                            help: "Layer bytes received from other nodes."))
@@ -16,14 +17,14 @@ extension DriverMetrics {
     }
 
     /// A snapshot fetch from a peer started here (one per snapshot however many clones wait for it).
-    func recordPeerFetch(result: String) {
+    public func recordPeerFetch(result: String) {
         registry.makeCounter(descriptor: Self.peerName("peer_fetches", unit: "total",
                                                        help: "Snapshot fetches from other nodes, by result (ok, failed)."),
                              labels: [("result", result)]).increment()
     }
 
     /// Adjusts the transfers in progress, `direction` send or receive.
-    func adjustPeerTransfers(_ direction: String, by delta: Double) {
+    public func adjustPeerTransfers(_ direction: String, by delta: Double) {
         registry.makeGauge(descriptor: Self.peerName("peer_transfers_in_progress",
                                                      help: "Layer transfers running now, by direction (send, receive)."),
                            labels: [("direction", direction)]).increment(by: delta)

@@ -3,6 +3,7 @@ import CSIProto
 import CSIValidation
 import GRPCCore
 import NodeHost
+import Peering
 
 /// CSI Node: turns store volumes into block devices and mounted filesystems for kubelet.
 /// Arguments are checked before existence (so malformed calls are INVALID_ARGUMENT whatever the
@@ -20,8 +21,54 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
         let record = StagedVolume(
             volumeID: request.volumeID, stagingPath: stagingPath, access: Self.access(of: request.volumeCapability),
             readOnly: VolumeCapabilityRules.isReadOnly(request.volumeCapability))
-        try await withVolume(request.volumeID) { try stager.stage(record) }
+        let multiNode = VolumeCapabilityRules.isMultiNode(request.volumeCapability)
+        let store = try context.store()
+        if stager.isStaged(request.volumeID) {
+            try await withVolume(request.volumeID, mustExist: false) { try stager.stage(record) }
+        } else if try await BlockingWork.run({ (try? store.volume(id: request.volumeID)) != nil }) {
+            try await withVolume(request.volumeID) { [context] in
+                try Self.checkLocalStaging(of: request.volumeID, multiNode: multiNode, store: store, context: context)
+                try stager.stage(record)
+            }
+        } else {
+            try await stageRemotely(record, multiNode: multiNode)
+        }
         return .init()
+    }
+
+    /// A volume of this node staged here: a multi-node capability needs a multi-node volume, and
+    /// a multi-node volume two other nodes stage already is refused (a live migration has two
+    /// sides, never three).
+    private static func checkLocalStaging(of volumeID: String, multiNode: Bool, store: BlockStore, context: DriverContext) throws {
+        let volume = try store.volume(id: volumeID)
+        if multiNode, !volume.multiNode {
+            throw CSIError.failedPrecondition("volume \(volumeID) was created for one node; a multi-node access mode needs a ReadWriteMany volume")
+        }
+        guard volume.multiNode else { return }
+        let others = try store.remoteStagers(ofVolume: volumeID)
+        guard others.count < DriverContext.maximumStagingNodes else {
+            throw CSIError.failedPrecondition("volume \(volumeID) is staged on \(others.joined(separator: " and ")) already; at most \(DriverContext.maximumStagingNodes) nodes stage a volume at once")
+        }
+    }
+
+    /// A multi-node volume that lives on another node: its owner admits this node, and the
+    /// volume is exported here with its I/O going to the owner.
+    private func stageRemotely(_ record: StagedVolume, multiNode: Bool) async throws {
+        guard multiNode, let peers = context.peers else {
+            throw CSIError.notFound("volume \(record.volumeID) does not exist on node \(context.configuration.nodeID)")
+        }
+        guard context.isReady else { throw CSIError.unavailable("the node is restoring staged volumes; retry shortly") }
+        try await context.locks.withLocks([LockKey.volume(record.volumeID)]) {
+            let (link, staging) = try await RemoteVolumeLink.attach(volumeID: record.volumeID, directory: peers.directory)
+            var remote = record
+            remote.remoteOwner = RemoteOwner(
+                node: staging.ownerNode, host: link.owner.host, port: link.owner.port, epoch: staging.epoch, size: staging.size)
+            stager.backends.adopt(link)
+            try await BlockingWork.run { [remote] in try stager.stage(remote) }
+            context.configuration.logger.notice("staged a volume that lives on another node", metadata: [
+                "volumeId": "\(record.volumeID)", "owner": "\(staging.ownerNode)", "stagedOn": "\(staging.stagedOn.joined(separator: ","))",
+            ])
+        }
     }
 
     func nodeUnstageVolume(request: Csi_V1_NodeUnstageVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodeUnstageVolumeResponse {
@@ -40,7 +87,7 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
         try VolumeCapabilityRules.validate([request.volumeCapability])
         let stagingPath = try paths.requireResolved(request.stagingTargetPath, field: "staging_target_path")
         let readOnly = request.readonly || VolumeCapabilityRules.isReadOnly(request.volumeCapability)
-        try await withVolume(request.volumeID) {
+        try await withVolume(request.volumeID, mustExist: !stager.isStaged(request.volumeID)) {
             try stager.publish(volumeID: request.volumeID, stagingPath: stagingPath, targetPath: targetPath, readOnly: readOnly)
         }
         return .init()
@@ -59,7 +106,7 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
         try RequestFields.requireID(request.volumeID, field: "volume_id")
         guard !request.volumePath.isEmpty else { throw CSIError.invalidArgument("volume_path is required") }
         let path = try? paths.requireResolved(request.volumePath, field: "volume_path")
-        let report = try await withVolume(request.volumeID, exclusive: false) { () throws -> VolumeStager.VolumeReport in
+        let report = try await withVolume(request.volumeID, mustExist: !stager.isStaged(request.volumeID), exclusive: false) { () throws -> VolumeStager.VolumeReport in
             guard let path else { throw CSIError.notFound("volume \(request.volumeID) is not published at \(RequestFields.quoted(request.volumePath, limit: PathRules.quotedLength))") }
             return try stager.report(volumeID: request.volumeID, path: path)
         }
@@ -158,7 +205,7 @@ enum NodeLimits {
     static let ceiling: Int64 = 1024
 
     /// The same figure for NodeGetInfo and ControllerPublishVolume's limit.
-    static func maximumVolumes(attacher: LoopAttacher, staged: Int) throws -> Int64 {
+    static func maximumVolumes(attacher: any Attacher, staged: Int) throws -> Int64 {
         // With max_loop=0 (the default) the kernel creates loop devices on demand.
         let maxLoop = (try? String(contentsOfFile: "/sys/module/loop/parameters/max_loop", encoding: .utf8))
             .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0

@@ -95,6 +95,9 @@ extension VolumeStager {
         if let problem = unhealthy.withLock({ $0[volumeID] }) {
             return VolumeReport(totalBytes: 0, abnormal: problem.message)
         }
+        if let problem = backendProblem(of: volumeID) {
+            return VolumeReport(totalBytes: 0, abnormal: problem)
+        }
         guard exporter.names.contains(volumeID) else {
             return VolumeReport(totalBytes: 0, abnormal: "the volume's export is gone; restart the driver to re-export it")
         }

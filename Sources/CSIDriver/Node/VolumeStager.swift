@@ -12,11 +12,13 @@ import Synchronization
 /// so a crash in between is finished or undone by `recover()`.
 final class VolumeStager: Sendable {
     let exporter: FuseExporter
-    let attacher: LoopAttacher
+    let attacher: any Attacher
     let mounter: any Mounter
+    let backends: any VolumeBackendProvider
     let registry: StagingRegistry
     let context: DriverContext
-    private let handles = Mutex<[String: VolumeHandle]>([:])
+    /// The backend of each exported volume.
+    private let opened = Mutex<[String: OpenedBackend]>([:])
     /// Holds the FUSE connection across restarts of this process, when configured.
     let keeper: FuseKeeperClient?
     /// Volumes this process will not serve, with the reason (reported as their volume
@@ -41,11 +43,15 @@ final class VolumeStager: Sendable {
     /// Thin volumes stay thin: ext4 must not zero its inode tables and journal up front.
     static let ext4FormatOptions = ["-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"]
 
-    init(context: DriverContext, exporter: FuseExporter, attacher: LoopAttacher, mounter: any Mounter, registry: StagingRegistry) {
+    init(
+        context: DriverContext, exporter: FuseExporter, attacher: any Attacher, mounter: any Mounter,
+        backends: any VolumeBackendProvider, registry: StagingRegistry
+    ) {
         self.context = context
         self.exporter = exporter
         self.attacher = attacher
         self.mounter = mounter
+        self.backends = backends
         self.registry = registry
         self.logger = context.configuration.logger
         self.keeper = context.configuration.fuseKeeperSocket.map { FuseKeeperClient(socketPath: $0) }
@@ -98,8 +104,8 @@ final class VolumeStager: Sendable {
     /// volumes staged, the mount stays and the next process resumes it; otherwise it is unmounted.
     func shutDown() {
         if keeper != nil && !registry.all.isEmpty { exporter.suspend() } else { exporter.stop() }
-        for handle in handles.withLock({ handles in defer { handles = [:] }; return Array(handles.values) }) {
-            try? handle.close()
+        for backend in opened.withLock({ opened in defer { opened = [:] }; return Array(opened.values) }) {
+            try? backend.close()
         }
     }
 
@@ -147,7 +153,19 @@ final class VolumeStager: Sendable {
                 logger.warning("could not tell the FUSE keeper to drop a volume's descriptor", metadata: ["volumeId": "\(record.volumeID)", "error": "\(error)"])
             }
         }
-        if let handle = handles.withLock({ $0.removeValue(forKey: record.volumeID) }) { try handle.close() }
+        if let backend = opened.withLock({ $0.removeValue(forKey: record.volumeID) }) {
+            try backend.close()
+            try backend.release()
+        } else if record.remoteOwner != nil {
+            // Exported by no process since (a restart that could not reach the owner): the
+            // owner still records this node as staging the volume.
+            try backends.open(record).release()
+        }
+    }
+
+    /// Why a staged volume cannot be served now, while that lasts.
+    func backendProblem(of volumeID: String) -> String? {
+        opened.withLock { $0[volumeID] }?.problem()
     }
 
     /// The export file of a volume, opening the store volume and exporting it on first use.
@@ -156,14 +174,14 @@ final class VolumeStager: Sendable {
         if case .refused(let reason)? = unhealthy.withLock({ $0[volumeID] }) {
             throw CSIError.failedPrecondition("volume \(volumeID) is not served by this process: \(reason)")
         }
-        let store = try context.store()
-        let handle = try store.open(volumeID: volumeID)
+        guard let record = registry[volumeID] else { throw CSIError.failedPrecondition("volume \(volumeID) is not staged on this node") }
+        let backend = try backends.open(record)
         let path: String
         do {
-            path = try exporter.add(name: volumeID, backend: StoreVolumeBackend(handle: handle), identity: registry[volumeID]?.export)
-            handles.withLock { $0[volumeID] = handle }
+            path = try exporter.add(name: volumeID, backend: backend.backend, identity: record.export)
+            opened.withLock { $0[volumeID] = backend }
         } catch {
-            try? handle.close()
+            try? backend.close()
             throw error
         }
         try recordIdentity(of: volumeID)

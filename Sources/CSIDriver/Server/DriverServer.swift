@@ -9,6 +9,7 @@ import GRPCNIOTransportHTTP2
 import Logging
 import NodeHost
 import NIOPosix
+import Peering
 
 /// Serves the CSI services of one driver process on a Unix socket until told to stop.
 public final class DriverServer: Sendable {
@@ -42,6 +43,11 @@ public final class DriverServer: Sendable {
         } catch {
             throw ConfigurationError("cannot read the controller's publication registry under \(configuration.stateDirectory): \(error)")
         }
+        if configuration.mode.servesController {
+            // Answers the controller calls other nodes forward about volumes that live here.
+            context.controllerDidStart(ForwardedControllerCalls(
+                service: ControllerService(context: context, publications: publications, forwardsToOwner: false)))
+        }
         if configuration.mode.servesNode {
             let logger = configuration.logger
             do {
@@ -50,6 +56,7 @@ public final class DriverServer: Sendable {
                     exporter: FuseExporter(mountPoint: configuration.exportDirectory, logger: logger),
                     attacher: LoopAttacher(logger: logger),
                     mounter: LinuxMounter(confinedTo: configuration.kubeletDirectory, logger: logger),
+                    backends: DriverBackends(context: context),
                     registry: try StagingRegistry(
                         directory: (configuration.stateDirectory as NSString).appendingPathComponent("node"), fileName: "staged-volumes.json"))
             } catch {
@@ -64,10 +71,10 @@ public final class DriverServer: Sendable {
     /// in-flight ones finish within the grace period, cancels the rest and removes the socket.
     public func serve(on endpoint: UnixSocketEndpoint, until shutdown: ShutdownTrigger) async throws {
         let metricsEndpoint = try await startMetricsEndpoint()
-        let peering = context.peers.map { [context, metrics, logger = configuration.logger] runtime in
+        let peering = context.peers.map { [context, logger = configuration.logger] runtime in
             Task {
                 do {
-                    try await runtime.run(context: context, metrics: metrics, logger: logger)
+                    try await runtime.run(host: context)
                 } catch where !(error is CancellationError) {
                     logger.critical("the peer protocol stopped", metadata: ["error": "\(error)"])
                 }

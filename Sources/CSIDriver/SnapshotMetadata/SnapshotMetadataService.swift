@@ -2,6 +2,7 @@ import BlockStore
 import CSIProto
 import CSIValidation
 import GRPCCore
+import Peering
 
 /// CSI SnapshotMetadata (changed-block tracking): the allocated extents of a snapshot and the
 /// extents changed between two snapshots of one chain, streamed.

@@ -23,6 +23,19 @@ struct StagedVolume: Codable, Equatable, Sendable {
     /// 128 random bits, given to the FUSE keeper with the connection's descriptor: a descriptor
     /// the keeper hands back is served for this volume only if its cookie matches.
     var cookie: String? = nil
+    /// Set when the volume lives on another node (a multi-node volume staged here while its
+    /// writable head is there): its I/O goes to that node, and a restart reaches it again.
+    var remoteOwner: RemoteOwner? = nil
+}
+
+/// The node a remotely staged volume lives on, as it answered when this node attached.
+struct RemoteOwner: Codable, Equatable, Sendable {
+    var node: String
+    var host: String
+    var port: Int
+    /// The ownership epoch every request carries.
+    var epoch: UInt64
+    var size: UInt64
 }
 
 /// A small map kept in a JSON file that is replaced atomically (write, fsync, rename, fsync the

@@ -237,17 +237,17 @@ final class ClusterNode: @unchecked Sendable {
     func devicePath(_ volumeID: String) -> String { "\(kubelet)/pods/pod-\(volumeID.suffix(8))/volumes/kubernetes.io~csi/\(volumeID)/dev" }
 
     /// Stages and publishes a block volume; returns the device path in the pod.
-    func attach(_ volumeID: String) async throws -> String {
+    func attach(_ volumeID: String, capability: Csi_V1_VolumeCapability = Requests.blockCapability) async throws -> String {
         let staging = stagingPath(volumeID), target = devicePath(volumeID)
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try await withClient { client in
             let node = Csi_V1_Node.Client(wrapping: client)
             _ = try await node.nodeStageVolume(.with {
-                $0.volumeID = volumeID; $0.stagingTargetPath = staging; $0.volumeCapability = Requests.blockCapability
+                $0.volumeID = volumeID; $0.stagingTargetPath = staging; $0.volumeCapability = capability
             })
             _ = try await node.nodePublishVolume(.with {
-                $0.volumeID = volumeID; $0.stagingTargetPath = staging; $0.targetPath = target; $0.volumeCapability = Requests.blockCapability
+                $0.volumeID = volumeID; $0.stagingTargetPath = staging; $0.targetPath = target; $0.volumeCapability = capability
             })
         }
         return target

@@ -1,0 +1,182 @@
+import Dispatch
+import Foundation
+import GRPCCore
+import PeerProto
+import Synchronization
+
+/// A staged volume's link to its owner on another node: what the node's block device reads and
+/// writes when the volume's writable head lives elsewhere. Calls come from FUSE worker threads,
+/// which block until the owner answers; several workers' requests travel at once over the one
+/// pooled connection to the owner (HTTP/2 streams), at most `maximumInFlight` of them.
+///
+/// While the owner cannot be reached, I/O waits and is retried (every request is idempotent: a
+/// write of the same bytes at the same offset, a read, a discard, a flush); it never fails
+/// silently nor returns other data. `unreachableSince` tells the volume's condition meanwhile.
+/// What the owner refuses (a stale epoch, a node it no longer admits) fails the I/O at once.
+public final class RemoteVolumeLink: Sendable {
+    public let volumeID: String
+    /// This node, as the owner records it.
+    public let nodeID: String
+    public let owner: PeerEndpoint
+    public let epoch: UInt64
+    private let sizeBytes: Atomic<UInt64>
+    private let connector: any PeerConnecting
+    private let inFlight: DispatchSemaphore
+    private let unreachable = Mutex<ContinuousClock.Instant?>(nil)
+
+    public static let maximumInFlight = 64
+    /// One request's deadline; past it the request is sent again.
+    static let requestTimeout: Duration = .seconds(10)
+
+    /// A link the owner already admitted (after a restart of this process: the owner's catalog
+    /// still records this node as staging the volume).
+    public init(volumeID: String, nodeID: String, owner: PeerEndpoint, epoch: UInt64, size: UInt64, connector: any PeerConnecting) {
+        self.volumeID = volumeID
+        self.nodeID = nodeID
+        self.owner = owner
+        self.epoch = epoch
+        sizeBytes = Atomic(size)
+        self.connector = connector
+        inFlight = DispatchSemaphore(value: Self.maximumInFlight)
+    }
+
+    /// Finds the node that owns `volumeID` among the peers and records this node as staging it
+    /// there. NOT_FOUND when every peer answered that it does not hold it; UNAVAILABLE when one
+    /// that might could not be asked; the owner's refusal (FAILED_PRECONDITION) as it gave it.
+    public static func attach(volumeID: String, directory: PeerDirectory) async throws -> (RemoteVolumeLink, RemoteStaging) {
+        let owner = try await locateOwner(of: volumeID, directory: directory)
+        let answer = try await directory.connector.withRemoteVolumeClient(owner) { client in
+            try await client.attach(
+                .with { $0.volumeID = volumeID; $0.nodeID = directory.localNode }, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
+        }
+        let staging = RemoteStaging(size: answer.sizeBytes, epoch: answer.epoch, ownerNode: answer.ownerNode, stagedOn: answer.stagedOn)
+        var endpoint = owner
+        endpoint.nodeID = answer.ownerNode
+        let link = RemoteVolumeLink(
+            volumeID: volumeID, nodeID: directory.localNode, owner: endpoint, epoch: answer.epoch, size: answer.sizeBytes,
+            connector: directory.connector)
+        return (link, staging)
+    }
+
+    /// The peer whose store holds `volumeID`'s writable head.
+    public static func locateOwner(of volumeID: String, directory: PeerDirectory) async throws -> PeerEndpoint {
+        var failures: [String] = []
+        var everyPeerLacksIt = true
+        let endpoints = await directory.endpoints()
+        for endpoint in endpoints {
+            do {
+                let located = try await directory.connector.withClient(endpoint) { client in
+                    try await client.locateVolume(.with { $0.volumeID = volumeID }, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
+                }
+                var owner = endpoint
+                owner.nodeID = located.ownerNode
+                return owner
+            } catch let error as RPCError where error.code == .notFound {
+                failures.append("\(endpoint): not there")
+            } catch {
+                everyPeerLacksIt = false
+                failures.append("\(endpoint): \(error)")
+            }
+        }
+        let tried = failures.isEmpty ? "no peer is configured" : failures.joined(separator: "; ")
+        if everyPeerLacksIt && !endpoints.isEmpty {
+            throw PeeringError.notFound("volume \(volumeID) lives on no node (\(tried))")
+        }
+        throw PeeringError.unavailable("volume \(volumeID) is not on node \(directory.localNode) and its owner could not be reached: \(tried)")
+    }
+
+    public var size: UInt64 { sizeBytes.load(ordering: .relaxed) }
+
+    /// Since when the owner has not answered, while it does not; nil when it does.
+    public var unreachableSince: ContinuousClock.Instant? { unreachable.withLock { $0 } }
+
+    var session: Strata_Peer_V1_VolumeSession {
+        .with { $0.volumeID = volumeID; $0.nodeID = nodeID; $0.epoch = epoch }
+    }
+
+    // MARK: - Block I/O (blocking: called from FUSE worker threads)
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        let request = Strata_Peer_V1_ReadRequest.with { $0.session = session; $0.offset = offset; $0.length = UInt32(buffer.count) }
+        let data = try blocking { client, options in try await client.read(request, options: options).data }
+        guard data.count == buffer.count else {
+            throw PeeringError.dataLoss("the owner of volume \(volumeID) answered \(data.count) bytes for a read of \(buffer.count)")
+        }
+        data.withUnsafeBytes { buffer.copyMemory(from: $0) }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        let request = Strata_Peer_V1_WriteRequest.with { $0.session = session; $0.offset = offset; $0.data = Data(bytes) }
+        _ = try blocking { client, options in try await client.write(request, options: options) }
+    }
+
+    public func discard(at offset: UInt64, length: UInt64) throws {
+        let request = Strata_Peer_V1_DiscardRequest.with { $0.session = session; $0.offset = offset; $0.length = length }
+        _ = try blocking { client, options in try await client.discard(request, options: options) }
+    }
+
+    /// Returns once the owner has made every write answered before it durable.
+    public func flush() throws {
+        let request = Strata_Peer_V1_FlushRequest.with { $0.session = session }
+        _ = try blocking { client, options in try await client.flush(request, options: options) }
+    }
+
+    /// Tells the owner this node no longer stages the volume (after the last flush).
+    public func detach() async throws {
+        let request = Strata_Peer_V1_DetachRequest.with { $0.session = session }
+        _ = try await connector.withRemoteVolumeClient(owner) { client in
+            try await client.detach(request, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
+        }
+    }
+
+    /// `detach()` for a caller on a blocking thread; the owner's refusal or absence is thrown
+    /// (UNAVAILABLE while it cannot be reached: the caller retries later).
+    public func detachWaiting() throws {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = Mutex<(any Error)?>(nil)
+        Task { [self] in
+            do { try await detach() } catch { outcome.withLock { $0 = error } }
+            done.signal()
+        }
+        done.wait()
+        if let error = outcome.withLock({ $0 }) { throw error }
+    }
+
+    /// Runs one request on a Swift task and waits for it on this (non-cooperative) thread,
+    /// sending it again while the owner cannot be reached.
+    private func blocking<Value: Sendable>(
+        _ call: @escaping @Sendable (any Strata_Peer_V1_RemoteVolume.ClientProtocol, CallOptions) async throws -> Value
+    ) throws -> Value {
+        inFlight.wait()
+        defer { inFlight.signal() }
+        let done = DispatchSemaphore(value: 0)
+        let outcome = Mutex<Result<Value, any Error>?>(nil)
+        Task { [self] in
+            let result: Result<Value, any Error>
+            do { result = .success(try await withRetries(call)) } catch { result = .failure(error) }
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        done.wait()
+        return try outcome.withLock { $0! }.get()
+    }
+
+    private func withRetries<Value: Sendable>(
+        _ call: @escaping @Sendable (any Strata_Peer_V1_RemoteVolume.ClientProtocol, CallOptions) async throws -> Value
+    ) async throws -> Value {
+        var delay: Duration = .milliseconds(50)
+        while true {
+            do {
+                let value = try await connector.withRemoteVolumeClient(owner) { client in
+                    try await call(client, PeerClientPool.options(timeout: Self.requestTimeout))
+                }
+                unreachable.withLock { $0 = nil }
+                return value
+            } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
+                unreachable.withLock { since in if since == nil { since = .now } }
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(1))
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+import BlockStore
+import Foundation
+import GRPCCore
+import PeerProto
+import Synchronization
+
+/// The owner's side of RemoteVolume: block I/O on a multi-node volume whose writable head lives
+/// here, for the other node that stages it. Every request names its volume, the asking node and
+/// the ownership epoch; it is served only if the catalog records that node as staging the volume
+/// at that epoch, so a node that was never admitted, or let go, or acts on an older owner's
+/// epoch reads and writes nothing.
+struct RemoteVolumeService: Strata_Peer_V1_RemoteVolume.SimpleServiceProtocol {
+    let host: any RemoteStagingHost
+    let sessions: RemoteSessions
+
+    /// Largest read or write in one request (the FUSE export sends at most 1 MiB).
+    static let maximumTransfer = 4 << 20
+
+    func attach(request: Strata_Peer_V1_AttachRequest, context _: ServerContext) async throws -> Strata_Peer_V1_AttachResponse {
+        try PeerRequestRules.requireID(request.volumeID, field: "volume_id")
+        try PeerRequestRules.requireNode(request.nodeID)
+        let staging = try await host.attachRemoteStager(request.nodeID, toVolume: request.volumeID)
+        sessions.refresh(request.volumeID, host: host)
+        return .with {
+            $0.sizeBytes = staging.size
+            $0.epoch = staging.epoch
+            $0.ownerNode = staging.ownerNode
+            $0.stagedOn = staging.stagedOn
+        }
+    }
+
+    func detach(request: Strata_Peer_V1_DetachRequest, context _: ServerContext) async throws -> Strata_Peer_V1_DetachResponse {
+        try PeerRequestRules.requireID(request.session.volumeID, field: "volume_id")
+        try PeerRequestRules.requireNode(request.session.nodeID)
+        try await host.detachRemoteStager(request.session.nodeID, fromVolume: request.session.volumeID)
+        sessions.refresh(request.session.volumeID, host: host)
+        return .init()
+    }
+
+    func read(request: Strata_Peer_V1_ReadRequest, context _: ServerContext) async throws -> Strata_Peer_V1_ReadResponse {
+        guard request.length <= Self.maximumTransfer else { throw RPCError(code: .invalidArgument, message: "length is above \(Self.maximumTransfer)") }
+        let handle = try sessions.handle(for: request.session, host: host)
+        try Self.requireRange(request.offset, UInt64(request.length), within: handle)
+        let data = try await BlockingWork.run {
+            var data = Data(count: Int(request.length))
+            try data.withUnsafeMutableBytes { try handle.read(into: $0, at: request.offset) }
+            return data
+        }
+        return .with { $0.data = data }
+    }
+
+    func write(request: Strata_Peer_V1_WriteRequest, context _: ServerContext) async throws -> Strata_Peer_V1_WriteResponse {
+        guard request.data.count <= Self.maximumTransfer else { throw RPCError(code: .invalidArgument, message: "data is above \(Self.maximumTransfer) bytes") }
+        let handle = try sessions.handle(for: request.session, host: host)
+        try Self.requireRange(request.offset, UInt64(request.data.count), within: handle)
+        try await BlockingWork.run { try request.data.withUnsafeBytes { try handle.write($0, at: request.offset) } }
+        return .init()
+    }
+
+    func discard(request: Strata_Peer_V1_DiscardRequest, context _: ServerContext) async throws -> Strata_Peer_V1_DiscardResponse {
+        let handle = try sessions.handle(for: request.session, host: host)
+        try Self.requireRange(request.offset, request.length, within: handle)
+        try await BlockingWork.run { try handle.discard(at: request.offset, length: request.length) }
+        return .init()
+    }
+
+    func flush(request: Strata_Peer_V1_FlushRequest, context _: ServerContext) async throws -> Strata_Peer_V1_FlushResponse {
+        let handle = try sessions.handle(for: request.session, host: host)
+        try await BlockingWork.run { try handle.flush() }
+        return .init()
+    }
+
+    private static func requireRange(_ offset: UInt64, _ length: UInt64, within handle: VolumeHandle) throws {
+        let size = handle.size
+        guard offset <= size, length <= size - offset else {
+            throw RPCError(code: .outOfRange, message: "\(length) bytes at \(offset) pass the end of the volume (\(size) bytes)")
+        }
+    }
+}
+
+/// Who may do I/O on which volume here, read from the catalog once and kept until an Attach or
+/// Detach changes it; with the open handle the I/O goes through (one per volume, kept while any
+/// node stages it remotely, shared with the node's own export: handles of a volume share one
+/// engine). A change of stagers rereads the catalog but keeps the handle, so I/O of the other
+/// stager in flight meanwhile never meets a closed handle.
+final class RemoteSessions: Sendable {
+    private struct Admitted: Sendable {
+        let epoch: UInt64
+        let nodes: Set<String>
+    }
+
+    private struct State {
+        var admitted: [String: Admitted] = [:]
+        var handles: [String: VolumeHandle] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    /// The handle to serve `session` with, or why not: PERMISSION_DENIED for a node the catalog
+    /// does not record as staging the volume, FAILED_PRECONDITION for a stale epoch.
+    func handle(for session: Strata_Peer_V1_VolumeSession, host: any RemoteStagingHost) throws -> VolumeHandle {
+        try PeerRequestRules.requireID(session.volumeID, field: "volume_id")
+        try PeerRequestRules.requireNode(session.nodeID)
+        let volumeID = session.volumeID
+        let (entry, handle) = try state.withLock { state -> (Admitted, VolumeHandle?) in
+            if let known = state.admitted[volumeID] { return (known, state.handles[volumeID]) }
+            let loaded = try Self.reload(volumeID, into: &state, host: host)
+            return (loaded, state.handles[volumeID])
+        }
+        guard entry.nodes.contains(session.nodeID), let handle else {
+            throw RPCError(code: .permissionDenied, message: "node \(session.nodeID) does not stage volume \(volumeID) here")
+        }
+        guard session.epoch == entry.epoch else {
+            throw RPCError(code: .failedPrecondition, message: "epoch \(session.epoch) of volume \(volumeID) is stale; it is at \(entry.epoch)")
+        }
+        return handle
+    }
+
+    /// Reads `volumeID`'s stagers again (an Attach or Detach changed them), opening its handle
+    /// for the first one and closing it when none is left (so that the volume can be deleted).
+    func refresh(_ volumeID: String, host: any RemoteStagingHost) {
+        state.withLock { state in
+            if (try? Self.reload(volumeID, into: &state, host: host)) == nil {
+                state.admitted[volumeID] = nil
+                try? state.handles.removeValue(forKey: volumeID)?.close()
+            }
+        }
+    }
+
+    private static func reload(_ volumeID: String, into state: inout State, host: any RemoteStagingHost) throws -> Admitted {
+        let store = try host.store()
+        let loaded = try load(volumeID, from: store, nodeID: host.nodeID)
+        state.admitted[volumeID] = loaded
+        if loaded.nodes.isEmpty {
+            try? state.handles.removeValue(forKey: volumeID)?.close()
+        } else if state.handles[volumeID] == nil {
+            state.handles[volumeID] = try store.open(volumeID: volumeID)
+        }
+        return loaded
+    }
+
+    /// Closes every handle (the driver is stopping).
+    func closeAll() {
+        let handles = state.withLock { state in
+            defer { state = State() }
+            return Array(state.handles.values)
+        }
+        for handle in handles { try? handle.close() }
+    }
+
+    private static func load(_ volumeID: String, from store: BlockStore, nodeID: String) throws -> Admitted {
+        let volume: Volume
+        do { volume = try store.volume(id: volumeID) } catch let error as StoreError where error.code == .notFound {
+            throw RPCError(code: .notFound, message: "volume \(volumeID) does not live on node \(nodeID)")
+        }
+        guard volume.multiNode else { return Admitted(epoch: volume.epoch, nodes: []) }
+        return Admitted(epoch: volume.epoch, nodes: Set(try store.remoteStagers(ofVolume: volumeID)))
+    }
+}

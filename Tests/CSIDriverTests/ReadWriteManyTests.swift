@@ -1,0 +1,189 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+import CSIProto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import PeerProto
+import Testing
+
+/// ReadWriteMany Block volumes across nodes, as a KubeVirt live migration uses them: the volume
+/// lives on node A, node B stages it too and serves a real block device whose I/O goes to A,
+/// each node sees the other's writes, a third node is refused, and the volume is deleted
+/// through any node's controller.
+@Suite("ReadWriteMany Block", .serialized, .enabled(if: NodeEnvironment.available && MultiNodeEnvironment.available))
+struct ReadWriteManyTests {
+    static let volumeBytes: Int64 = 64 << 20
+
+    static let sharedBlock = Csi_V1_VolumeCapability.with {
+        $0.block = .init()
+        $0.accessMode = .with { $0.mode = .multiNodeMultiWriter }
+    }
+
+    static func sharedVolume(_ name: String, bytes: Int64 = volumeBytes, snapshot: String? = nil) -> Csi_V1_CreateVolumeRequest {
+        var request = Requests.createVolume(name, bytes: bytes, snapshot: snapshot)
+        request.volumeCapabilities = [sharedBlock]
+        return request
+    }
+
+    /// Drops the device's page cache, so that reads see what the other node wrote (QEMU opens
+    /// these devices with O_DIRECT; the test's plain reads go through the cache).
+    static func dropCache(_ device: String) throws { try Shell.run("blockdev", "--flushbufs", device) }
+
+    @Test("A's RWX Block volume served on B: each node reads the other's writes, a third node is refused, deleted through any node")
+    func servedOnTwoNodes() async throws {
+        let cluster = try PeerCluster(nodes: ["a", "b", "c"])
+        defer { cluster.tearDown() }
+        for node in ["a", "b", "c"] { try cluster.start(node) }
+        let a = cluster["a"], b = cluster["b"], c = cluster["c"]
+        let layersOnA = a.layerFileCount
+
+        // A golden snapshot on A, and an RWX clone of it (a VM disk): no topology, so its PV
+        // can be used, and its VM migrated, anywhere.
+        var image = SparseImage(size: Self.volumeBytes)
+        let golden = try await a.controller { try await $0.createVolume(MultiNode.blockVolume("golden", bytes: Self.volumeBytes)) }.volume
+        let goldenDevice = try await a.attach(golden.volumeID)
+        for extent in SparseImage.scattered(count: 8, length: 128 << 10, size: Self.volumeBytes, seed: 3) {
+            try image.write(extent, to: goldenDevice)
+        }
+        try await a.detach(golden.volumeID)
+        let snapshot = try await a.controller { try await $0.createSnapshot(Requests.createSnapshot("golden-snap", of: golden.volumeID)) }.snapshot
+        let disk = try await a.controller { try await $0.createVolume(Self.sharedVolume("vm-disk", snapshot: snapshot.snapshotID)) }.volume
+        #expect(disk.accessibleTopology.isEmpty, "an RWX volume is reachable from every node")
+        let again = try await a.controller { try await $0.createVolume(Self.sharedVolume("vm-disk", snapshot: snapshot.snapshotID)) }.volume
+        #expect(again.volumeID == disk.volumeID, "CreateVolume is idempotent for RWX volumes")
+        await #expect(throws: RPCError.self, "the same name as a single-node volume is another volume") {
+            _ = try await a.controller { try await $0.createVolume(MultiNode.blockVolume("vm-disk", bytes: Self.volumeBytes, snapshot: snapshot.snapshotID)) }
+        }
+
+        // Staged and published on A (the VM runs there), then on B (the migration target).
+        let deviceA = try await a.attach(disk.volumeID, capability: Self.sharedBlock)
+        try image.verify(deviceA, "the clone on its owner A")
+        let fromA = SparseImage.Extent(offset: 5 << 20, data: MultiNode.pattern(seed: 11, count: 256 << 10))
+        try image.write(fromA, to: deviceA)
+        let deviceB = try await b.attach(disk.volumeID, capability: Self.sharedBlock)
+        try image.verify(deviceB, "the volume on B, served from A")
+        let fromB = SparseImage.Extent(offset: 40 << 20, data: MultiNode.pattern(seed: 12, count: 1 << 20))
+        try image.write(fromB, to: deviceB)
+        try Self.dropCache(deviceA)
+        try image.verify(deviceA, "A reads what B wrote")
+        #expect(b.layerFileCount == 0, "B holds none of the volume's data: it is served from A")
+
+        // A third node is refused, naming the two that stage it.
+        do {
+            _ = try await c.attach(disk.volumeID, capability: Self.sharedBlock)
+            Issue.record("a third node staged the volume")
+        } catch let error as RPCError {
+            #expect(error.code == .failedPrecondition, "\(error)\nC: \(String(c.log.suffix(3000)))\nA: \(String(a.log.suffix(3000)))")
+            #expect(error.message.contains("node-a") && error.message.contains("node-b"), "\(error.message)")
+        }
+
+        // B's volume condition is healthy while A answers.
+        let stats = try await b.withClient { client in
+            try await Csi_V1_Node.Client(wrapping: client).nodeGetVolumeStats(.with {
+                $0.volumeID = disk.volumeID; $0.volumePath = b.devicePath(disk.volumeID)
+            })
+        }
+        #expect(stats.hasVolumeCondition && !stats.volumeCondition.abnormal, "\(stats.volumeCondition.message)")
+
+        // The migration ends: A lets go; B keeps serving, and C may now stage it too.
+        try await a.detach(disk.volumeID)
+        let lastFromB = SparseImage.Extent(offset: 60 << 20, data: MultiNode.pattern(seed: 13, count: 64 << 10))
+        try image.write(lastFromB, to: deviceB)
+        try await b.detach(disk.volumeID)
+        let deviceC = try await c.attach(disk.volumeID, capability: Self.sharedBlock)
+        try image.verify(deviceC, "every write of A and B, read on C")
+
+        // Deleting through a node that does not hold it goes to A; while C stages it, A refuses.
+        do {
+            _ = try await b.controller { try await $0.deleteVolume(.with { $0.volumeID = disk.volumeID }) }
+            Issue.record("a volume staged on C was deleted")
+        } catch let error as RPCError {
+            #expect(error.code == .failedPrecondition, "\(error)")
+        }
+        try await c.detach(disk.volumeID)
+        _ = try await b.controller { try await $0.deleteVolume(.with { $0.volumeID = disk.volumeID }) }
+        await #expect(throws: RPCError.self, "the volume is gone from A") {
+            _ = try await a.controller { try await $0.controllerGetVolume(.with { $0.volumeID = disk.volumeID }) }
+        }
+        _ = try await c.controller { try await $0.deleteVolume(.with { $0.volumeID = disk.volumeID }) }
+        _ = try await a.controller { try await $0.deleteSnapshot(.with { $0.snapshotID = snapshot.snapshotID }) }
+        _ = try await a.controller { try await $0.deleteVolume(.with { $0.volumeID = golden.volumeID }) }
+        #expect(a.layerFileCount == layersOnA, "every layer of the volume was freed on A")
+        #expect(b.layerFileCount == 0 && c.layerFileCount == 0)
+    }
+
+    @Test("Refused: RWX Filesystem, a single-node volume on another node, remote I/O from a node that does not stage the volume")
+    func refusals() async throws {
+        let cluster = try PeerCluster(nodes: ["a", "b"])
+        defer { cluster.tearDown() }
+        for node in ["a", "b"] { try cluster.start(node) }
+        let a = cluster["a"], b = cluster["b"]
+
+        var asked = Requests.createVolume("rwx-fs", bytes: Self.volumeBytes)
+        asked.volumeCapabilities = [.with { $0.mount = .init(); $0.accessMode = .with { $0.mode = .multiNodeMultiWriter } }]
+        let filesystem = asked
+        do {
+            _ = try await a.controller { try await $0.createVolume(filesystem) }
+            Issue.record("an RWX Filesystem volume was created")
+        } catch let error as RPCError {
+            #expect(error.code == .invalidArgument)
+            #expect(error.message.contains("Block"), "\(error.message)")
+        }
+
+        // A single-node volume of A: B may not stage it, whatever it asks.
+        let single = try await a.controller { try await $0.createVolume(MultiNode.blockVolume("rwo", bytes: Self.volumeBytes)) }.volume
+        await #expect(throws: RPCError.self) { _ = try await b.attach(single.volumeID) }
+        do {
+            _ = try await b.attach(single.volumeID, capability: Self.sharedBlock)
+            Issue.record("a single-node volume was staged on another node")
+        } catch let error as RPCError {
+            #expect(error.code == .failedPrecondition, "\(error)")
+        }
+
+        // An RWX volume of A that B does not stage: a peer (with the cluster's certificate)
+        // cannot read or write it, nor with B's name; nothing is written.
+        let shared = try await a.controller { try await $0.createVolume(Self.sharedVolume("rwx")) }.volume
+        let request = Strata_Peer_V1_WriteRequest.with {
+            $0.session = .with { $0.volumeID = shared.volumeID; $0.nodeID = "node-b"; $0.epoch = 1 }
+            $0.offset = 0
+            $0.data = Data(repeating: 0xAB, count: 4096)
+        }
+        do {
+            _ = try await Self.withRemoteVolumeClient(cluster, "a") { try await $0.write(request, options: PeerFaultTests.quick) }
+            Issue.record("a node that does not stage the volume wrote to it")
+        } catch let error as RPCError {
+            #expect(error.code == .permissionDenied, "\(error)")
+        }
+        // And a single-node volume is never served remotely.
+        do {
+            _ = try await Self.withRemoteVolumeClient(cluster, "a") { client in
+                try await client.attach(.with { $0.volumeID = single.volumeID; $0.nodeID = "node-b" }, options: PeerFaultTests.quick)
+            }
+            Issue.record("a single-node volume was attached remotely")
+        } catch let error as RPCError {
+            #expect(error.code == .failedPrecondition, "\(error)")
+        }
+        let deviceA = try await a.attach(shared.volumeID, capability: Self.sharedBlock)
+        #expect(try RawDevice.read(4096, from: deviceA, at: 0) == Data(count: 4096), "nothing was written")
+        try await a.detach(shared.volumeID)
+    }
+
+    /// A client of node `node`'s RemoteVolume service with the cluster's own certificate.
+    static func withRemoteVolumeClient<Result: Sendable>(
+        _ cluster: PeerCluster, _ node: String,
+        _ body: @Sendable (Strata_Peer_V1_RemoteVolume.Client<HTTP2ClientTransport.Posix>) async throws -> Result
+    ) async throws -> Result {
+        let base = cluster.tlsDirectory
+        let security = HTTP2ClientTransport.Posix.TransportSecurity.mTLS(
+            certificateChain: [.file(path: "\(base)/tls.crt", format: .pem)], privateKey: .file(path: "\(base)/tls.key", format: .pem)
+        ) {
+            $0.trustRoots = .certificates([.file(path: "\(base)/ca.crt", format: .pem)])
+            $0.serverCertificateVerification = .noHostnameVerification
+        }
+        return try await withGRPCClient(
+            transport: .http2NIOPosix(target: .ipv4(address: cluster.address(node), port: PeerCluster.peerPort), transportSecurity: security)
+        ) { client in try await body(Strata_Peer_V1_RemoteVolume.Client(wrapping: client)) }
+    }
+}
