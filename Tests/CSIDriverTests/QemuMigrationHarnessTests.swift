@@ -1,0 +1,123 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+import Foundation
+import Testing
+
+/// Proves the QEMU live-migration harness itself, on storage that is trivially shared (one loop
+/// device, one file) before it is pointed at two nodes' Strata devices: a guest that writes and
+/// reads back checksummed blocks migrates to a second QEMU and goes on there with every block
+/// intact; a cancelled migration leaves it running on the source; and the workload does notice
+/// a block changed under it, so "no ERROR line" means something.
+@Suite("QEMU migration harness", .serialized)
+struct QemuMigrationHarnessTests {
+    /// 2048 blocks of 4 KiB (8 MiB of the 64 MiB disk): rounds come around quickly, so blocks are
+    /// rewritten, and a read-back pass every 500 writes stays cheap under TCG.
+    static let workload = QemuGuest.Workload(blocks: 2048, reportEvery: 50, verifyEvery: 500)
+    static let diskMebibytes = 64
+
+    /// The image, or nil with the reason printed where guests cannot run.
+    static func guestImage() -> GuestImage? {
+        if let reason = GuestImage.unavailableReason {
+            print("skipped: \(reason)")
+            return nil
+        }
+        return try? GuestImage.prepared()
+    }
+
+    @Test("On a shared loop device: a cancelled migration leaves the guest on the source; a second one moves it, every block verifies")
+    func cancelThenMigrateOnLoopDevice() throws {
+        guard let image = Self.guestImage() else { return }
+        let disk = try LoopDevice(mebibytes: Self.diskMebibytes)
+        defer { disk.tearDown() }
+        let directory = try TemporaryDirectory()
+        var configuration = QemuGuest.Configuration(disk: disk.device)
+        configuration.workload = Self.workload
+        configuration.asyncIO = .native
+
+        let source = try QemuGuest.boot(configuration, image: image, directory: directory.path)
+        defer { source.stop() }
+        let boot = try source.waitForWrites(300)
+        print("guest booted and wrote 300 blocks in \(boot)")
+
+        // Rollback: throttled to 1 MiB/s, the copy of 256 MiB cannot finish before the cancel.
+        let abandoned = try QemuGuest.incoming(configuration, image: image, name: "abandoned", directory: directory.path)
+        defer { abandoned.stop() }
+        try source.startMigration(to: abandoned, maxBandwidth: 1 << 20)
+        try source.waitForMigrationActive()
+        let cancelled = try source.cancelMigration()
+        #expect(cancelled.status == "cancelled")
+        #expect(try source.runState() == "running")
+        #expect(abandoned.waitForExit(.seconds(15)), "the abandoned target should exit once its stream is cut")
+        let atCancel = source.workloadLog
+        let afterCancel = try source.waitForLog("a read-back pass after the cancel") { $0.verifiedThrough > atCancel.writes }
+        #expect(afterCancel.errors.isEmpty, "\(afterCancel.errors)")
+
+        // The real move.
+        let target = try QemuGuest.incoming(configuration, image: image, directory: directory.path)
+        defer { target.stop() }
+        let migration = try source.migrate(to: target)
+        print("migration: \(migration)")
+        #expect(try source.runState() == "postmigrate")
+        try expectGuestContinues(from: source, on: target)
+    }
+
+    @Test("On a plain file (aio=threads): the guest migrates, and a block overwritten under it on the target is reported")
+    func migrateOnPlainFileAndNoticeWrongBlock() throws {
+        guard let image = Self.guestImage() else { return }
+        let directory = try TemporaryDirectory()
+        let diskPath = directory.path + "/disk.img"
+        guard FileManager.default.createFile(atPath: diskPath, contents: nil), truncate(diskPath, off_t(Self.diskMebibytes) << 20) == 0 else {
+            throw POSIXError(.EIO)
+        }
+        var configuration = QemuGuest.Configuration(disk: diskPath)
+        configuration.workload = Self.workload
+        configuration.asyncIO = .threads
+
+        let source = try QemuGuest.boot(configuration, image: image, directory: directory.path)
+        defer { source.stop() }
+        try source.waitForWrites(300)
+        let target = try QemuGuest.incoming(configuration, image: image, directory: directory.path)
+        defer { target.stop() }
+        let migration = try source.migrate(to: target)
+        print("migration: \(migration)")
+        try expectGuestContinues(from: source, on: target)
+
+        // A block the guest wrote a few dozen writes ago, overwritten behind its back: it is
+        // rewritten only a whole round (2048 writes) later, so the next pass (at most 500 writes
+        // away) must find it wrong.
+        let now = target.workloadLog.writes
+        let victim = (now - 61) % Self.workload.blocks // holds write now - 60
+        try overwriteBlock(victim, of: diskPath)
+        let noticed = try target.waitForLog("the workload reporting block \(victim)") { log in
+            log.errors.contains { $0.contains("ERROR block \(victim):") }
+        }
+        print("noticed: \(noticed.errors)")
+    }
+
+    /// The guest writes on the target, and a read-back pass there covers writes made on both
+    /// sides of the switchover, with no error on either console.
+    private func expectGuestContinues(from source: QemuGuest, on target: QemuGuest) throws {
+        let atSwitchover = source.workloadLog
+        let onTarget = try target.waitForLog("a read-back pass past the switchover") {
+            $0.verifiedThrough > atSwitchover.writes + Self.workload.reportEvery
+        }
+        #expect(onTarget.writes > atSwitchover.writes)
+        #expect(onTarget.verifiedBlocks == min(onTarget.verifiedThrough, Self.workload.blocks))
+        #expect(atSwitchover.errors.isEmpty, "source: \(atSwitchover.errors)")
+        #expect(onTarget.errors.isEmpty, "target: \(onTarget.errors)")
+        print("source wrote \(atSwitchover.writes) blocks; the target went on to \(onTarget.writes), verified through \(onTarget.verifiedThrough)")
+    }
+
+    /// Writes 4 KiB of a foreign pattern over one block of the disk and syncs it (QEMU reads the
+    /// file with O_DIRECT, which sees written-back page cache).
+    private func overwriteBlock(_ index: Int, of path: String) throws {
+        let fd = open(path, O_WRONLY)
+        guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        defer { close(fd) }
+        let pattern = [UInt8](repeating: 0x5A, count: 4096)
+        guard pwrite(fd, pattern, pattern.count, off_t(index) * 4096) == pattern.count, fsync(fd) == 0 else {
+            throw POSIXError(.init(rawValue: errno) ?? .EIO)
+        }
+    }
+}

@@ -1,0 +1,27 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+import Foundation
+
+/// A loop device over a sparse image file of its own, with nothing on it: a raw block device for
+/// tests that need one without Strata (the QEMU harness's shared disk). `tearDown()` detaches it
+/// and removes the file; call it in a `defer`.
+final class LoopDevice: @unchecked Sendable {
+    let directory: TemporaryDirectory
+    let imagePath: String
+    let device: String
+
+    init(mebibytes: Int, directIO: Bool = false) throws {
+        directory = try TemporaryDirectory()
+        imagePath = directory.path + "/disk.img"
+        guard FileManager.default.createFile(atPath: imagePath, contents: nil), truncate(imagePath, off_t(mebibytes) << 20) == 0 else {
+            throw POSIXError(.init(rawValue: errno) ?? .EIO)
+        }
+        device = try ExternalTool.run("losetup", ["--find", "--show", "--direct-io=\(directIO ? "on" : "off")", imagePath])
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func tearDown() {
+        _ = try? ExternalTool.run("losetup", ["-d", device])
+    }
+}
