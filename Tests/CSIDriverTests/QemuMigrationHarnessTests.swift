@@ -25,23 +25,28 @@ struct QemuMigrationHarnessTests {
         return try? GuestImage.prepared()
     }
 
-    @Test("On a shared loop device: a cancelled migration leaves the guest on the source; a second one moves it, every block verifies")
+    @Test("On a shared loop device, from namespace A to B: a cancelled migration leaves the guest on A; a second one moves it, every block verifies")
     func cancelThenMigrateOnLoopDevice() throws {
         guard let image = Self.guestImage() else { return }
         let disk = try LoopDevice(mebibytes: Self.diskMebibytes)
         defer { disk.tearDown() }
+        let nodeA = try BareNetworkNamespace(label: "a"), nodeB = try BareNetworkNamespace(label: "b")
+        defer { nodeA.tearDown(); nodeB.tearDown() }
         let directory = try TemporaryDirectory()
-        var configuration = QemuGuest.Configuration(disk: disk.device)
+        var configuration = QemuGuest.Configuration(disk: disk.device, networkNamespace: nodeA.name)
         configuration.workload = Self.workload
         configuration.asyncIO = .native
+        var onNodeB = configuration
+        onNodeB.networkNamespace = nodeB.name
 
         let source = try QemuGuest.boot(configuration, image: image, directory: directory.path)
         defer { source.stop() }
+        #expect(BareNetworkNamespace.identity(ofProcess: source.pid) == nodeA.identity)
         let boot = try source.waitForWrites(300)
         print("guest booted and wrote 300 blocks in \(boot)")
 
         // Rollback: throttled to 1 MiB/s, the copy of 256 MiB cannot finish before the cancel.
-        let abandoned = try QemuGuest.incoming(configuration, image: image, name: "abandoned", directory: directory.path)
+        let abandoned = try QemuGuest.incoming(onNodeB, image: image, name: "abandoned", directory: directory.path)
         defer { abandoned.stop() }
         try source.startMigration(to: abandoned, maxBandwidth: 1 << 20)
         try source.waitForMigrationActive()
@@ -54,8 +59,9 @@ struct QemuMigrationHarnessTests {
         #expect(afterCancel.errors.isEmpty, "\(afterCancel.errors)")
 
         // The real move.
-        let target = try QemuGuest.incoming(configuration, image: image, directory: directory.path)
+        let target = try QemuGuest.incoming(onNodeB, image: image, directory: directory.path)
         defer { target.stop() }
+        #expect(BareNetworkNamespace.identity(ofProcess: target.pid) == nodeB.identity)
         let migration = try source.migrate(to: target)
         print("migration: \(migration)")
         #expect(try source.runState() == "postmigrate")
