@@ -25,7 +25,10 @@ struct QemuMigrationHarnessTests {
         return try? GuestImage.prepared()
     }
 
-    @Test("On a shared loop device, from namespace A to B: a cancelled migration leaves the guest on A; a second one moves it, every block verifies")
+    @Test("""
+        On a shared loop device, from namespace A to B: a cancelled migration leaves the guest on A; a second one moves it, \
+        every block verifies; then an I/O error of the device reaches the guest on B
+        """)
     func cancelThenMigrateOnLoopDevice() throws {
         guard let image = Self.guestImage() else { return }
         let disk = try LoopDevice(mebibytes: Self.diskMebibytes)
@@ -66,6 +69,15 @@ struct QemuMigrationHarnessTests {
         print("migration: \(migration)")
         #expect(try source.runState() == "postmigrate")
         try expectGuestContinues(from: source, on: target)
+
+        // With werror=report the guest sees the host's EIO: blocks past the device's new end
+        // (4 MiB = block 1024 on) fail, and the workload says so.
+        try disk.shrink(toMebibytes: 4)
+        let failing = try target.waitForLog("I/O errors past the shrunk device's end") { log in
+            log.errors.contains { $0.hasPrefix("ERROR write block") && $0.contains("Input/output error") }
+        }
+        #expect(try target.runState() == "running")
+        print("I/O error reported: \(failing.errors.first { $0.hasPrefix("ERROR") } ?? "")")
     }
 
     @Test("On a plain file (aio=threads): the guest migrates, and a block overwritten under it on the target is reported")

@@ -21,6 +21,14 @@ final class LoopDevice: @unchecked Sendable {
             .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// Cuts the image file to `mebibytes` and makes the device take the new size: I/O past the
+    /// new end fails with EIO, while users keep the device open. How the QEMU harness injects I/O
+    /// errors without device-mapper, which this machine's kernel lacks.
+    func shrink(toMebibytes mebibytes: Int) throws {
+        guard truncate(imagePath, off_t(mebibytes) << 20) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        try ExternalTool.run("losetup", ["--set-capacity", device])
+    }
+
     func tearDown() {
         _ = try? ExternalTool.run("losetup", ["-d", device])
     }
