@@ -4,7 +4,7 @@
 import Foundation
 
 /// Where a live migration stands, from `query-migrate` on the source.
-struct MigrationStatus: Sendable, CustomStringConvertible {
+struct QemuMigrationStatus: Sendable, CustomStringConvertible {
     /// "none", "setup", "active", "pre-switchover", "device", "completed", "failed", "cancelling", "cancelled"...
     let status: String
     /// From the start of the migration to its end (or to now), as QEMU measured it.
@@ -57,12 +57,12 @@ extension QemuGuest {
         try qmp.execute("migrate", ["uri": "unix:\(socket)"])
     }
 
-    func migrationStatus() throws -> MigrationStatus {
-        MigrationStatus(try qmp.execute("query-migrate"))
+    func migrationStatus() throws -> QemuMigrationStatus {
+        QemuMigrationStatus(try qmp.execute("query-migrate"))
     }
 
     /// Polls `query-migrate` until the migration completed, failed or was cancelled.
-    func waitForMigration(timeout: Duration = .seconds(120)) throws -> MigrationStatus {
+    func waitForMigration(timeout: Duration = .seconds(120)) throws -> QemuMigrationStatus {
         let deadline = ContinuousClock.now + timeout
         while true {
             let status = try migrationStatus()
@@ -86,7 +86,7 @@ extension QemuGuest {
     /// Migrates to `target` and waits until the guest runs there. Throws if the migration does not
     /// complete or the target does not resume; returns QEMU's figures (downtime, total time).
     @discardableResult
-    func migrate(to target: QemuGuest, timeout: Duration = .seconds(120)) throws -> MigrationStatus {
+    func migrate(to target: QemuGuest, timeout: Duration = .seconds(120)) throws -> QemuMigrationStatus {
         try startMigration(to: target)
         let status = try waitForMigration(timeout: timeout)
         guard status.status == "completed" else {
@@ -98,7 +98,7 @@ extension QemuGuest {
 
     /// Cancels the migration under way (`migrate_cancel`) and waits until QEMU says it is
     /// cancelled; the guest goes on running here, and the target QEMU exits.
-    func cancelMigration(timeout: Duration = .seconds(30)) throws -> MigrationStatus {
+    func cancelMigration(timeout: Duration = .seconds(30)) throws -> QemuMigrationStatus {
         try qmp.execute("migrate_cancel")
         let status = try waitForMigration(timeout: timeout)
         guard status.status == "cancelled" else {
