@@ -29,7 +29,7 @@ struct QemuMigrationHarnessTests {
         On a shared loop device, from namespace A to B: a cancelled migration leaves the guest on A; a second one moves it, \
         every block verifies; then an I/O error of the device reaches the guest on B
         """)
-    func cancelThenMigrateOnLoopDevice() throws {
+    func cancelThenMigrateOnLoopDevice() async throws {
         guard let image = Self.guestImage() else { return }
         let disk = try LoopDevice(mebibytes: Self.diskMebibytes)
         defer { disk.tearDown() }
@@ -45,35 +45,35 @@ struct QemuMigrationHarnessTests {
         let source = try QemuGuest.boot(configuration, image: image, directory: directory.path)
         defer { source.stop() }
         #expect(BareNetworkNamespace.identity(ofProcess: source.pid) == nodeA.identity)
-        let boot = try source.waitForWrites(300)
+        let boot = try await source.waitForWrites(300)
         print("guest booted and wrote 300 blocks in \(boot)")
 
         // Rollback: throttled to 1 MiB/s, the copy of 256 MiB cannot finish before the cancel.
         let abandoned = try QemuGuest.incoming(onNodeB, image: image, name: "abandoned", directory: directory.path)
         defer { abandoned.stop() }
         try source.startMigration(to: abandoned, maxBandwidth: 1 << 20)
-        try source.waitForMigrationActive()
-        let cancelled = try source.cancelMigration()
+        try await source.waitForMigrationActive()
+        let cancelled = try await source.cancelMigration()
         #expect(cancelled.status == "cancelled")
         #expect(try source.runState() == "running")
         #expect(abandoned.waitForExit(.seconds(15)), "the abandoned target should exit once its stream is cut")
         let atCancel = source.workloadLog
-        let afterCancel = try source.waitForLog("a read-back pass after the cancel") { $0.verifiedThrough > atCancel.writes }
+        let afterCancel = try await source.waitForLog("a read-back pass after the cancel") { $0.verifiedThrough > atCancel.writes }
         #expect(afterCancel.errors.isEmpty, "\(afterCancel.errors)")
 
         // The real move.
         let target = try QemuGuest.incoming(onNodeB, image: image, directory: directory.path)
         defer { target.stop() }
         #expect(BareNetworkNamespace.identity(ofProcess: target.pid) == nodeB.identity)
-        let migration = try source.migrate(to: target)
+        let migration = try await source.migrate(to: target)
         print("migration: \(migration)")
         #expect(try source.runState() == "postmigrate")
-        try expectGuestContinues(from: source, on: target)
+        try await expectGuestContinues(from: source, on: target)
 
         // With werror=report the guest sees the host's EIO: blocks past the device's new end
         // (4 MiB = block 1024 on) fail, and the workload says so.
         try disk.shrink(toMebibytes: 4)
-        let failing = try target.waitForLog("I/O errors past the shrunk device's end") { log in
+        let failing = try await target.waitForLog("I/O errors past the shrunk device's end") { log in
             log.errors.contains { $0.hasPrefix("ERROR write block") && $0.contains("Input/output error") }
         }
         #expect(try target.runState() == "running")
@@ -81,7 +81,7 @@ struct QemuMigrationHarnessTests {
     }
 
     @Test("On a plain file (aio=threads): the guest migrates, and a block overwritten under it on the target is reported")
-    func migrateOnPlainFileAndNoticeWrongBlock() throws {
+    func migrateOnPlainFileAndNoticeWrongBlock() async throws {
         guard let image = Self.guestImage() else { return }
         let directory = try TemporaryDirectory()
         let diskPath = directory.path + "/disk.img"
@@ -94,12 +94,12 @@ struct QemuMigrationHarnessTests {
 
         let source = try QemuGuest.boot(configuration, image: image, directory: directory.path)
         defer { source.stop() }
-        try source.waitForWrites(300)
+        try await source.waitForWrites(300)
         let target = try QemuGuest.incoming(configuration, image: image, directory: directory.path)
         defer { target.stop() }
-        let migration = try source.migrate(to: target)
+        let migration = try await source.migrate(to: target)
         print("migration: \(migration)")
-        try expectGuestContinues(from: source, on: target)
+        try await expectGuestContinues(from: source, on: target)
 
         // A block the guest wrote a few dozen writes ago, overwritten behind its back: it is
         // rewritten only a whole round (2048 writes) later, so the next pass (at most 500 writes
@@ -107,7 +107,7 @@ struct QemuMigrationHarnessTests {
         let now = target.workloadLog.writes
         let victim = (now - 61) % Self.workload.blocks // holds write now - 60
         try overwriteBlock(victim, of: diskPath)
-        let noticed = try target.waitForLog("the workload reporting block \(victim)") { log in
+        let noticed = try await target.waitForLog("the workload reporting block \(victim)") { log in
             log.errors.contains { $0.contains("ERROR block \(victim):") }
         }
         print("noticed: \(noticed.errors)")
@@ -115,9 +115,9 @@ struct QemuMigrationHarnessTests {
 
     /// The guest writes on the target, and a read-back pass there covers writes made on both
     /// sides of the switchover, with no error on either console.
-    private func expectGuestContinues(from source: QemuGuest, on target: QemuGuest) throws {
+    private func expectGuestContinues(from source: QemuGuest, on target: QemuGuest) async throws {
         let atSwitchover = source.workloadLog
-        let onTarget = try target.waitForLog("a read-back pass past the switchover") {
+        let onTarget = try await target.waitForLog("a read-back pass past the switchover") {
             $0.verifiedThrough > atSwitchover.writes + Self.workload.reportEvery
         }
         #expect(onTarget.writes > atSwitchover.writes)

@@ -23,10 +23,18 @@ final class LoopDevice: @unchecked Sendable {
 
     /// Cuts the image file to `mebibytes` and makes the device take the new size: I/O past the
     /// new end fails with EIO, while users keep the device open. How the QEMU harness injects I/O
-    /// errors without device-mapper, which this machine's kernel lacks.
+    /// errors without device-mapper, which this machine's kernel lacks. Writes in flight between
+    /// the cut and the resize extend the file again, so both are repeated until the size holds.
     func shrink(toMebibytes mebibytes: Int) throws {
-        guard truncate(imagePath, off_t(mebibytes) << 20) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-        try ExternalTool.run("losetup", ["--set-capacity", device])
+        let sectors = mebibytes << 11
+        let sizeFile = "/sys/block/\((device as NSString).lastPathComponent)/size"
+        for _ in 0..<20 {
+            guard truncate(imagePath, off_t(mebibytes) << 20) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+            try ExternalTool.run("losetup", ["--set-capacity", device])
+            let current = (try? String(contentsOfFile: sizeFile, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            if current == sectors { return }
+        }
+        throw POSIXError(.EBUSY)
     }
 
     func tearDown() {

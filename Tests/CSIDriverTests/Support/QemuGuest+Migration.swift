@@ -62,7 +62,7 @@ extension QemuGuest {
     }
 
     /// Polls `query-migrate` until the migration completed, failed or was cancelled.
-    func waitForMigration(timeout: Duration = .seconds(120)) throws -> QemuMigrationStatus {
+    func waitForMigration(timeout: Duration = .seconds(120)) async throws -> QemuMigrationStatus {
         let deadline = ContinuousClock.now + timeout
         while true {
             let status = try migrationStatus()
@@ -70,37 +70,37 @@ extension QemuGuest {
             guard ContinuousClock.now < deadline else {
                 throw QemuGuestFailure(description: "\(name): migration still \(status) after \(timeout)")
             }
-            usleep(20_000)
+            try await Task.sleep(for: .milliseconds(20))
         }
     }
 
     /// Waits until the migration is under way (RAM being copied), e.g. before cancelling it.
-    func waitForMigrationActive(timeout: Duration = .seconds(30)) throws {
+    func waitForMigrationActive(timeout: Duration = .seconds(30)) async throws {
         let deadline = ContinuousClock.now + timeout
         while try migrationStatus().status != "active" {
             guard ContinuousClock.now < deadline else { throw QemuGuestFailure(description: "\(name): migration never became active") }
-            usleep(20_000)
+            try await Task.sleep(for: .milliseconds(20))
         }
     }
 
     /// Migrates to `target` and waits until the guest runs there. Throws if the migration does not
     /// complete or the target does not resume; returns QEMU's figures (downtime, total time).
     @discardableResult
-    func migrate(to target: QemuGuest, timeout: Duration = .seconds(120)) throws -> QemuMigrationStatus {
+    func migrate(to target: QemuGuest, timeout: Duration = .seconds(120)) async throws -> QemuMigrationStatus {
         try startMigration(to: target)
-        let status = try waitForMigration(timeout: timeout)
+        let status = try await waitForMigration(timeout: timeout)
         guard status.status == "completed" else {
             throw QemuGuestFailure(description: "migration \(name) → \(target.name) ended \(status)\n\(qemuLog)\n\(target.qemuLog)")
         }
-        try target.waitForRunState("running", timeout: .seconds(30))
+        try await target.waitForRunState("running", timeout: .seconds(30))
         return status
     }
 
     /// Cancels the migration under way (`migrate_cancel`) and waits until QEMU says it is
     /// cancelled; the guest goes on running here, and the target QEMU exits.
-    func cancelMigration(timeout: Duration = .seconds(30)) throws -> QemuMigrationStatus {
+    func cancelMigration(timeout: Duration = .seconds(30)) async throws -> QemuMigrationStatus {
         try qmp.execute("migrate_cancel")
-        let status = try waitForMigration(timeout: timeout)
+        let status = try await waitForMigration(timeout: timeout)
         guard status.status == "cancelled" else {
             throw QemuGuestFailure(description: "\(name): migration ended \(status) instead of cancelled")
         }
@@ -108,14 +108,14 @@ extension QemuGuest {
     }
 
     /// Polls `query-status` until QEMU's run state is `state`.
-    func waitForRunState(_ state: String, timeout: Duration = .seconds(30)) throws {
+    func waitForRunState(_ state: String, timeout: Duration = .seconds(30)) async throws {
         let deadline = ContinuousClock.now + timeout
         var current = try runState()
         while current != state {
             guard ContinuousClock.now < deadline else {
                 throw QemuGuestFailure(description: "\(name): run state \(current), not \(state), after \(timeout)\n\(qemuLog)")
             }
-            usleep(20_000)
+            try await Task.sleep(for: .milliseconds(20))
             current = try runState()
         }
     }
