@@ -16,13 +16,13 @@ struct QemuMigrationHarnessTests {
     static let workload = QemuGuest.Workload(blocks: 2048, reportEvery: 50, verifyEvery: 500)
     static let diskMebibytes = 64
 
-    /// The image, or nil with the reason printed where guests cannot run.
-    static func guestImage() -> GuestImage? {
+    /// The image, or nil with the reason printed where guests cannot run (not root, no QEMU).
+    static func guestImage() throws -> GuestImage? {
         if let reason = GuestImage.unavailableReason {
             print("skipped: \(reason)")
             return nil
         }
-        return try? GuestImage.prepared()
+        return try GuestImage.prepared()
     }
 
     @Test("""
@@ -30,7 +30,7 @@ struct QemuMigrationHarnessTests {
         every block verifies; then an I/O error of the device reaches the guest on B
         """)
     func cancelThenMigrateOnLoopDevice() async throws {
-        guard let image = Self.guestImage() else { return }
+        guard let image = try Self.guestImage() else { return }
         let disk = try LoopDevice(mebibytes: Self.diskMebibytes)
         defer { disk.tearDown() }
         let nodeA = try BareNetworkNamespace(label: "a"), nodeB = try BareNetworkNamespace(label: "b")
@@ -82,7 +82,7 @@ struct QemuMigrationHarnessTests {
 
     @Test("On a plain file (aio=threads): the guest migrates, and a block overwritten under it on the target is reported")
     func migrateOnPlainFileAndNoticeWrongBlock() async throws {
-        guard let image = Self.guestImage() else { return }
+        guard let image = try Self.guestImage() else { return }
         let directory = try TemporaryDirectory()
         let diskPath = directory.path + "/disk.img"
         guard FileManager.default.createFile(atPath: diskPath, contents: nil), truncate(diskPath, off_t(Self.diskMebibytes) << 20) == 0 else {
