@@ -26,7 +26,8 @@ struct QemuMigrationHarnessTests {
     }
 
     @Test("""
-        On a shared loop device, from namespace A to B: a cancelled migration leaves the guest on A; a second one moves it, \
+        On a shared loop device, from namespace A to B: a cancelled migration leaves the guest on A; a second one, handed \
+        over as libvirt does it, moves it, \
         every block verifies; then an I/O error of the device reaches the guest on B
         """)
     func cancelThenMigrateOnLoopDevice() async throws {
@@ -62,7 +63,7 @@ struct QemuMigrationHarnessTests {
         #expect(afterCancel.errors.isEmpty, "\(afterCancel.errors)")
 
         // The real move.
-        let target = try QemuGuest.incoming(onNodeB, image: image, directory: directory.path)
+        let target = try QemuGuest.incoming(onNodeB, image: image, directory: directory.path, handover: .libvirt)
         defer { target.stop() }
         #expect(BareNetworkNamespace.identity(ofProcess: target.pid) == nodeB.identity)
         let migration = try await source.migrate(to: target)
@@ -77,7 +78,7 @@ struct QemuMigrationHarnessTests {
             log.errors.contains { $0.hasPrefix("ERROR write block") && $0.contains("Input/output error") }
         }
         #expect(try target.runState() == "running")
-        print("I/O error reported: \(failing.errors.first { $0.hasPrefix("ERROR") } ?? "")")
+        print("I/O error reported: \(failing.errors.first { $0.hasPrefix("ERROR write block") } ?? "")")
     }
 
     @Test("On a plain file (aio=threads): the guest migrates, and a block overwritten under it on the target is reported")

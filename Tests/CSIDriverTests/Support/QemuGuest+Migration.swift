@@ -83,7 +83,8 @@ extension QemuGuest {
         }
     }
 
-    /// Migrates to `target` and waits until the guest runs there. Throws if the migration does not
+    /// Migrates to `target` and waits until the guest runs there (resuming it with `cont` when its
+    /// handover is `.libvirt`). Throws if the migration does not
     /// complete or the target does not resume; returns QEMU's figures (downtime, total time).
     @discardableResult
     func migrate(to target: QemuGuest, timeout: Duration = .seconds(120)) async throws -> QemuMigrationStatus {
@@ -91,6 +92,11 @@ extension QemuGuest {
         let status = try await waitForMigration(timeout: timeout)
         guard status.status == "completed" else {
             throw QemuGuestFailure(description: "migration \(name) → \(target.name) ended \(status)\n\(qemuLog)\n\(target.qemuLog)")
+        }
+        if target.handover == .libvirt {
+            // Paused with the disk still inactive until `cont`, as libvirt leaves it.
+            try await target.waitForRunState("paused", timeout: .seconds(30))
+            try target.qmp.execute("cont")
         }
         try await target.waitForRunState("running", timeout: .seconds(30))
         return status

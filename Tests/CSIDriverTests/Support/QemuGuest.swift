@@ -27,6 +27,16 @@ final class QemuGuest: @unchecked Sendable {
         var writeDelayMicroseconds = 0
     }
 
+    /// How a migration target takes over the guest.
+    enum Handover: Sendable {
+        /// QEMU's default: the target activates the disk and resumes as soon as the stream is in.
+        case automatic
+        /// libvirt's way (so KubeVirt's): the target starts paused (`-S`) with the
+        /// `late-block-activate` capability, so it takes the disk (write permission) only at
+        /// `cont`, which `migrate(to:)` sends once the migration completed.
+        case libvirt
+    }
+
     /// Everything on QEMU's command line that must match between a migration's source and target
     /// (except the disk path and namespace, which are per node).
     struct Configuration: Sendable {
@@ -53,35 +63,41 @@ final class QemuGuest: @unchecked Sendable {
     let qmpSocketPath: String
     /// Where a target listens for the migration stream (`migrate-incoming`); nil for a booted guest.
     let incomingSocketPath: String?
+    /// How this target takes over; nil for a booted guest.
+    let handover: Handover?
     let qmp: QMPClient
     let startedAt: ContinuousClock.Instant
     private let process = Process()
 
     /// Boots the guest; returns once QMP answers (the kernel is still booting: see `waitForWorkload`).
     static func boot(_ configuration: Configuration, image: GuestImage, name: String = "source", directory: String) throws -> QemuGuest {
-        try QemuGuest(configuration, image: image, name: name, directory: directory, incoming: false)
+        try QemuGuest(configuration, image: image, name: name, directory: directory, handover: nil)
     }
 
     /// Starts a QEMU that waits for the migration stream of a guest started with the same
     /// configuration (`-incoming defer`, then `migrate-incoming` on a Unix socket in `directory`:
     /// the nodes' namespaces share the filesystem, so a socket path reaches across them).
-    /// Its disk is opened but inactive (no writes, no lock) until the switchover.
-    static func incoming(_ configuration: Configuration, image: GuestImage, name: String = "target", directory: String) throws -> QemuGuest {
-        try QemuGuest(configuration, image: image, name: name, directory: directory, incoming: true)
+    /// Its disk is opened but inactive (no writes, no lock) until the switchover (`.automatic`)
+    /// or the `cont` after it (`.libvirt`).
+    static func incoming(_ configuration: Configuration, image: GuestImage, name: String = "target", directory: String,
+                         handover: Handover = .automatic) throws -> QemuGuest {
+        try QemuGuest(configuration, image: image, name: name, directory: directory, handover: handover)
     }
 
-    private init(_ configuration: Configuration, image: GuestImage, name: String, directory: String, incoming: Bool) throws {
+    private init(_ configuration: Configuration, image: GuestImage, name: String, directory: String, handover: Handover?) throws {
+        let incoming = handover != nil
         self.name = name
         self.configuration = configuration
         serialPath = "\(directory)/\(name).serial"
         logPath = "\(directory)/\(name).qemu.log"
         qmpSocketPath = "\(directory)/\(name).qmp"
         incomingSocketPath = incoming ? "\(directory)/\(name).migrate" : nil
+        self.handover = handover
         for path in [qmpSocketPath, incomingSocketPath].compactMap({ $0 }) { unlink(path) }
         guard FileManager.default.createFile(atPath: logPath, contents: nil) else { throw POSIXError(.EIO) }
 
         let qemuArguments = Self.arguments(configuration, image: image, name: name, serialPath: serialPath,
-                                           qmpSocketPath: qmpSocketPath, incoming: incoming)
+                                           qmpSocketPath: qmpSocketPath, handover: handover)
         if let namespace = configuration.networkNamespace {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
             process.arguments = ["--net=/run/netns/\(namespace)", image.qemu] + qemuArguments
@@ -99,6 +115,9 @@ final class QemuGuest: @unchecked Sendable {
         let process = self.process, logPath = self.logPath
         do {
             qmp = try QMPClient(socketPath: qmpSocketPath, isAlive: { process.isRunning })
+            if handover == .libvirt {
+                try qmp.execute("migrate-set-capabilities", ["capabilities": [["capability": "late-block-activate", "state": true]]])
+            }
             if let incomingSocketPath { try qmp.execute("migrate-incoming", ["uri": "unix:\(incomingSocketPath)"]) }
         } catch {
             // Not fully initialized, so no stop(): end the process by its id, then report its log.
@@ -111,7 +130,7 @@ final class QemuGuest: @unchecked Sendable {
     }
 
     static func arguments(_ configuration: Configuration, image: GuestImage, name: String, serialPath: String,
-                          qmpSocketPath: String, incoming: Bool) -> [String] {
+                          qmpSocketPath: String, handover: Handover?) -> [String] {
         let workload = configuration.workload
         // `quiet` keeps the kernel to warnings and errors on the console (an I/O error on vda
         // shows up, the boot chatter that slows TCG down does not). `no_timer_check`: on a loaded
@@ -128,7 +147,7 @@ final class QemuGuest: @unchecked Sendable {
                          "-m", "\(configuration.memoryMebibytes)", "-nodefaults", "-no-user-config", "-display", "none",
                          "-no-reboot", "-kernel", image.kernel, "-initrd", image.initramfs, "-append", commandLine,
                          "-drive", drive, "-serial", "file:\(serialPath)", "-qmp", "unix:\(qmpSocketPath),server=on,wait=off"]
-        if incoming { arguments += ["-incoming", "defer"] }
+        if let handover { arguments += (handover == .libvirt ? ["-S"] : []) + ["-incoming", "defer"] }
         return arguments
     }
 
