@@ -46,8 +46,9 @@ struct QemuMigrationHarnessTests {
         let source = try QemuGuest.boot(configuration, image: image, directory: directory.path)
         defer { source.stop() }
         #expect(BareNetworkNamespace.identity(ofProcess: source.pid) == nodeA.identity)
-        let boot = try await source.waitForWrites(300)
-        print("guest booted and wrote 300 blocks in \(boot)")
+        let boot = try await source.waitForWorkloadStart()
+        let firstWrites = try await source.waitForWrites(300)
+        print("guest booted in \(boot), wrote 300 blocks \(firstWrites - boot) later")
 
         // Rollback: throttled to 1 MiB/s, the copy of 256 MiB cannot finish before the cancel.
         let abandoned = try QemuGuest.incoming(onNodeB, image: image, name: "abandoned", directory: directory.path)

@@ -185,6 +185,14 @@ final class QemuGuest: @unchecked Sendable {
         }
     }
 
+    /// Waits until the workload has started (the kernel booted and found the disk); returns the
+    /// time since QEMU started.
+    @discardableResult
+    func waitForWorkloadStart(timeout: Duration = .seconds(120)) async throws -> Duration {
+        try await waitForLog("the workload's start", timeout: timeout) { $0.workloadStarted }
+        return ContinuousClock.now - startedAt
+    }
+
     /// Waits until the workload has reported `writes` writes; returns the time since QEMU started.
     @discardableResult
     func waitForWrites(_ writes: Int, timeout: Duration = .seconds(120)) async throws -> Duration {
