@@ -10,7 +10,8 @@ import Foundation
 /// stock kernels hang. `stop()` ends the process and removes its sockets; call it in a `defer`.
 final class QemuGuest: @unchecked Sendable {
     /// What QEMU does when the host fails an I/O: tell the guest (so the workload prints an ERROR
-    /// line), or pause the VM as KubeVirt's default `error_policy` does (query-status io-error).
+    /// line), or pause the VM as KubeVirt's default `error_policy` does (`runState()` is then
+    /// "io-error", and the workload prints nothing).
     enum ErrorPolicy: String, Sendable { case report, stop }
 
     /// How QEMU submits the disk's I/O: Linux AIO (KubeVirt's choice for block devices with
@@ -69,7 +70,7 @@ final class QemuGuest: @unchecked Sendable {
     let startedAt: ContinuousClock.Instant
     private let process = Process()
 
-    /// Boots the guest; returns once QMP answers (the kernel is still booting: see `waitForWorkload`).
+    /// Boots the guest; returns once QMP answers (the kernel is still booting: see `waitForWorkloadStart`).
     static func boot(_ configuration: Configuration, image: GuestImage, name: String = "source", directory: String) throws -> QemuGuest {
         try QemuGuest(configuration, image: image, name: name, directory: directory, handover: nil)
     }
@@ -155,7 +156,8 @@ final class QemuGuest: @unchecked Sendable {
     var pid: pid_t { process.processIdentifier }
     var qemuLog: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    /// The serial console as it is now.
+    /// The serial console as it is now. A target's console holds only what the guest printed
+    /// after it moved there (the counters in those lines go on from the source's).
     var workloadLog: GuestWorkloadLog { GuestWorkloadLog(contentsOf: serialPath) }
 
     /// QEMU's run state (`query-status`): "running", "paused", "inmigrate", "postmigrate", "io-error"...
