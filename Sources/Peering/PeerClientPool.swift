@@ -57,15 +57,42 @@ public final class PeerClientPool: PeerConnecting {
     public func withClient<Result: Sendable>(
         _ endpoint: PeerEndpoint, _ body: @Sendable (any Strata_Peer_V1_Peer.ClientProtocol) async throws -> Result
     ) async throws -> Result {
-        try await Self.withoutPeerMetadata { try await body(Strata_Peer_V1_Peer.Client(wrapping: try client(for: endpoint.address))) }
+        try await withReconnect(endpoint) { try await body(Strata_Peer_V1_Peer.Client(wrapping: $0)) }
     }
 
     public func withRemoteVolumeClient<Result: Sendable>(
         _ endpoint: PeerEndpoint, _ body: @Sendable (any Strata_Peer_V1_RemoteVolume.ClientProtocol) async throws -> Result
     ) async throws -> Result {
+        try await withReconnect(endpoint) { try await body(Strata_Peer_V1_RemoteVolume.Client(wrapping: $0)) }
+    }
+
+    /// Runs `body` on the pooled client; when the peer is UNAVAILABLE, the client is dropped and
+    /// `body` runs once more on a new one. A pooled connection that failed backs off before it
+    /// tries again (up to a second), so a peer that has just come back would otherwise be
+    /// refused by this node until then; every call of the peer protocol is idempotent (names
+    /// and ids make retries find what the first attempt did), so running it again is safe.
+    private func withReconnect<Result: Sendable>(
+        _ endpoint: PeerEndpoint, _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
+    ) async throws -> Result {
         try await Self.withoutPeerMetadata {
-            try await body(Strata_Peer_V1_RemoteVolume.Client(wrapping: try client(for: endpoint.address)))
+            let pooled = try client(for: endpoint.address)
+            do {
+                return try await body(pooled)
+            } catch let error as RPCError where error.code == .unavailable {
+                evict(endpoint.address, ifStill: pooled)
+                return try await body(try client(for: endpoint.address))
+            }
         }
+    }
+
+    /// Drops `client` from the pool (if another call has not replaced it already) and closes it
+    /// once its calls in flight end.
+    private func evict(_ address: PeerEndpoint.Address, ifStill client: GRPCClient<HTTP2ClientTransport.Posix>) {
+        let dropped = state.withLock { state -> PooledClient? in
+            guard let pooled = state.clients[address], pooled.client === client else { return nil }
+            return state.clients.removeValue(forKey: address)
+        }
+        dropped?.client.beginGracefulShutdown()
     }
 
     /// A peer's error keeps its code and message but not its metadata: the metadata is the
