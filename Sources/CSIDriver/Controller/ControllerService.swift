@@ -7,7 +7,6 @@ import GRPCCore
 /// Every handler validates first, then takes the locks of the names or ids it touches, then acts.
 struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
     let context: DriverContext
-    let publications: PublicationRegistry
 
     func createVolume(request: Csi_V1_CreateVolumeRequest, context _: ServerContext) async throws -> Csi_V1_CreateVolumeResponse {
         try RequestFields.requireName(request.name)
@@ -49,9 +48,6 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
         let store = try context.store()
         try await context.locks.withLocks([LockKey.volume(request.volumeID)]) {
             try await BlockingWork.run {
-                if let publication = publications[request.volumeID] {
-                    throw CSIError.failedPrecondition("volume \(request.volumeID) is published to node \(publication.nodeID); unpublish it first")
-                }
                 do {
                     try store.deleteVolume(id: request.volumeID)
                 } catch let error as StoreError where error.code == .notFound {

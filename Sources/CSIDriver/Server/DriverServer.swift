@@ -16,7 +16,6 @@ public final class DriverServer: Sendable {
     let context: DriverContext
     /// Present when this process serves the Node service.
     let stager: VolumeStager?
-    private let publications: PublicationRegistry
     public let metrics: DriverMetrics
 
     public init(configuration: DriverConfiguration) throws(ConfigurationError) {
@@ -34,13 +33,6 @@ public final class DriverServer: Sendable {
                     guard let context else { throw CSIError.unavailable("the driver is stopping") }
                     return try context.store()
                 }))
-        }
-        do {
-            publications = try PublicationRegistry(
-                directory: (configuration.stateDirectory as NSString).appendingPathComponent("controller"),
-                fileName: "published-volumes.json")
-        } catch {
-            throw ConfigurationError("cannot read the controller's publication registry under \(configuration.stateDirectory): \(error)")
         }
         if configuration.mode.servesNode {
             let logger = configuration.logger
@@ -207,7 +199,7 @@ public final class DriverServer: Sendable {
         // SnapshotMetadata reads the store, which every mode opens.
         var services: [any RegistrableRPCService] = [IdentityService(context: context), SnapshotMetadataService(context: context)]
         if configuration.mode.servesController {
-            services.append(ControllerService(context: context, publications: publications))
+            services.append(ControllerService(context: context))
             services.append(GroupControllerService(context: context))
         }
         if let stager {
