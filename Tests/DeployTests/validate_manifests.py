@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 try:
     from deploycheck import (access, capabilities, documents, examples, keeper, node, peers,
-                             plugin as kubectl_plugin, secrets, snapshot_metadata,
-                             wiring)
+                             plugin as kubectl_plugin, secrets, sidecar_versions,
+                             snapshot_metadata, wiring)
     from deploycheck.driver_flags import driver_flags
     from deploycheck.findings import Findings
     from deploycheck.loading import load_directory, render_kustomization, strip_render_marks
@@ -75,6 +75,8 @@ def validate(deploy_dir, help_file=None):
     if manifest is not None:
         plugin = node.check_node_plugin(manifest, strata_flags, driver_name, findings)
         wiring.check_rbac(installed, plugin, findings)
+        with open(os.path.join(deploy_dir, "README.md"), encoding="utf-8") as handle:
+            sidecar_versions.check_pins(plugin, handle.read(), findings)
         wiring.check_pod_security(installed, plugin, findings)
         peer_secret = peers.check_peers(installed, plugin, findings)
         keeper_manifest = keeper.check_keeper(installed, plugin, findings)
