@@ -69,5 +69,17 @@ extension Breakage {
         Breakage(description: "kubectl strata's users told too little", file: "README.md",
                  original: "The caller needs `get`\nand `list` on `pods`", replacement: "The caller needs `list` on `pods`",
                  expectedReport: "kubectl strata: does not say \"The caller needs `get` and `list` on `pods` and `create` on `pods/exec`"),
+        Breakage(description: "an e2e driver that claims RWX", file: "test-driver.yaml",
+                 original: "    RWX: false\n", replacement: "    RWX: true\n",
+                 expectedReport: "Capabilities.RWX: True, but single-node access modes only says False"),
+        Breakage(description: "an e2e driver without snapshot restores", file: "test-driver.yaml",
+                 original: "    snapshotDataSource: true\n", replacement: "    snapshotDataSource: false\n",
+                 expectedReport: "Capabilities.snapshotDataSource: False, but CREATE_DELETE_SNAPSHOT says True"),
+        Breakage(description: "an e2e driver on an Immediate class", file: "test-driver.yaml",
+                 original: "StorageClass:\n  FromExistingClassName: strata\n", replacement: "StorageClass:\n  FromName: true\n",
+                 expectedReport: "StorageClass.FromExistingClassName None is not a class deploy/ installs"),
+        Breakage(description: "an e2e driver with a file system the driver refuses", file: "test-driver.yaml",
+                 original: "    xfs: {}\n", replacement: "    btrfs: {}\n",
+                 expectedReport: "SupportedFsType ['', 'btrfs', 'ext4'] is not within"),
     ]
 }

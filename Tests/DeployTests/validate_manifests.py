@@ -25,8 +25,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 try:
-    from deploycheck import (access, capabilities, documents, examples, keeper, node, peers,
-                             plugin as kubectl_plugin, secrets, sidecar_versions,
+    from deploycheck import (access, capabilities, documents, e2e_driver, examples, keeper, node,
+                             peers, plugin as kubectl_plugin, secrets, sidecar_versions,
                              snapshot_metadata, wiring)
     from deploycheck.driver_flags import driver_flags
     from deploycheck.findings import Findings
@@ -88,6 +88,7 @@ def validate(deploy_dir, help_file=None):
                               secrets.wanted_secrets(peer_secret, metadata_secret), findings)
         kubectl_plugin.check_admin_endpoint(plugin, findings)
         kubectl_plugin.check_kubectl_plugin(deploy_dir, plugin, findings)
+        e2e_driver.check_test_driver(deploy_dir, installed, plugin, findings)
 
     examples.check_examples(sample, {sc.name for sc in classes},
                             {v.name for v in snapshot_classes}, findings)
