@@ -2,7 +2,6 @@
 what the driver advertises (capabilities.py), and nothing for the FUSE keeper.
 """
 
-from . import capabilities as driver_capabilities
 from . import sidecar_access
 
 
@@ -12,7 +11,7 @@ def check_sidecars(plugin, granted, allows, findings):
     if not findings.check(plugin.capabilities, where, "cannot tell what the driver advertises "
                           "from its --capability-profile and --mode"):
         return
-    for key, (container, args) in sorted(plugin.sidecars.items()):
+    for key, (_, args) in sorted(plugin.sidecars.items()):
         tag = plugin.sidecar_tags.get(key)
         read = sidecar_access.read_at(key)
         if not findings.check(tag in read, where, f"{key} {tag}: its API access was read at "
@@ -49,7 +48,3 @@ def check_keeper_account(manifests, keeper_manifest, granted_to, findings):
     rules = granted_to(manifests, namespace, account)
     findings.check(not rules, where, f"the keeper calls no Kubernetes API, yet {account} is "
                    f"granted {[rule for _, rule in rules][:3]}")
-
-
-def capabilities_of(driver_args):
-    return driver_capabilities.of_driver(driver_args)

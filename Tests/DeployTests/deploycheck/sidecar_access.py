@@ -9,10 +9,9 @@ decides which informers and calls happen (`source`). A rule the sidecar needs at
 code does not use under deploy/'s flags are not listed (deploy/ may still grant them).
 
 Conditions are small objects with `holds(capabilities, arguments)` and a `reason` that the
-failure message repeats, so a reader sees why the rule is needed.
+failure message repeats, so a reader sees why the rule is needed. Leases for --leader-election
+are facts.LEADER_ELECTION_RULE, checked in the lease's namespace (wiring.check_rbac).
 """
-
-from .facts import LEADER_ELECTION_RULE
 
 
 class Advertises:
@@ -168,10 +167,6 @@ TABLE = [
 # Sidecars that call no Kubernetes API (they talk to the driver and to kubelet only), with
 # the release that was read: node-driver-registrar and livenessprobe.
 NO_API = {"csi-node-driver-registrar": "v2.17.0", "livenessprobe": "v2.19.0"}
-
-# Any sidecar started with --leader-election, in its lease namespace (csi-lib-utils
-# leaderelection).
-LEADER_ELECTION = LEADER_ELECTION_RULE
 
 
 def read_at(sidecar):
