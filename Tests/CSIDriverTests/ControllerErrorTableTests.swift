@@ -154,31 +154,18 @@ struct ControllerErrorTableTests {
                 $0.volumeID = f.volumeID; $0.capacityRange = .with { $0.requiredBytes = 4096; $0.limitBytes = 4096 }
             })
         },
-        // ControllerPublishVolume / ControllerUnpublishVolume
-        Row("ControllerPublishVolume without a volume id", .invalidArgument) { d, _ in
-            _ = try await d.controller.controllerPublishVolume(.with { $0.nodeID = InProcessDriver.nodeID; $0.volumeCapability = Requests.mountCapability })
-        },
-        Row("ControllerPublishVolume without a node id", .invalidArgument) { d, f in
-            _ = try await d.controller.controllerPublishVolume(.with { $0.volumeID = f.volumeID; $0.volumeCapability = Requests.mountCapability })
-        },
-        Row("ControllerPublishVolume without a capability", .invalidArgument) { d, f in
-            _ = try await d.controller.controllerPublishVolume(.with { $0.volumeID = f.volumeID; $0.nodeID = InProcessDriver.nodeID })
-        },
-        Row("ControllerPublishVolume of an unknown volume", .notFound) { d, _ in
-            _ = try await d.controller.controllerPublishVolume(.with {
-                $0.volumeID = "vol-unknown"; $0.nodeID = InProcessDriver.nodeID; $0.volumeCapability = Requests.mountCapability
-            })
-        },
-        Row("ControllerPublishVolume to another node", .notFound) { d, f in
-            _ = try await d.controller.controllerPublishVolume(.with {
-                $0.volumeID = f.volumeID; $0.nodeID = "some-other-node"; $0.volumeCapability = Requests.mountCapability
-            })
-        },
-        Row("ControllerUnpublishVolume without a volume id", .invalidArgument) { d, _ in
-            _ = try await d.controller.controllerUnpublishVolume(.with { $0.nodeID = InProcessDriver.nodeID })
-        },
         // Not offered
-
+        Row("ControllerPublishVolume", .unimplemented) { d, f in
+            _ = try await d.controller.controllerPublishVolume(.with {
+                $0.volumeID = f.volumeID; $0.nodeID = InProcessDriver.nodeID; $0.volumeCapability = Requests.mountCapability
+            })
+        },
+        Row("ControllerPublishVolume without a volume id", .unimplemented) { d, _ in
+            _ = try await d.controller.controllerPublishVolume(.with { $0.nodeID = InProcessDriver.nodeID })
+        },
+        Row("ControllerUnpublishVolume", .unimplemented) { d, f in
+            _ = try await d.controller.controllerUnpublishVolume(.with { $0.volumeID = f.volumeID; $0.nodeID = InProcessDriver.nodeID })
+        },
         Row("ControllerModifyVolume", .unimplemented) { d, f in
             _ = try await d.controller.controllerModifyVolume(.with { $0.volumeID = f.volumeID })
         },

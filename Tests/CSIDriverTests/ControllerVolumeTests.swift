@@ -11,8 +11,7 @@ struct ControllerVolumeTests {
         try await InProcessDriver.with { driver in
             let types = Set(try await driver.controller.controllerGetCapabilities(.init()).capabilities.map(\.rpc.type))
             #expect(types == [.createDeleteVolume, .createDeleteSnapshot, .listSnapshots, .listVolumes, .cloneVolume,
-                              .expandVolume, .getCapacity, .getVolume, .volumeCondition, .singleNodeMultiWriter, .getSnapshot,
-                              .publishUnpublishVolume, .publishReadonly, .listVolumesPublishedNodes])
+                              .expandVolume, .getCapacity, .getVolume, .volumeCondition, .singleNodeMultiWriter, .getSnapshot])
             let plugin = try await driver.identity.getPluginCapabilities(.init()).capabilities.map(\.service.type)
             #expect(plugin.contains(.controllerService) && plugin.contains(.volumeAccessibilityConstraints))
         }
@@ -172,33 +171,22 @@ struct ControllerVolumeTests {
         }
     }
 
-    @Test("ControllerPublish records this node only, is idempotent, and holds off DeleteVolume until unpublished")
-    func publication() async throws {
+    @Test("No attach step: ControllerPublish/Unpublish are UNIMPLEMENTED and nothing waits for them")
+    func noAttachStep() async throws {
         try await InProcessDriver.with { driver in
-            let volume = try await driver.controller.createVolume(Requests.createVolume("attached")).volume
+            let volume = try await driver.controller.createVolume(Requests.createVolume("unattached")).volume
             let publish = Csi_V1_ControllerPublishVolumeRequest.with {
                 $0.volumeID = volume.volumeID
                 $0.nodeID = InProcessDriver.nodeID
                 $0.volumeCapability = Requests.mountCapability
             }
-            _ = try await driver.controller.controllerPublishVolume(publish)
-            _ = try await driver.controller.controllerPublishVolume(publish)
-            var readOnly = publish
-            readOnly.readonly = true
-            #expect(await statusCode { try await driver.controller.controllerPublishVolume(readOnly) } == .alreadyExists)
-            var elsewhere = publish
-            elsewhere.nodeID = "other-node"
-            #expect(await statusCode { try await driver.controller.controllerPublishVolume(elsewhere) } == .notFound)
+            #expect(await statusCode { try await driver.controller.controllerPublishVolume(publish) } == .unimplemented)
+            let unpublish = Csi_V1_ControllerUnpublishVolumeRequest.with { $0.volumeID = volume.volumeID; $0.nodeID = InProcessDriver.nodeID }
+            #expect(await statusCode { try await driver.controller.controllerUnpublishVolume(unpublish) } == .unimplemented)
 
             let listed = try await driver.controller.listVolumes(.init()).entries.first { $0.volume.volumeID == volume.volumeID }
-            #expect(listed?.status.publishedNodeIds == [InProcessDriver.nodeID])
-            #expect(await statusCode { try await driver.controller.deleteVolume(.with { $0.volumeID = volume.volumeID }) } == .failedPrecondition)
-
-            let unpublish = Csi_V1_ControllerUnpublishVolumeRequest.with { $0.volumeID = volume.volumeID; $0.nodeID = InProcessDriver.nodeID }
-            _ = try await driver.controller.controllerUnpublishVolume(unpublish)
-            _ = try await driver.controller.controllerUnpublishVolume(unpublish)
+            #expect(listed?.status.publishedNodeIds == [])
             _ = try await driver.controller.deleteVolume(.with { $0.volumeID = volume.volumeID })
-            _ = try await driver.controller.controllerUnpublishVolume(unpublish)
         }
     }
 

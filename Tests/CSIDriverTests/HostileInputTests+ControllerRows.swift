@@ -116,23 +116,23 @@ extension HostileInputTests {
                 })
                 #expect(!response.hasConfirmed && response.message.contains("access mode"), "\(response)")
             },
-            Row("ControllerPublishVolume without a volume id", .invalidArgument, hint: "volume_id") { d, _ in
+            Row("ControllerPublishVolume without a volume id", .unimplemented, hint: "not offered") { d, _ in
                 _ = try await d.controller.controllerPublishVolume(.with {
                     $0.nodeID = InProcessDriver.nodeID; $0.volumeCapability = Requests.mountCapability; $0.secrets = secrets
                 })
             },
-            Row("ControllerPublishVolume without a node id", .invalidArgument, hint: "node_id") { d, f in
+            Row("ControllerPublishVolume without a node id", .unimplemented, hint: "not offered") { d, f in
                 _ = try await d.controller.controllerPublishVolume(.with { $0.volumeID = f.volumeID; $0.volumeCapability = Requests.mountCapability; $0.secrets = secrets })
             },
-            Row("ControllerPublishVolume without a capability", .invalidArgument, hint: "volume_capability") { d, f in
+            Row("ControllerPublishVolume without a capability", .unimplemented, hint: "not offered") { d, f in
                 _ = try await d.controller.controllerPublishVolume(.with { $0.volumeID = f.volumeID; $0.nodeID = InProcessDriver.nodeID; $0.secrets = secrets })
             },
-            Row("ControllerPublishVolume to a 1 MiB node id", .notFound, hint: "node") { d, f in
+            Row("ControllerPublishVolume to a 1 MiB node id", .unimplemented, hint: "not offered") { d, f in
                 _ = try await d.controller.controllerPublishVolume(.with {
                     $0.volumeID = f.volumeID; $0.nodeID = mebibyte; $0.volumeCapability = Requests.mountCapability; $0.secrets = secrets
                 })
             },
-            Row("ControllerUnpublishVolume without a volume id", .invalidArgument, hint: "volume_id") { d, _ in
+            Row("ControllerUnpublishVolume without a volume id", .unimplemented, hint: "not offered") { d, _ in
                 _ = try await d.controller.controllerUnpublishVolume(.with { $0.nodeID = InProcessDriver.nodeID; $0.secrets = secrets })
             },
             Row("ControllerExpandVolume without a capacity range", .invalidArgument, hint: "capacity_range") { d, f in
@@ -182,8 +182,8 @@ extension HostileInputTests {
                 _ = try await d.controller.createVolume(create { $0.volumeCapabilities = [capability] })
             })
         }
-        for (label, capability, hint) in unsupportedCapabilities.prefix(2) {
-            rows.append(Row("ControllerPublishVolume with \(label)", .invalidArgument, hint: hint) { d, f in
+        for (label, capability, _) in unsupportedCapabilities.prefix(2) {
+            rows.append(Row("ControllerPublishVolume with \(label)", .unimplemented, hint: "not offered") { d, f in
                 _ = try await d.controller.controllerPublishVolume(.with {
                     $0.volumeID = f.volumeID; $0.nodeID = InProcessDriver.nodeID; $0.volumeCapability = capability; $0.secrets = secrets
                 })
@@ -199,12 +199,12 @@ extension HostileInputTests {
             rows.append(Row("ControllerGetVolume of \(label)", .notFound, hint: "volume") { d, _ in
                 _ = try await d.controller.controllerGetVolume(.with { $0.volumeID = id })
             })
-            rows.append(Row("ControllerPublishVolume of \(label)", .notFound, hint: "volume") { d, _ in
+            rows.append(Row("ControllerPublishVolume of \(label)", .unimplemented, hint: "not offered") { d, _ in
                 _ = try await d.controller.controllerPublishVolume(.with {
                     $0.volumeID = id; $0.nodeID = InProcessDriver.nodeID; $0.volumeCapability = Requests.mountCapability; $0.secrets = secrets
                 })
             })
-            rows.append(Row("ControllerUnpublishVolume of \(label)", nil) { d, _ in
+            rows.append(Row("ControllerUnpublishVolume of \(label)", .unimplemented, hint: "not offered") { d, _ in
                 _ = try await d.controller.controllerUnpublishVolume(.with { $0.volumeID = id; $0.nodeID = InProcessDriver.nodeID; $0.secrets = secrets })
             })
             rows.append(Row("ValidateVolumeCapabilities of \(label)", .notFound, hint: "volume") { d, _ in

@@ -124,15 +124,10 @@ final class SecretCalls {
         let publish = Csi_V1_ControllerPublishVolumeRequest.with {
             $0.volumeID = volumeID; $0.nodeID = "test-node"; $0.volumeCapability = Requests.blockCapability; $0.secrets = secrets
         }
-        await call("ControllerPublishVolume", expecting: nil) { try await controller.controllerPublishVolume(publish) }
-        await call("ControllerPublishVolume, failing", expecting: .notFound) {
-            try await controller.controllerPublishVolume(.with { $0 = publish; $0.nodeID = "elsewhere" })
-        }
-        await call("ControllerUnpublishVolume", expecting: nil) {
+        // Not offered (no attach step), but still logged with its secrets redacted.
+        await call("ControllerPublishVolume, not offered", expecting: .unimplemented) { try await controller.controllerPublishVolume(publish) }
+        await call("ControllerUnpublishVolume, not offered", expecting: .unimplemented) {
             try await controller.controllerUnpublishVolume(.with { $0.volumeID = volumeID; $0.nodeID = "test-node"; $0.secrets = secrets })
-        }
-        await call("ControllerUnpublishVolume, failing", expecting: .invalidArgument) {
-            try await controller.controllerUnpublishVolume(.with { $0.secrets = secrets })
         }
         await call("ControllerExpandVolume", expecting: nil) {
             try await controller.controllerExpandVolume(.with {

@@ -11,7 +11,29 @@ import Testing
         #expect(run.output.contains("checks, ok"), "unexpected report:\n\(run.output)")
     }
 
-    @Test(arguments: Breakage.all)
+    /// Issue 22: the driver advertised PUBLISH_UNPUBLISH_VOLUME, so the provisioner waited
+    /// forever for a VolumeAttachment informer its role did not allow. The same deploy/ with a
+    /// driver advertising that again must fail, naming the sidecar, the verb and the resource.
+    @Test func attachCapabilityNeedsVolumeAttachmentAccess() throws {
+        let facts = ManifestValidator.repositoryRoot.appending(path: "Tests/DeployTests/deploycheck/driver_capabilities.json")
+        var table = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: facts)) as? [String: Any])
+        var controller = try #require(table["controller"] as? [[String: Any]])
+        controller.append(["capability": "PUBLISH_UNPUBLISH_VOLUME", "when": ["modes": ["controller", "all"]]])
+        table["controller"] = controller
+        let directory = FileManager.default.temporaryDirectory.appending(path: "strata-capabilities-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appending(path: "capabilities.json")
+        try JSONSerialization.data(withJSONObject: table).write(to: file)
+
+        let run = try ManifestValidator.run(deployDirectory: ManifestValidator.deployDirectory,
+                                            arguments: ["--capabilities", file.path])
+        #expect(run.status == 1, "validator did not fail:\n\(run.output)")
+        #expect(run.output.contains("csi-provisioner needs list on volumeattachments.storage.k8s.io cluster-wide; no rule grants it (the driver advertises PUBLISH_UNPUBLISH_VOLUME"),
+                "unexpected report:\n\(run.output)")
+    }
+
+    @Test(arguments: Breakage.all + Breakage.access)
     func validatorRejects(_ breakage: Breakage) throws {
         let copy = try ManifestValidator.copyOfDeployDirectory()
         defer { try? FileManager.default.removeItem(at: copy.deletingLastPathComponent()) }
@@ -260,11 +282,11 @@ enum ManifestValidator {
         return nil
     }
 
-    static func run(deployDirectory: URL) throws -> Run {
+    static func run(deployDirectory: URL, arguments: [String] = []) throws -> Run {
         let python = ProcessInfo.processInfo.environment["PYTHON3"] ?? "python3"
         let process = Process()
         process.executableURL = URL(filePath: "/usr/bin/env")
-        process.arguments = [python, script.path, deployDirectory.path]
+        process.arguments = [python, script.path, deployDirectory.path] + arguments
         // No __pycache__ written into the source tree (parallel runs share it).
         var environment = ProcessInfo.processInfo.environment.merging(["PYTHONDONTWRITEBYTECODE": "1"]) { _, new in new }
         if environment["STRATA_CSI_BINARY"] == nil, let binary = builtDriverBinary {

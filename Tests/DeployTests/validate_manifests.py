@@ -2,6 +2,7 @@
 """Validates Strata's deploy/ directory offline.
 
     python3 Tests/DeployTests/validate_manifests.py deploy/ [--strata-help FILE]
+        [--capabilities FILE]
 
 Renders deploy/ and deploy/cdi/ as `kubectl apply -k` would, loads deploy/examples/ and the
 SnapshotMetadataService template in deploy/snapshot-metadata/, validates every object against
@@ -9,7 +10,9 @@ Kubernetes' schemas (kubernetes-validate's strict schemas for core kinds,
 deploycheck/crd_schemas.py for CRDs), then checks the cross-references that break an install
 without an error at apply time, and runs deploy/kubectl-strata against a fake kubectl. The
 strata-csi flags come from --strata-help FILE, else from `$STRATA_CSI_BINARY --help`, else from
-the fallback list in deploycheck/facts.py.
+the fallback list in deploycheck/facts.py. What the driver advertises comes from
+deploycheck/driver_capabilities.json (which a Swift test keeps equal to the driver's answers),
+or from --capabilities FILE of the same form.
 
 Needs PyYAML, jsonschema, referencing and kubernetes-validate; no network, no cluster.
 Exit status 0 when everything holds, 1 when something does not (each problem on its own line).
@@ -22,8 +25,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 try:
-    from deploycheck import (documents, examples, keeper, node, peers, plugin as kubectl_plugin,
-                             secrets, snapshot_metadata, wiring)
+    from deploycheck import (access, capabilities, documents, e2e_driver, examples, keeper, node,
+                             peers, plugin as kubectl_plugin, secrets, sidecar_versions,
+                             snapshot_metadata, wiring)
     from deploycheck.driver_flags import driver_flags
     from deploycheck.findings import Findings
     from deploycheck.loading import load_directory, render_kustomization, strip_render_marks
@@ -71,15 +75,20 @@ def validate(deploy_dir, help_file=None):
     if manifest is not None:
         plugin = node.check_node_plugin(manifest, strata_flags, driver_name, findings)
         wiring.check_rbac(installed, plugin, findings)
+        with open(os.path.join(deploy_dir, "README.md"), encoding="utf-8") as handle:
+            sidecar_versions.check_pins(plugin, handle.read(), findings)
         wiring.check_pod_security(installed, plugin, findings)
         peer_secret = peers.check_peers(installed, plugin, findings)
-        keeper.check_keeper(installed, plugin, findings)
+        keeper_manifest = keeper.check_keeper(installed, plugin, findings)
+        if keeper_manifest is not None:
+            access.check_keeper_account(installed, keeper_manifest, wiring.granted_to, findings)
         metadata_secret = snapshot_metadata.check_snapshot_metadata(
             installed, templates, plugin, driver_name, findings)
         secrets.check_secrets(deploy_dir, installed, plugin.manifest.namespace,
                               secrets.wanted_secrets(peer_secret, metadata_secret), findings)
         kubectl_plugin.check_admin_endpoint(plugin, findings)
         kubectl_plugin.check_kubectl_plugin(deploy_dir, plugin, findings)
+        e2e_driver.check_test_driver(deploy_dir, installed, plugin, findings)
 
     examples.check_examples(sample, {sc.name for sc in classes},
                             {v.name for v in snapshot_classes}, findings)
@@ -97,7 +106,12 @@ def main():
     parser.add_argument("deploy_dir", nargs="?", default="deploy")
     parser.add_argument("--strata-help", metavar="FILE",
                         help="a file holding `strata-csi --help` output")
+    parser.add_argument("--capabilities", metavar="FILE",
+                        help="what the driver advertises, instead of "
+                        "deploycheck/driver_capabilities.json")
     options = parser.parse_args()
+    if options.capabilities:
+        capabilities.use_fact_file(options.capabilities)
     findings, summary = validate(options.deploy_dir.rstrip("/"), options.strata_help)
     for error in findings.errors:
         print(f"FAIL {error}")

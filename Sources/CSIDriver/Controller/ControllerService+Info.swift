@@ -21,10 +21,7 @@ extension ControllerService {
             response.entries = page.items.map { volume in
                 .with {
                     $0.volume = context.wireVolume(volume)
-                    $0.status = .with {
-                        $0.volumeCondition = Self.healthyCondition
-                        $0.publishedNodeIds = publications[volume.id].map { [$0.nodeID] } ?? []
-                    }
+                    $0.status = .with { $0.volumeCondition = Self.healthyCondition }
                 }
             }
             response.nextToken = page.nextCursor ?? ""
@@ -42,10 +39,7 @@ extension ControllerService {
         let volume = try await BlockingWork.run { try store.volume(id: request.volumeID) }
         return .with {
             $0.volume = context.wireVolume(volume)
-            $0.status = .with {
-                $0.volumeCondition = Self.healthyCondition
-                $0.publishedNodeIds = publications[volume.id].map { [$0.nodeID] } ?? []
-            }
+            $0.status = .with { $0.volumeCondition = Self.healthyCondition }
         }
     }
 
@@ -102,12 +96,14 @@ extension ControllerService {
         }
     }
 
-    /// Exactly what this service implements.
+    /// Exactly what this service implements. Not PUBLISH_UNPUBLISH_VOLUME, PUBLISH_READONLY or
+    /// LIST_VOLUMES_PUBLISHED_NODES: there is no attach step (ControllerService+Publish.swift).
+    /// Tests/DeployTests/deploycheck/driver_capabilities.json holds the same lists, which the
+    /// deploy checks derive the sidecars' API access from; CapabilityFactTests keeps them equal.
     static func capabilities(profile: DriverConfiguration.CapabilityProfile, expansion: Bool) -> [Csi_V1_ControllerServiceCapability.RPC.TypeEnum] {
         var capabilities: [Csi_V1_ControllerServiceCapability.RPC.TypeEnum] = [
             .createDeleteVolume, .createDeleteSnapshot, .listSnapshots, .listVolumes, .cloneVolume,
             .getCapacity, .getVolume, .volumeCondition, .singleNodeMultiWriter,
-            .publishUnpublishVolume, .publishReadonly, .listVolumesPublishedNodes,
         ]
         if expansion { capabilities.append(.expandVolume) }
         if profile.advertisesGetSnapshot { capabilities.append(.getSnapshot) }

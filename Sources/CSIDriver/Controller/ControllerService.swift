@@ -8,7 +8,6 @@ import Peering
 /// Every handler validates first, then takes the locks of the names or ids it touches, then acts.
 struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
     let context: DriverContext
-    let publications: PublicationRegistry
     /// Whether calls about a volume another node owns go to that node (off for calls that were
     /// forwarded here, so that none travels twice).
     var forwardsToOwner = true
@@ -55,9 +54,6 @@ struct ControllerService: Csi_V1_Controller.SimpleServiceProtocol {
         let store = try context.store()
         let heldHere = try await context.locks.withLocks([LockKey.volume(request.volumeID)]) {
             try await BlockingWork.run {
-                if let publication = publications[request.volumeID] {
-                    throw CSIError.failedPrecondition("volume \(request.volumeID) is published to node \(publication.nodeID); unpublish it first")
-                }
                 do {
                     try store.deleteVolume(id: request.volumeID)
                     return true

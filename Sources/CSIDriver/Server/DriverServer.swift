@@ -17,7 +17,6 @@ public final class DriverServer: Sendable {
     let context: DriverContext
     /// Present when this process serves the Node service.
     let stager: VolumeStager?
-    private let publications: PublicationRegistry
     public let metrics: DriverMetrics
 
     public init(configuration: DriverConfiguration) throws(ConfigurationError) {
@@ -36,17 +35,9 @@ public final class DriverServer: Sendable {
                     return try context.store()
                 }))
         }
-        do {
-            publications = try PublicationRegistry(
-                directory: (configuration.stateDirectory as NSString).appendingPathComponent("controller"),
-                fileName: "published-volumes.json")
-        } catch {
-            throw ConfigurationError("cannot read the controller's publication registry under \(configuration.stateDirectory): \(error)")
-        }
         if configuration.mode.servesController {
             // Answers the controller calls other nodes forward about volumes that live here.
-            context.controllerDidStart(ForwardedControllerCalls(
-                service: ControllerService(context: context, publications: publications, forwardsToOwner: false)))
+            context.controllerDidStart(ForwardedControllerCalls(service: ControllerService(context: context, forwardsToOwner: false)))
         }
         if configuration.mode.servesNode {
             let logger = configuration.logger
@@ -214,7 +205,7 @@ public final class DriverServer: Sendable {
         // SnapshotMetadata reads the store, which every mode opens.
         var services: [any RegistrableRPCService] = [IdentityService(context: context), SnapshotMetadataService(context: context)]
         if configuration.mode.servesController {
-            services.append(ControllerService(context: context, publications: publications))
+            services.append(ControllerService(context: context))
             services.append(GroupControllerService(context: context))
         }
         if let stager {

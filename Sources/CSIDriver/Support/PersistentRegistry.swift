@@ -96,12 +96,3 @@ final class PersistentRegistry<Entry: Codable & Equatable & Sendable>: Sendable 
 
 /// Volumes staged on this node, by volume id.
 typealias StagingRegistry = PersistentRegistry<StagedVolume>
-
-/// Volumes attached by ControllerPublishVolume, by volume id.
-typealias PublicationRegistry = PersistentRegistry<ControllerPublication>
-
-/// A ControllerPublishVolume that took effect: the volume may be used read-only or read-write on `nodeID`.
-struct ControllerPublication: Codable, Equatable, Sendable {
-    var nodeID: String
-    var readOnly: Bool
-}

@@ -1,9 +1,10 @@
 """Facts the manifests must agree with, each written down once.
 
-The sidecar facts (flags and RBAC rules) were read from the kubernetes-csi repositories at the
-pinned release tags: cmd/*/main.go and vendor/github.com/kubernetes-csi/csi-lib-utils/
-standardflags for the flags, deploy/kubernetes/rbac*.yaml for the rules. When an image tag in
-deploy/ changes, the check below fails until these facts are re-read for the new release.
+The sidecar flags were read from the kubernetes-csi repositories at the pinned release tags:
+cmd/*/main.go and vendor/github.com/kubernetes-csi/csi-lib-utils/standardflags. The API access
+each sidecar needs is in sidecar_access.py (it depends on what the driver advertises), the
+CSI spec each release knows in sidecar_versions.py. When an image tag in deploy/ changes, the
+checks fail until these facts are re-read for the new release.
 """
 
 DRIVER_NAME = "strata.csi.dev"
@@ -70,7 +71,6 @@ _COMMON_FLAGS = {
     "http-endpoint", "metrics-address", "metrics-path",
 }
 
-_EVENTS = ("", "events", {"list", "watch", "create", "update", "patch"})
 _LEASES = ("coordination.k8s.io", "leases", {"get", "watch", "list", "delete", "update", "create"})
 
 
@@ -84,14 +84,13 @@ _KLOG_FLAGS = {
 
 
 class Sidecar:
-    """One kubernetes-csi sidecar at one release: its flags and the API access it needs."""
+    """One kubernetes-csi sidecar at one release: its flags. The API access it needs is in
+    sidecar_access.py, as it depends on what the driver advertises."""
 
-    def __init__(self, image, version, flags, rules, node_name_env_with=None,
-                 log_flags=_LOG_FLAGS):
+    def __init__(self, image, version, flags, node_name_env_with=None, log_flags=_LOG_FLAGS):
         self.image = image
         self.version = version
         self.flags = flags | log_flags
-        self.rules = rules
         # The flag that makes the sidecar read NODE_NAME (distributed mode), if any.
         self.node_name_env_with = node_name_env_with
 
@@ -110,16 +109,6 @@ SIDECARS = {
             "node-deployment-max-delay", "controller-publish-readonly",
             "prevent-volume-mode-conversion", "feature-gates",
         },
-        [
-            ("", "persistentvolumes", {"get", "list", "watch", "create", "patch", "delete"}),
-            ("", "persistentvolumeclaims", {"get", "list", "watch", "update"}),
-            ("storage.k8s.io", "storageclasses", {"get", "list", "watch"}),
-            _EVENTS,
-            ("snapshot.storage.k8s.io", "volumesnapshots", {"get", "list"}),
-            ("snapshot.storage.k8s.io", "volumesnapshotcontents", {"get", "list"}),
-            ("storage.k8s.io", "csinodes", {"get", "list", "watch"}),
-            ("", "nodes", {"get", "list", "watch"}),
-        ],
         node_name_env_with="node-deployment",
     ),
     "csi-snapshotter": Sidecar(
@@ -130,13 +119,6 @@ SIDECARS = {
             "retry-interval-max", "node-deployment", "groupsnapshot-name-prefix",
             "groupsnapshot-name-uuid-length", "feature-gates",
         },
-        [
-            _EVENTS,
-            ("snapshot.storage.k8s.io", "volumesnapshotclasses", {"get", "list", "watch"}),
-            ("snapshot.storage.k8s.io", "volumesnapshotcontents",
-             {"get", "list", "watch", "update", "patch"}),
-            ("snapshot.storage.k8s.io", "volumesnapshotcontents/status", {"update", "patch"}),
-        ],
         node_name_env_with="node-deployment",
     ),
     "csi-resizer": Sidecar(
@@ -146,14 +128,6 @@ SIDECARS = {
             "retry-interval-start", "retry-interval-max", "handle-volume-inuse-error",
             "feature-gates",
         },
-        [
-            ("", "persistentvolumes", {"get", "list", "watch", "patch"}),
-            ("", "persistentvolumeclaims", {"get", "list", "watch"}),
-            ("", "pods", {"get", "list", "watch"}),
-            ("", "persistentvolumeclaims/status", {"patch"}),
-            _EVENTS,
-            ("storage.k8s.io", "volumeattributesclasses", {"get", "list", "watch"}),
-        ],
     ),
     "csi-node-driver-registrar": Sidecar(
         "registry.k8s.io/sig-storage/csi-node-driver-registrar", "v2.17.0",
@@ -162,11 +136,8 @@ SIDECARS = {
             "kubelet-registration-path", "health-port", "http-endpoint", "version", "mode",
             "enable-pprof",
         },
-        [],
     ),
-    # external-snapshot-metadata (pkg/sidecar/sidecar.go, klog.InitFlags); the rules are what
-    # its code calls at v1.1.0 (pkg/internal/authn, authz, server/grpc), which includes the
-    # VolumeSnapshotClass reads that upstream's deploy/snapshot-metadata-cluster-role.yaml lacks.
+    # external-snapshot-metadata (pkg/sidecar/sidecar.go, klog.InitFlags).
     "csi-snapshot-metadata": Sidecar(
         "registry.k8s.io/sig-storage/csi-snapshot-metadata", "v1.1.0",
         {
@@ -174,21 +145,12 @@ SIDECARS = {
             "audience", "max-streaming-duration-min", "kube-api-qps", "kube-api-burst",
             "http-endpoint", "metrics-path", "disable-metrics",
         },
-        [
-            ("cbt.storage.k8s.io", "snapshotmetadataservices", {"get"}),
-            ("authentication.k8s.io", "tokenreviews", {"create"}),
-            ("authorization.k8s.io", "subjectaccessreviews", {"create"}),
-            ("snapshot.storage.k8s.io", "volumesnapshots", {"get"}),
-            ("snapshot.storage.k8s.io", "volumesnapshotcontents", {"get"}),
-            ("snapshot.storage.k8s.io", "volumesnapshotclasses", {"get", "list"}),
-        ],
         log_flags=_KLOG_FLAGS,
     ),
     "livenessprobe": Sidecar(
         "registry.k8s.io/sig-storage/livenessprobe", "v2.19.0",
         {"probe-timeout", "csi-address", "health-port", "metrics-address", "http-endpoint",
          "metrics-path"},
-        [],
     ),
 }
 

@@ -17,6 +17,7 @@ def _keeper_container(manifest):
 
 
 def check_keeper(manifests, plugin, findings):
+    """Returns the keeper DaemonSet when the driver is wired to one."""
     where = f"{plugin.manifest.where()} container {plugin.driver.get('name')}"
     socket = Arguments(plugin.driver, where, findings).get("fuse-keeper-socket")
     strategy = (plugin.manifest.data.get("spec") or {}).get("updateStrategy") or {}
@@ -102,3 +103,4 @@ def check_keeper(manifests, plugin, findings):
     tags = {image_parts(c.get("image", ""))[1] for c in (plugin.driver, container)}
     findings.check(tags == {facts.PACKAGE_VERSION}, kwhere, f"image tags {sorted(map(str, tags))}"
                    f": driver and keeper are built together, tagged {facts.PACKAGE_VERSION}")
+    return keeper

@@ -2,7 +2,7 @@
 
 import posixpath
 
-from . import facts
+from . import capabilities, facts
 from .loading import pod_spec
 from .podspec import (Arguments, PodFiles, check_variables, env_field, image_parts,
                       listen_port, port_number, socket_path, variable_field)
@@ -47,6 +47,9 @@ class NodePlugin:
         self.driver_name = None
         self.host_socket = None
         self.lease_namespaces = {}  # sidecar key -> namespace of its leader-election lease
+        self.sidecar_tags = {}      # sidecar key -> image tag
+        self.driver_args = None
+        self.capabilities = None    # what the driver advertises (capabilities.Capabilities)
 
 
 def check_node_plugin(manifest, driver_flags, csidriver_name, findings):
@@ -96,6 +99,8 @@ def _check_driver(plugin, driver_flags, csidriver_name, findings):
     for flag in args:
         findings.check(flag in driver_flags.flags, where,
                        f"--{flag} is not a strata-csi flag ({driver_flags.source})")
+    plugin.driver_args = args
+    plugin.capabilities = capabilities.of_driver(args)
 
     findings.check((container.get("securityContext") or {}).get("privileged") is True, where,
                    "the driver must be privileged (loop devices, FUSE, mounts)")
@@ -167,6 +172,7 @@ def _check_sidecar(plugin, container, findings):
     findings.check(key not in plugin.sidecars, where, f"second {key} container")
     args = Arguments(container, where, findings)
     plugin.sidecars[key] = (container, args)
+    plugin.sidecar_tags[key] = tag
     for flag in args:
         findings.check(flag in sidecar.flags, where, f"--{flag} is not a {key} {sidecar.version} "
                        "flag")

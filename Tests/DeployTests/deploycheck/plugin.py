@@ -12,6 +12,12 @@ from . import facts
 from .podspec import pod_labels, selects
 
 SCRIPT = "kubectl-strata"
+# The API access of each kubectl command the plugin runs, for its caller (kubectl's
+# pkg/cmd/get lists with a selector; pkg/cmd/exec gets the pod, then creates pods/exec).
+_KUBECTL_ACCESS = {
+    "get": [("list", "pods")],
+    "exec": [("get", "pods"), ("create", "pods/exec")],
+}
 # Records each call's arguments, one per line, then a line holding only a record separator;
 # `get` prints $FAKE_PODS. Bash, not Python: it starts in milliseconds.
 _SEPARATOR = "\x1e"
@@ -104,6 +110,7 @@ def check_kubectl_plugin(deploy_dir, plugin, findings):
                     facts.ADMIN_CLI, *arguments]
         findings.check(execute == expected, where, f"runs {execute}, expected {expected} "
                        f"(the driver container is {container!r})")
+        _check_caller_access(deploy_dir, [get, execute], namespace, findings)
 
         run, calls = _run(script, workdir, [node, "flatten", "vol-1"], "strata-node-x7k2p\n",
                           terminal=True)
@@ -123,6 +130,30 @@ def check_kubectl_plugin(deploy_dir, plugin, findings):
                            f"arguments {bad} must be refused before any kubectl call")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def caller_access_sentence(calls, namespace):
+    """What deploy/README.md must tell the plugin's users they need, from the calls it made."""
+    verbs = {}
+    for call in calls:
+        for verb, resource in _KUBECTL_ACCESS.get(call[0] if call else "", []):
+            verbs.setdefault(resource, [])
+            if verb not in verbs[resource]:
+                verbs[resource].append(verb)
+    parts = [" and ".join(f"`{v}`" for v in sorted(vs)) + f" on `{resource}`"
+             for resource, vs in sorted(verbs.items())]
+    return f"The caller needs {' and '.join(parts)} in `{namespace}`"
+
+
+def _check_caller_access(deploy_dir, calls, namespace, findings):
+    unknown = [call[0] for call in calls if call and call[0] not in _KUBECTL_ACCESS]
+    findings.check(not unknown, f"deploy/{SCRIPT}", f"runs kubectl {unknown}: say in "
+                   "deploycheck/plugin.py what access that needs")
+    sentence = caller_access_sentence(calls, namespace)
+    with open(os.path.join(deploy_dir, "README.md"), encoding="utf-8") as handle:
+        readme = " ".join(handle.read().split())
+    findings.check(sentence in readme, "deploy/README.md", f"kubectl strata: does not say "
+                   f"\"{sentence}\" (what the plugin's kubectl calls need)")
 
 
 def check_admin_endpoint(plugin, findings):

@@ -14,10 +14,11 @@ import jsonschema
 from referencing import Registry, Resource
 
 from .crd_schemas import CRD_SCHEMAS
+from .sidecar_versions import MIN_KUBERNETES
 
 DEFINITIONS_ID = "https://kubernetes.io/api/_definitions.json"
-# Oldest: csi-resizer v2 needs storage.k8s.io/v1 VolumeAttributesClass (Kubernetes 1.34).
-KUBERNETES_VERSIONS = ("1.34.0", "newest")
+# The oldest Kubernetes deploy/ claims (sidecar_versions.MIN_KUBERNETES), and the newest.
+KUBERNETES_VERSIONS = (MIN_KUBERNETES + ".0", "newest")
 
 
 class SchemaSet:

@@ -2,7 +2,7 @@
 
 import re
 
-from . import facts
+from . import access, facts
 from .crd_schemas import CLUSTER_SCOPED
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -150,40 +150,47 @@ def check_rbac(manifests, plugin, findings):
     accounts = {(m.namespace, m.name) for m in of_kind(manifests, "ServiceAccount")}
     findings.check((pod_namespace, account) in accounts, where,
                    f"serviceAccountName {account} is not defined in {pod_namespace}")
-
-    roles = {("ClusterRole", None, m.name): m for m in of_kind(manifests, "ClusterRole")}
-    roles.update({("Role", m.namespace, m.name): m for m in of_kind(manifests, "Role")})
-    granted = []  # (namespace or None for cluster-wide, rule)
     for binding in of_kind(manifests, "ClusterRoleBinding") + of_kind(manifests, "RoleBinding"):
         ref = binding.data.get("roleRef") or {}
-        scope = binding.namespace  # None for a ClusterRoleBinding
-        role_key = (ref.get("kind"), scope if ref.get("kind") == "Role" else None, ref.get("name"))
-        role = roles.get(role_key)
-        findings.check(role, binding.where(), f"roleRef {ref.get('kind')}/{ref.get('name')} "
-                       "is not defined")
+        findings.check(_role_of(manifests, binding), binding.where(),
+                       f"roleRef {ref.get('kind')}/{ref.get('name')} is not defined")
         for subject in binding.data.get("subjects") or []:
             if subject.get("kind") == "ServiceAccount":
                 findings.check((subject.get("namespace"), subject.get("name")) in accounts,
                                binding.where(), f"subject {subject.get('namespace')}/"
                                f"{subject.get('name')} is not a defined ServiceAccount")
-        binds_pod = any(s.get("kind") == "ServiceAccount" and s.get("name") == account
-                        and s.get("namespace") == pod_namespace
-                        for s in binding.data.get("subjects") or [])
-        if role and binds_pod:
-            granted += [(scope, rule) for rule in role.data.get("rules") or []]
 
-    for key in plugin.sidecars:
-        for group, resource, verbs in facts.SIDECARS[key].rules:
-            for verb in sorted(verbs):
-                findings.check(_allows(granted, None, group, resource, verb), where,
-                               f"{key} needs {verb} on {resource or '?'}"
-                               f"{'.' + group if group else ''} cluster-wide; no rule grants it")
+    granted = granted_to(manifests, pod_namespace, account)
+    access.check_sidecars(plugin, granted, _allows, findings)
     group, resource, verbs = facts.LEADER_ELECTION_RULE
     for key, namespace in plugin.lease_namespaces.items():
         for verb in sorted(verbs):
             findings.check(_allows(granted, namespace, group, resource, verb), where,
                            f"{key} (--leader-election) needs {verb} on {resource}.{group} in "
                            f"namespace {namespace}; no rule grants it")
+
+
+def _role_of(manifests, binding):
+    ref = binding.data.get("roleRef") or {}
+    for role in of_kind(manifests, ref.get("kind")):
+        if role.name == ref.get("name") and (ref.get("kind") == "ClusterRole"
+                                             or role.namespace == binding.namespace):
+            return role
+    return None
+
+
+def granted_to(manifests, namespace, account):
+    """The rules bound to ServiceAccount namespace/account: (namespace or None, rule) pairs,
+    None for rules granted cluster-wide."""
+    granted = []
+    for binding in of_kind(manifests, "ClusterRoleBinding") + of_kind(manifests, "RoleBinding"):
+        role = _role_of(manifests, binding)
+        binds = any(s.get("kind") == "ServiceAccount" and s.get("name") == account
+                    and s.get("namespace") == namespace
+                    for s in binding.data.get("subjects") or [])
+        if role and binds:
+            granted += [(binding.namespace, rule) for rule in role.data.get("rules") or []]
+    return granted
 
 
 def _allows(granted, namespace, group, resource, verb):
