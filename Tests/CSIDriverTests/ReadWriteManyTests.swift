@@ -170,6 +170,91 @@ struct ReadWriteManyTests {
         try await a.detach(shared.volumeID)
     }
 
+    @Test("The owner goes away while B serves the volume: B's I/O waits, its condition says why, and goes on when the owner returns; B restarts and serves again")
+    func ownerAndServerFaults() async throws {
+        let cluster = try PeerCluster(nodes: ["a", "b"])
+        defer { cluster.tearDown() }
+        for node in ["a", "b"] { try cluster.start(node) }
+        let a = cluster["a"], b = cluster["b"]
+        var image = SparseImage(size: Self.volumeBytes)
+        let disk = try await a.controller { try await $0.createVolume(Self.sharedVolume("vm-disk")) }.volume.volumeID
+        let deviceB = try await b.attach(disk, capability: Self.sharedBlock)
+        let early = SparseImage.Extent(offset: 1 << 20, data: MultiNode.pattern(seed: 21, count: 128 << 10))
+        try image.write(early, to: deviceB)
+
+        // A dies: a read on B waits instead of failing, and B says why.
+        a.kill()
+        try Self.dropCache(deviceB)
+        let waiting = Self.readInBackground(early.data.count, from: deviceB, at: early.offset)
+        var condition = ""
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            let stats = try await Self.volumeStats(disk, on: b)
+            if stats.volumeCondition.abnormal { condition = stats.volumeCondition.message; break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(condition.contains("node-a"), "B's volume condition while its owner is down: \(condition)")
+        try await Task.sleep(for: .seconds(1))
+        #expect(waiting.result == nil, "a read while the owner is down waits; it does not fail")
+
+        // A comes back (its catalog still admits B): the read completes with the right bytes.
+        try cluster.start("a")
+        let read = try await waiting.value()
+        #expect(read == early.data, "the read that waited returns the bytes written before the owner died")
+        let healthy = try await Self.volumeStats(disk, on: b)
+        #expect(!healthy.volumeCondition.abnormal, "\(healthy.volumeCondition.message)")
+
+        // B dies and restarts: it serves the volume again from A without being admitted anew.
+        b.kill()
+        try cluster.start("b")
+        try Self.dropCache(deviceB)
+        try image.verify(deviceB, "B after its own restart")
+        let late = SparseImage.Extent(offset: 30 << 20, data: MultiNode.pattern(seed: 22, count: 64 << 10))
+        try image.write(late, to: deviceB)
+        try await b.detach(disk)
+        let deviceA = try await a.attach(disk, capability: Self.sharedBlock)
+        try image.verify(deviceA, "every write B made, on A")
+        try await a.detach(disk)
+        _ = try await b.controller { try await $0.deleteVolume(.with { $0.volumeID = disk }) }
+    }
+
+    static func volumeStats(_ volumeID: String, on node: ClusterNode) async throws -> Csi_V1_NodeGetVolumeStatsResponse {
+        try await node.withClient { client in
+            try await Csi_V1_Node.Client(wrapping: client).nodeGetVolumeStats(.with {
+                $0.volumeID = volumeID; $0.volumePath = node.devicePath(volumeID)
+            })
+        }
+    }
+
+    /// A read on a thread of its own (it may block for long), whose outcome can be polled.
+    final class BackgroundRead: @unchecked Sendable {
+        private let lock = NSLock()
+        private var outcome: Result<Data, any Error>?
+        private let done = DispatchSemaphore(value: 0)
+
+        var result: Result<Data, any Error>? { lock.withLock { outcome } }
+
+        func finish(_ result: Result<Data, any Error>) {
+            lock.withLock { outcome = result }
+            done.signal()
+        }
+
+        func value(timeout: Duration = .seconds(60)) async throws -> Data {
+            let deadline = ContinuousClock.now + timeout
+            while ContinuousClock.now < deadline {
+                if let result { return try result.get() }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            throw POSIXError(.ETIMEDOUT)
+        }
+    }
+
+    static func readInBackground(_ count: Int, from device: String, at offset: Int64) -> BackgroundRead {
+        let read = BackgroundRead()
+        Thread.detachNewThread { read.finish(Result { try RawDevice.read(count, from: device, at: offset) }) }
+        return read
+    }
+
     /// A client of node `node`'s RemoteVolume service with the cluster's own certificate.
     static func withRemoteVolumeClient<Result: Sendable>(
         _ cluster: PeerCluster, _ node: String,
