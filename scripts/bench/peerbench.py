@@ -7,6 +7,13 @@ Usage:
       plain TCP copy), unpublishes, unstages and snapshots it. Prints {"snapshot": id}.
   peerbench.py clone PROTO_DIR SOCKET NAME SIZE SNAPSHOT
       Times CreateVolume from SNAPSHOT. Prints {"seconds": s, "volume": id}.
+  peerbench.py rwx PROTO_DIR SOCKET NAME SIZE
+      Creates a ReadWriteMany Block volume. Prints {"volume": id}.
+  peerbench.py attach PROTO_DIR SOCKET KUBELET VOLUME
+      Stages and publishes VOLUME as ReadWriteMany Block (on a node that does not hold it, its
+      I/O goes to the node that does). Prints {"device": path}.
+  peerbench.py detach PROTO_DIR SOCKET KUBELET VOLUME
+      Unpublishes and unstages what attach did.
 """
 import atexit
 import json
@@ -38,6 +45,42 @@ def load_stubs(proto_dir):
 def block(pb):
     return pb.VolumeCapability(block=pb.VolumeCapability.BlockVolume(),
                                access_mode=pb.VolumeCapability.AccessMode(mode=pb.VolumeCapability.AccessMode.SINGLE_NODE_WRITER))
+
+
+def shared_block(pb):
+    return pb.VolumeCapability(block=pb.VolumeCapability.BlockVolume(),
+                               access_mode=pb.VolumeCapability.AccessMode(mode=pb.VolumeCapability.AccessMode.MULTI_NODE_MULTI_WRITER))
+
+
+def paths(kubelet, volume_id):
+    staging = f"{kubelet}/plugins/kubernetes.io/csi/strata.csi.dev/{volume_id}/globalmount"
+    target = f"{kubelet}/pods/bench/volumes/kubernetes.io~csi/{volume_id}/dev"
+    return staging, target
+
+
+def rwx(pb, rpc, channel, name, size):
+    volume = rpc.ControllerStub(channel).CreateVolume(pb.CreateVolumeRequest(
+        name=name, capacity_range=pb.CapacityRange(required_bytes=size), volume_capabilities=[shared_block(pb)]), timeout=60).volume
+    print(json.dumps({"volume": volume.volume_id}))
+
+
+def attach(pb, rpc, channel, kubelet, volume_id):
+    node = rpc.NodeStub(channel)
+    staging, target = paths(kubelet, volume_id)
+    os.makedirs(staging, exist_ok=True)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    node.NodeStageVolume(pb.NodeStageVolumeRequest(volume_id=volume_id, staging_target_path=staging,
+                                                   volume_capability=shared_block(pb)), timeout=60)
+    node.NodePublishVolume(pb.NodePublishVolumeRequest(volume_id=volume_id, staging_target_path=staging, target_path=target,
+                                                       volume_capability=shared_block(pb)), timeout=60)
+    print(json.dumps({"device": target}))
+
+
+def detach(pb, rpc, channel, kubelet, volume_id):
+    node = rpc.NodeStub(channel)
+    staging, target = paths(kubelet, volume_id)
+    node.NodeUnpublishVolume(pb.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=target), timeout=60)
+    node.NodeUnstageVolume(pb.NodeUnstageVolumeRequest(volume_id=volume_id, staging_target_path=staging), timeout=60)
 
 
 def golden(pb, rpc, channel, kubelet, size, allocated, data_file):
@@ -85,6 +128,12 @@ def main():
             golden(pb, rpc, channel, sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
         elif command == "clone":
             clone(pb, rpc, channel, sys.argv[4], int(sys.argv[5]), sys.argv[6])
+        elif command == "rwx":
+            rwx(pb, rpc, channel, sys.argv[4], int(sys.argv[5]))
+        elif command == "attach":
+            attach(pb, rpc, channel, sys.argv[4], sys.argv[5])
+        elif command == "detach":
+            detach(pb, rpc, channel, sys.argv[4], sys.argv[5])
         else:
             raise SystemExit(f"unknown command {command}")
 
