@@ -117,9 +117,11 @@ extension BlockStore {
     /// A clone of a replica of another node's hidden snapshot, recorded with the source the
     /// caller asked for (a volume of that node). The clone holds the replica as its hidden
     /// snapshot and releases it when deleted, as a local clone of a volume does. Idempotent by name.
+    /// With `adopting`, the clone is that volume of another node taking up residence here (an
+    /// ownership handover): it keeps the volume's id and next epoch, and a retry finds it by id.
     public func createVolumeFromReplica(
-        name: String, size: UInt64, replicaID: String, recordedSource: VolumeSource, parameters: [String: String] = [:],
-        multiNode: Bool = false
+        name: String, size: UInt64, replicaID: String, recordedSource: VolumeSource?, parameters: [String: String] = [:],
+        multiNode: Bool = false, adopting adopted: AdoptedVolume? = nil
     ) throws -> Volume {
         let traits = VolumeTraits(parameters: parameters, multiNode: multiNode)
         try Self.validateName(name)
@@ -127,6 +129,8 @@ extension BlockStore {
         return try controlLock.withLock { _ in
             try throwIfClosed()
             return try catalog.write { db in
+                // Taken over already (a retry after a crash): the volume is here under its own id.
+                if let adopted, let existing = try db.volumeRow(id: adopted.volumeID) { return try makeVolume(existing, db) }
                 if let existing = try db.volumeRow(named: name) {
                     return try matchExisting(existing, size: size, clusterSize: nil, source: recordedSource, traits: traits, db)
                 }
@@ -137,7 +141,7 @@ extension BlockStore {
                 try checkCloneShape(size: size, clusterSize: nil, sourceSize: replica.size, sourceClusterSize: layer.clusterSize)
                 try checkDepth(layer.depth + 1)
                 let headID = allocateLayerID()
-                let volumeID = Identifier.newVolumeID()
+                let volumeID = adopted?.volumeID ?? Identifier.newVolumeID()
                 let createdAt = Self.now()
                 try db.addReference(to: layer.id)
                 try db.insertLayer(LayerRow(
@@ -146,7 +150,7 @@ extension BlockStore {
                 try db.insertVolume(VolumeRow(
                     id: volumeID, name: name, size: size, clusterSize: layer.clusterSize, headLayerID: headID,
                     source: recordedSource, hiddenSnapshotID: replica.hidden ? replicaID : nil, parameters: parameters,
-                    multiNode: multiNode, createdAt: createdAt))
+                    multiNode: multiNode, epoch: adopted?.epoch ?? 1, createdAt: createdAt))
                 return try makeVolume(try db.volumeRow(id: volumeID)!, db)
             }
         }
@@ -210,5 +214,16 @@ extension Database {
     func volumeRows(hiddenSnapshotID: String) throws -> [VolumeRow] {
         try Row.fetchAll(try cachedStatement(sql: "SELECT * FROM volumes WHERE hidden_snapshot_id = ?"), arguments: [hiddenSnapshotID])
             .map(VolumeRow.init(row:))
+    }
+}
+
+/// A volume another node hands over: the id it keeps and the epoch it continues at.
+public struct AdoptedVolume: Sendable {
+    public var volumeID: String
+    public var epoch: UInt64
+
+    public init(volumeID: String, epoch: UInt64) {
+        self.volumeID = volumeID
+        self.epoch = epoch
     }
 }

@@ -45,6 +45,43 @@ extension BlockStore {
     }
 }
 
+extension BlockStore {
+    /// Freezes a multi-node volume for `node` to take it over: raises its epoch (remote I/O at
+    /// the old one is refused from now on) and records where it goes. The caller has snapshotted
+    /// the head just before; this store takes no more writes for the volume. Idempotent for the
+    /// same node; another node is `.busy`.
+    @discardableResult
+    public func fenceVolume(id volumeID: String, movedTo node: String) throws -> Volume {
+        guard Identifier.isVolumeID(volumeID) else { throw StoreError.notFound("volume \(volumeID)") }
+        return try controlLock.withLock { _ in
+            try throwIfClosed()
+            return try catalog.write { db in
+                guard let row = try db.volumeRow(id: volumeID) else { throw StoreError.notFound("volume \(volumeID)") }
+                if let movedTo = row.movedTo {
+                    guard movedTo == node else { throw StoreError(.busy, "volume \(volumeID) is moving to \(movedTo)") }
+                    return try makeVolume(row, db)
+                }
+                guard row.multiNode else { throw StoreError(.busy, "volume \(volumeID) is single-node: it does not move") }
+                try db.execute(
+                    sql: "UPDATE volumes SET epoch = epoch + 1, moved_to = ? WHERE id = ?", arguments: [node, volumeID])
+                return try makeVolume(try db.volumeRow(id: volumeID)!, db)
+            }
+        }
+    }
+}
+
+extension BlockStore {
+    /// The hidden snapshots of `volumeID` whose names start with `prefix` (those a handover made).
+    public func hiddenSnapshots(ofVolume volumeID: String, namedWithPrefix prefix: String) throws -> [Snapshot] {
+        try catalog.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM snapshots WHERE source_volume_id = ? AND hidden = 1 AND substr(name, 1, ?) = ? ORDER BY seq",
+                arguments: [volumeID, prefix.unicodeScalars.count, prefix]
+            ).map { try makeSnapshot(try SnapshotRow(row: $0), db) }
+        }
+    }
+}
+
 extension Database {
     func remoteStagers(ofVolume volumeID: String) throws -> [String] {
         try String.fetchAll(

@@ -232,7 +232,7 @@ extension BlockStore {
         return Volume(
             id: row.id, name: row.name, size: row.size, clusterSize: row.clusterSize, source: row.source,
             createdAt: Date(timeIntervalSince1970: row.createdAt), chainDepth: head.depth, allocatedBytes: allocated,
-            parameters: row.parameters, multiNode: row.multiNode, epoch: row.epoch)
+            parameters: row.parameters, multiNode: row.multiNode, epoch: row.epoch, movedTo: row.movedTo)
     }
 
     func checkDepth(_ depth: Int) throws {

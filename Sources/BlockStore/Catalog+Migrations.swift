@@ -77,11 +77,13 @@ extension Catalog {
                 """)
         }
         // ReadWriteMany Block volumes: whether a volume may be staged on several nodes, its
-        // ownership epoch (fencing), and the other nodes that stage it now, reaching it here.
+        // ownership epoch (fencing), the node it is being handed to, and the other nodes that
+        // stage it now, reaching it here.
         migrator.registerMigration("v5-sharing") { db in
             try db.execute(sql: """
                 ALTER TABLE volumes ADD COLUMN multi_node INTEGER NOT NULL DEFAULT 0;
                 ALTER TABLE volumes ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1;
+                ALTER TABLE volumes ADD COLUMN moved_to TEXT;
                 CREATE TABLE remote_stagers (
                     volume_id TEXT NOT NULL,
                     node_id TEXT NOT NULL,

@@ -69,6 +69,9 @@ package struct VolumeRow: Sendable, Equatable {
     /// The ownership epoch: raised each time the volume's writable head changes hands, so that a
     /// node still acting on an older epoch is refused (fencing).
     package var epoch: UInt64
+    /// Set once the volume's writable head was frozen for another node to take it over: this
+    /// store serves it no more, and frees it once that node holds it.
+    package var movedTo: String?
     package var createdAt: Double
 
     package init(row: Row) throws {
@@ -87,6 +90,7 @@ package struct VolumeRow: Sendable, Equatable {
         parameters = Self.decodeParameters(try row.catalogValue("parameters"))
         multiNode = (try row.catalogValue("multi_node") as Int64) != 0
         epoch = try row.catalogUnsigned("epoch")
+        movedTo = try row.catalogValue("moved_to")
         createdAt = try row.catalogValue("created_at")
     }
 
@@ -103,6 +107,7 @@ package struct VolumeRow: Sendable, Equatable {
         self.parameters = parameters
         self.multiNode = multiNode
         self.epoch = epoch
+        self.movedTo = nil
         self.createdAt = createdAt
     }
 

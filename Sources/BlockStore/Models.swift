@@ -23,6 +23,8 @@ public struct Volume: Sendable, Hashable {
     public var multiNode: Bool = false
     /// The ownership epoch (see `VolumeRow.epoch`).
     public var epoch: UInt64 = 1
+    /// The node this volume is being handed to (its head here is frozen); nil while it lives here.
+    public var movedTo: String? = nil
 }
 
 /// A frozen point-in-time copy of a volume.

@@ -142,6 +142,45 @@ public enum Strata_Peer_V1_Peer: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "HandOverVolume" metadata.
+        public enum HandOverVolume: Sendable {
+            /// Request type for "HandOverVolume".
+            public typealias Input = Strata_Peer_V1_HandOverRequest
+            /// Response type for "HandOverVolume".
+            public typealias Output = Strata_Peer_V1_HandOverResponse
+            /// Descriptor for "HandOverVolume".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.Peer"),
+                method: "HandOverVolume",
+                type: .unary
+            )
+        }
+        /// Namespace for "ReleaseHandedOver" metadata.
+        public enum ReleaseHandedOver: Sendable {
+            /// Request type for "ReleaseHandedOver".
+            public typealias Input = Strata_Peer_V1_ReleaseHandedOverRequest
+            /// Response type for "ReleaseHandedOver".
+            public typealias Output = Strata_Peer_V1_ReleaseHandedOverResponse
+            /// Descriptor for "ReleaseHandedOver".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.Peer"),
+                method: "ReleaseHandedOver",
+                type: .unary
+            )
+        }
+        /// Namespace for "OwnershipOffered" metadata.
+        public enum OwnershipOffered: Sendable {
+            /// Request type for "OwnershipOffered".
+            public typealias Input = Strata_Peer_V1_OwnershipOfferedRequest
+            /// Response type for "OwnershipOffered".
+            public typealias Output = Strata_Peer_V1_OwnershipOfferedResponse
+            /// Descriptor for "OwnershipOffered".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.Peer"),
+                method: "OwnershipOffered",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "strata.peer.v1.Peer" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Identify.descriptor,
@@ -152,7 +191,10 @@ public enum Strata_Peer_V1_Peer: Sendable {
             PlaceSnapshot.descriptor,
             SnapshotDeleted.descriptor,
             LocateVolume.descriptor,
-            ForwardController.descriptor
+            ForwardController.descriptor,
+            HandOverVolume.descriptor,
+            ReleaseHandedOver.descriptor,
+            OwnershipOffered.descriptor
         ]
     }
 }
@@ -346,6 +388,66 @@ extension Strata_Peer_V1_Peer {
             request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_ForwardedCall>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_ForwardedReply>
+
+        /// Handle the "HandOverVolume" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Hands a multi-node volume whose owner is this node to the asking node, which stages it
+        /// > while this node no longer does (a live migration ended there). Without `freeze`: a hidden
+        /// > snapshot of the volume now, which the new owner copies while its I/O still comes here. With
+        /// > `freeze`: the last hidden snapshot, after which this node takes no more writes for the
+        /// > volume (its epoch rises: fencing). Idempotent. FAILED_PRECONDITION while this node stages
+        /// > the volume itself, or for a node that does not stage it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_HandOverRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_HandOverResponse` messages.
+        func handOverVolume(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_HandOverRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_HandOverResponse>
+
+        /// Handle the "ReleaseHandedOver" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The new owner holds the volume now: this node deletes its copy (idempotent).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_ReleaseHandedOverRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_ReleaseHandedOverResponse` messages.
+        func releaseHandedOver(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_ReleaseHandedOverRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_ReleaseHandedOverResponse>
+
+        /// Handle the "OwnershipOffered" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > From a volume's owner to a node that stages it: the owner no longer stages it itself, so
+        /// > the volume should move to that node. A hint: the node takes it over through HandOverVolume.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_OwnershipOfferedRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_OwnershipOfferedResponse` messages.
+        func ownershipOffered(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_OwnershipOfferedRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_OwnershipOfferedResponse>
     }
 
     /// Service protocol for the "strata.peer.v1.Peer" service.
@@ -523,6 +625,66 @@ extension Strata_Peer_V1_Peer {
             request: GRPCCore.ServerRequest<Strata_Peer_V1_ForwardedCall>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_ForwardedReply>
+
+        /// Handle the "HandOverVolume" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Hands a multi-node volume whose owner is this node to the asking node, which stages it
+        /// > while this node no longer does (a live migration ended there). Without `freeze`: a hidden
+        /// > snapshot of the volume now, which the new owner copies while its I/O still comes here. With
+        /// > `freeze`: the last hidden snapshot, after which this node takes no more writes for the
+        /// > volume (its epoch rises: fencing). Idempotent. FAILED_PRECONDITION while this node stages
+        /// > the volume itself, or for a node that does not stage it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_HandOverRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Strata_Peer_V1_HandOverResponse` message.
+        func handOverVolume(
+            request: GRPCCore.ServerRequest<Strata_Peer_V1_HandOverRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_HandOverResponse>
+
+        /// Handle the "ReleaseHandedOver" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The new owner holds the volume now: this node deletes its copy (idempotent).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_ReleaseHandedOverRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Strata_Peer_V1_ReleaseHandedOverResponse` message.
+        func releaseHandedOver(
+            request: GRPCCore.ServerRequest<Strata_Peer_V1_ReleaseHandedOverRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_ReleaseHandedOverResponse>
+
+        /// Handle the "OwnershipOffered" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > From a volume's owner to a node that stages it: the owner no longer stages it itself, so
+        /// > the volume should move to that node. A hint: the node takes it over through HandOverVolume.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_OwnershipOfferedRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Strata_Peer_V1_OwnershipOfferedResponse` message.
+        func ownershipOffered(
+            request: GRPCCore.ServerRequest<Strata_Peer_V1_OwnershipOfferedRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_OwnershipOfferedResponse>
     }
 
     /// Simple service protocol for the "strata.peer.v1.Peer" service.
@@ -699,6 +861,66 @@ extension Strata_Peer_V1_Peer {
             request: Strata_Peer_V1_ForwardedCall,
             context: GRPCCore.ServerContext
         ) async throws -> Strata_Peer_V1_ForwardedReply
+
+        /// Handle the "HandOverVolume" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Hands a multi-node volume whose owner is this node to the asking node, which stages it
+        /// > while this node no longer does (a live migration ended there). Without `freeze`: a hidden
+        /// > snapshot of the volume now, which the new owner copies while its I/O still comes here. With
+        /// > `freeze`: the last hidden snapshot, after which this node takes no more writes for the
+        /// > volume (its epoch rises: fencing). Idempotent. FAILED_PRECONDITION while this node stages
+        /// > the volume itself, or for a node that does not stage it.
+        ///
+        /// - Parameters:
+        ///   - request: A `Strata_Peer_V1_HandOverRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Strata_Peer_V1_HandOverResponse` to respond with.
+        func handOverVolume(
+            request: Strata_Peer_V1_HandOverRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Strata_Peer_V1_HandOverResponse
+
+        /// Handle the "ReleaseHandedOver" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The new owner holds the volume now: this node deletes its copy (idempotent).
+        ///
+        /// - Parameters:
+        ///   - request: A `Strata_Peer_V1_ReleaseHandedOverRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Strata_Peer_V1_ReleaseHandedOverResponse` to respond with.
+        func releaseHandedOver(
+            request: Strata_Peer_V1_ReleaseHandedOverRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Strata_Peer_V1_ReleaseHandedOverResponse
+
+        /// Handle the "OwnershipOffered" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > From a volume's owner to a node that stages it: the owner no longer stages it itself, so
+        /// > the volume should move to that node. A hint: the node takes it over through HandOverVolume.
+        ///
+        /// - Parameters:
+        ///   - request: A `Strata_Peer_V1_OwnershipOfferedRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Strata_Peer_V1_OwnershipOfferedResponse` to respond with.
+        func ownershipOffered(
+            request: Strata_Peer_V1_OwnershipOfferedRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Strata_Peer_V1_OwnershipOfferedResponse
     }
 }
 
@@ -805,6 +1027,39 @@ extension Strata_Peer_V1_Peer.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Strata_Peer_V1_Peer.Method.HandOverVolume.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_HandOverRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_HandOverResponse>(),
+            handler: { request, context in
+                try await self.handOverVolume(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Strata_Peer_V1_Peer.Method.ReleaseHandedOver.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_ReleaseHandedOverRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_ReleaseHandedOverResponse>(),
+            handler: { request, context in
+                try await self.releaseHandedOver(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Strata_Peer_V1_Peer.Method.OwnershipOffered.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_OwnershipOfferedRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_OwnershipOfferedResponse>(),
+            handler: { request, context in
+                try await self.ownershipOffered(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -904,6 +1159,39 @@ extension Strata_Peer_V1_Peer.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_ForwardedReply> {
         let response = try await self.forwardController(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func handOverVolume(
+        request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_HandOverRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_HandOverResponse> {
+        let response = try await self.handOverVolume(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func releaseHandedOver(
+        request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_ReleaseHandedOverRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_ReleaseHandedOverResponse> {
+        let response = try await self.releaseHandedOver(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func ownershipOffered(
+        request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_OwnershipOfferedRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_OwnershipOfferedResponse> {
+        let response = try await self.ownershipOffered(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1028,6 +1316,45 @@ extension Strata_Peer_V1_Peer.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_ForwardedReply> {
         return GRPCCore.ServerResponse<Strata_Peer_V1_ForwardedReply>(
             message: try await self.forwardController(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func handOverVolume(
+        request: GRPCCore.ServerRequest<Strata_Peer_V1_HandOverRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_HandOverResponse> {
+        return GRPCCore.ServerResponse<Strata_Peer_V1_HandOverResponse>(
+            message: try await self.handOverVolume(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func releaseHandedOver(
+        request: GRPCCore.ServerRequest<Strata_Peer_V1_ReleaseHandedOverRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_ReleaseHandedOverResponse> {
+        return GRPCCore.ServerResponse<Strata_Peer_V1_ReleaseHandedOverResponse>(
+            message: try await self.releaseHandedOver(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func ownershipOffered(
+        request: GRPCCore.ServerRequest<Strata_Peer_V1_OwnershipOfferedRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_OwnershipOfferedResponse> {
+        return GRPCCore.ServerResponse<Strata_Peer_V1_OwnershipOfferedResponse>(
+            message: try await self.ownershipOffered(
                 request: request.message,
                 context: context
             ),
@@ -1256,6 +1583,81 @@ extension Strata_Peer_V1_Peer {
             deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_ForwardedReply>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_ForwardedReply>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "HandOverVolume" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Hands a multi-node volume whose owner is this node to the asking node, which stages it
+        /// > while this node no longer does (a live migration ended there). Without `freeze`: a hidden
+        /// > snapshot of the volume now, which the new owner copies while its I/O still comes here. With
+        /// > `freeze`: the last hidden snapshot, after which this node takes no more writes for the
+        /// > volume (its epoch rises: fencing). Idempotent. FAILED_PRECONDITION while this node stages
+        /// > the volume itself, or for a node that does not stage it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_HandOverRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_HandOverRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_HandOverResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func handOverVolume<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_HandOverRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_HandOverRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_HandOverResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_HandOverResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ReleaseHandedOver" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The new owner holds the volume now: this node deletes its copy (idempotent).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_ReleaseHandedOverRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_ReleaseHandedOverRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_ReleaseHandedOverResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func releaseHandedOver<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_ReleaseHandedOverRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_ReleaseHandedOverRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_ReleaseHandedOverResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_ReleaseHandedOverResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "OwnershipOffered" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > From a volume's owner to a node that stages it: the owner no longer stages it itself, so
+        /// > the volume should move to that node. A hint: the node takes it over through HandOverVolume.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_OwnershipOfferedRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_OwnershipOfferedRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_OwnershipOfferedResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func ownershipOffered<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_OwnershipOfferedRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_OwnershipOfferedRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_OwnershipOfferedResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_OwnershipOfferedResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1584,6 +1986,114 @@ extension Strata_Peer_V1_Peer {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "HandOverVolume" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Hands a multi-node volume whose owner is this node to the asking node, which stages it
+        /// > while this node no longer does (a live migration ended there). Without `freeze`: a hidden
+        /// > snapshot of the volume now, which the new owner copies while its I/O still comes here. With
+        /// > `freeze`: the last hidden snapshot, after which this node takes no more writes for the
+        /// > volume (its epoch rises: fencing). Idempotent. FAILED_PRECONDITION while this node stages
+        /// > the volume itself, or for a node that does not stage it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_HandOverRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_HandOverRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_HandOverResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func handOverVolume<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_HandOverRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_HandOverRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_HandOverResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_HandOverResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Strata_Peer_V1_Peer.Method.HandOverVolume.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ReleaseHandedOver" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The new owner holds the volume now: this node deletes its copy (idempotent).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_ReleaseHandedOverRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_ReleaseHandedOverRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_ReleaseHandedOverResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func releaseHandedOver<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_ReleaseHandedOverRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_ReleaseHandedOverRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_ReleaseHandedOverResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_ReleaseHandedOverResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Strata_Peer_V1_Peer.Method.ReleaseHandedOver.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "OwnershipOffered" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > From a volume's owner to a node that stages it: the owner no longer stages it itself, so
+        /// > the volume should move to that node. A hint: the node takes it over through HandOverVolume.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_OwnershipOfferedRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_OwnershipOfferedRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_OwnershipOfferedResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func ownershipOffered<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_OwnershipOfferedRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_OwnershipOfferedRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_OwnershipOfferedResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_OwnershipOfferedResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Strata_Peer_V1_Peer.Method.OwnershipOffered.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1850,6 +2360,99 @@ extension Strata_Peer_V1_Peer.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_ForwardedCall>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_ForwardedReply>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "HandOverVolume" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Hands a multi-node volume whose owner is this node to the asking node, which stages it
+    /// > while this node no longer does (a live migration ended there). Without `freeze`: a hidden
+    /// > snapshot of the volume now, which the new owner copies while its I/O still comes here. With
+    /// > `freeze`: the last hidden snapshot, after which this node takes no more writes for the
+    /// > volume (its epoch rises: fencing). Idempotent. FAILED_PRECONDITION while this node stages
+    /// > the volume itself, or for a node that does not stage it.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Strata_Peer_V1_HandOverRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func handOverVolume<Result>(
+        request: GRPCCore.ClientRequest<Strata_Peer_V1_HandOverRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_HandOverResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.handOverVolume(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_HandOverRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_HandOverResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReleaseHandedOver" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The new owner holds the volume now: this node deletes its copy (idempotent).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Strata_Peer_V1_ReleaseHandedOverRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func releaseHandedOver<Result>(
+        request: GRPCCore.ClientRequest<Strata_Peer_V1_ReleaseHandedOverRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_ReleaseHandedOverResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.releaseHandedOver(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_ReleaseHandedOverRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_ReleaseHandedOverResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "OwnershipOffered" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > From a volume's owner to a node that stages it: the owner no longer stages it itself, so
+    /// > the volume should move to that node. A hint: the node takes it over through HandOverVolume.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Strata_Peer_V1_OwnershipOfferedRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func ownershipOffered<Result>(
+        request: GRPCCore.ClientRequest<Strata_Peer_V1_OwnershipOfferedRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_OwnershipOfferedResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.ownershipOffered(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_OwnershipOfferedRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_OwnershipOfferedResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2154,6 +2757,111 @@ extension Strata_Peer_V1_Peer.ClientProtocol {
             metadata: metadata
         )
         return try await self.forwardController(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "HandOverVolume" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Hands a multi-node volume whose owner is this node to the asking node, which stages it
+    /// > while this node no longer does (a live migration ended there). Without `freeze`: a hidden
+    /// > snapshot of the volume now, which the new owner copies while its I/O still comes here. With
+    /// > `freeze`: the last hidden snapshot, after which this node takes no more writes for the
+    /// > volume (its epoch rises: fencing). Idempotent. FAILED_PRECONDITION while this node stages
+    /// > the volume itself, or for a node that does not stage it.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func handOverVolume<Result>(
+        _ message: Strata_Peer_V1_HandOverRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_HandOverResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Strata_Peer_V1_HandOverRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.handOverVolume(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReleaseHandedOver" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The new owner holds the volume now: this node deletes its copy (idempotent).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func releaseHandedOver<Result>(
+        _ message: Strata_Peer_V1_ReleaseHandedOverRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_ReleaseHandedOverResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Strata_Peer_V1_ReleaseHandedOverRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.releaseHandedOver(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "OwnershipOffered" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > From a volume's owner to a node that stages it: the owner no longer stages it itself, so
+    /// > the volume should move to that node. A hint: the node takes it over through HandOverVolume.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func ownershipOffered<Result>(
+        _ message: Strata_Peer_V1_OwnershipOfferedRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_OwnershipOfferedResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Strata_Peer_V1_OwnershipOfferedRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.ownershipOffered(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -49,3 +49,33 @@ public protocol RemoteStagingHost: PeerHost {
     /// A CSI controller call another node forwarded here (see `ForwardController`).
     func handleForwardedCall(method: String, request: [UInt8]) async throws -> [UInt8]
 }
+
+/// What the owner answers a node taking a volume over: the hidden snapshot to copy, and what
+/// the volume is, for the new owner's catalog.
+public struct HandOverOffer: Sendable {
+    public var manifest: ReplicaManifest
+    public var volumeName: String
+    public var epoch: UInt64
+    public var parameters: [String: String]
+
+    public init(manifest: ReplicaManifest, volumeName: String, epoch: UInt64, parameters: [String: String]) {
+        self.manifest = manifest
+        self.volumeName = volumeName
+        self.epoch = epoch
+        self.parameters = parameters
+    }
+}
+
+/// Both sides of an ownership handover (a multi-node volume moving to the node that stages it).
+public protocol HandOverHost: RemoteStagingHost {
+    /// The owner's side: a hidden snapshot for `node` to copy (the last one, after which this
+    /// node takes no more writes, when `freeze`).
+    func handOver(_ volumeID: String, to node: String, freeze: Bool) async throws -> HandOverOffer
+    /// The owner's side: `node` holds the volume now; delete it here. `stagerForgotten` runs once
+    /// `node` no longer counts as staging the volume (the remote I/O service closes its handle
+    /// then, which the deletion needs).
+    func releaseHandedOver(_ volumeID: String, to node: String, stagerForgotten: @escaping @Sendable () -> Void) async throws
+    /// The staging node's side: `owner` no longer stages the volume; take it over (in the
+    /// background: the hint's sender does not wait).
+    func ownershipOffered(_ volumeID: String, by owner: String)
+}

@@ -49,7 +49,7 @@ public final class PeerRuntime: Sendable {
 
     /// Serves the peer protocol (when `--peer-listen` is set) and runs the periodic replica
     /// check, until cancelled; then closes the connections to peers.
-    public func run(host: any RemoteStagingHost) async throws {
+    public func run(host: any HandOverHost) async throws {
         do {
             try await serve(host: host)
         } catch {
@@ -59,7 +59,7 @@ public final class PeerRuntime: Sendable {
         await pool.shutDown()
     }
 
-    private func serve(host: any RemoteStagingHost) async throws {
+    private func serve(host: any HandOverHost) async throws {
         let sessions = RemoteSessions()
         defer { sessions.closeAll() }
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -72,7 +72,7 @@ public final class PeerRuntime: Sendable {
                     transport: transport,
                     services: [
                         PeerService(
-                            host: host, metrics: metrics, sends: sends, fetcher: fetcher, janitor: janitor,
+                            host: host, sessions: sessions, metrics: metrics, sends: sends, fetcher: fetcher, janitor: janitor,
                             sendBytesPerSecond: settings.sendBytesPerSecond),
                         RemoteVolumeService(host: host, sessions: sessions),
                     ])

@@ -8,7 +8,8 @@ import PeerProto
 /// replicas); a malformed id is INVALID_ARGUMENT, anything else not held (a volume id, a
 /// writable head, a layer outside the snapshot's chain) is NOT_FOUND, which tells nothing more.
 struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
-    let host: any RemoteStagingHost
+    let host: any HandOverHost
+    let sessions: RemoteSessions
     let metrics: any PeerMetricsRecorder
     let sends: SendSlots
     let fetcher: ReplicaFetcher
@@ -80,6 +81,10 @@ struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
         do { volume = try await BlockingWork.run { try store.volume(id: request.volumeID) } } catch let error as StoreError where error.code == .notFound {
             throw RPCError(code: .notFound, message: "volume \(request.volumeID) does not live on node \(host.nodeID)")
         }
+        if let movedTo = volume.movedTo {
+            // Neither here nor there yet: whoever asks retries (it is never "nowhere").
+            throw RPCError(code: .unavailable, message: "volume \(request.volumeID) is moving from node \(host.nodeID) to node \(movedTo)")
+        }
         return .with {
             $0.ownerNode = host.nodeID
             $0.epoch = volume.epoch
@@ -94,6 +99,40 @@ struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
         }
         let response = try await host.handleForwardedCall(method: request.method, request: Array(request.request))
         return .with { $0.response = Data(response) }
+    }
+
+    func handOverVolume(request: Strata_Peer_V1_HandOverRequest, context _: ServerContext) async throws -> Strata_Peer_V1_HandOverResponse {
+        try PeerRequestRules.requireID(request.volumeID, field: "volume_id")
+        try PeerRequestRules.requireNode(request.nodeID)
+        let offer = try await host.handOver(request.volumeID, to: request.nodeID, freeze: request.freeze)
+        // A frozen volume's epoch rose: remote I/O at the old one is refused from now on.
+        if request.freeze { sessions.refresh(request.volumeID, host: host) }
+        return .with {
+            $0.snapshot = PeerWire.manifest(offer.manifest, localNode: host.nodeID)
+            $0.volumeName = offer.volumeName
+            $0.epoch = offer.epoch
+            $0.parameters = offer.parameters
+        }
+    }
+
+    func releaseHandedOver(request: Strata_Peer_V1_ReleaseHandedOverRequest, context _: ServerContext) async throws
+        -> Strata_Peer_V1_ReleaseHandedOverResponse
+    {
+        try PeerRequestRules.requireID(request.volumeID, field: "volume_id")
+        try PeerRequestRules.requireNode(request.nodeID)
+        try await host.releaseHandedOver(request.volumeID, to: request.nodeID) { [host, sessions] in
+            sessions.refresh(request.volumeID, host: host)
+        }
+        return .init()
+    }
+
+    func ownershipOffered(request: Strata_Peer_V1_OwnershipOfferedRequest, context _: ServerContext) async throws
+        -> Strata_Peer_V1_OwnershipOfferedResponse
+    {
+        try PeerRequestRules.requireID(request.volumeID, field: "volume_id")
+        try PeerRequestRules.requireNode(request.ownerNode)
+        host.ownershipOffered(request.volumeID, by: request.ownerNode)
+        return .init()
     }
 
     func readLayer(request: Strata_Peer_V1_ReadLayerRequest, response: RPCWriter<Strata_Peer_V1_LayerChunk>, context _: ServerContext)

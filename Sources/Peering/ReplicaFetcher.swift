@@ -47,6 +47,21 @@ public actor ReplicaFetcher {
         }
     }
 
+    /// Copies the hidden snapshot `owner` makes for this node's takeover of `volumeID` (the last
+    /// one, after which the owner takes no more writes, when `freeze`); answers what the owner
+    /// offered. The copy is a hidden replica here, committed before this returns.
+    public func fetchHandOver(of volumeID: String, from owner: PeerEndpoint, freeze: Bool) async throws -> HandOverOffer {
+        let node = localNode
+        return try await directory.connector.withClient(owner) { client in
+            let answer = try await client.handOverVolume(
+                .with { $0.volumeID = volumeID; $0.nodeID = node; $0.freeze = freeze },
+                options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
+            let manifest = PeerWire.manifest(answer.snapshot)
+            try await self.copy(manifest, from: owner, client: client)
+            return HandOverOffer(manifest: manifest, volumeName: answer.volumeName, epoch: answer.epoch, parameters: answer.parameters)
+        }
+    }
+
     /// Tells the node a hidden snapshot came from that its copy is here (best effort: a left-over
     /// one costs a catalog row there, its layer stays the volume's own).
     public func releaseVolumeClone(snapshotID: String, origin: String) async {

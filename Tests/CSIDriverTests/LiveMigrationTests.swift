@@ -38,6 +38,7 @@ struct LiveMigrationTests {
         }
         try await a.detach(goldenVolume.volumeID)
         let snapshot = try await a.controller { try await $0.createSnapshot(Requests.createSnapshot("golden-snap", of: goldenVolume.volumeID)) }.snapshot
+        let layersBeforeDisk = a.layerFileCount
         let disk = try await a.controller {
             try await $0.createVolume(ReadWriteManyTests.sharedVolume("vm-disk", bytes: Self.diskBytes, snapshot: snapshot.snapshotID))
         }.volume.volumeID
@@ -82,6 +83,9 @@ struct LiveMigrationTests {
         let atSwitchover = source.workloadLog
         source.stop()
         try await a.detach(disk)
+        // The volume follows its VM: B takes ownership while the guest runs, A frees its copy.
+        try await ReadWriteManyTests.waitUntilOwned(disk, by: b)
+        try await ReadWriteManyTests.waitFor("A freeing the moved volume") { a.layerFileCount == layersBeforeDisk }
         let onTarget = try await target.waitForLog("a read-back pass on B past the switchover") {
             $0.verifiedThrough > atSwitchover.writes + Self.workload.reportEvery
         }

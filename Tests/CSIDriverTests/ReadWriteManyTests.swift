@@ -86,26 +86,33 @@ struct ReadWriteManyTests {
             })
         }
         #expect(stats.hasVolumeCondition && !stats.volumeCondition.abnormal, "\(stats.volumeCondition.message)")
+        #expect(stats.volumeCondition.message.contains("served from its owner, node node-a"), "\(stats.volumeCondition.message)")
 
-        // The migration ends: A lets go; B keeps serving, and C may now stage it too.
+        // The migration ends: A lets go, and the volume moves to B, which serves it on.
+        let layersBeforeMove = a.layerFileCount
         try await a.detach(disk.volumeID)
+        try await Self.waitUntilOwned(disk.volumeID, by: b)
+        #expect(b.layerFileCount > 0, "B holds the volume's layers now")
+        try image.verify(deviceB, "the volume on B, its new owner")
+        try await Self.waitFor("A frees what it held of the volume") { a.layerFileCount < layersBeforeMove }
         let lastFromB = SparseImage.Extent(offset: 60 << 20, data: MultiNode.pattern(seed: 13, count: 64 << 10))
         try image.write(lastFromB, to: deviceB)
         try await b.detach(disk.volumeID)
         let deviceC = try await c.attach(disk.volumeID, capability: Self.sharedBlock)
         try image.verify(deviceC, "every write of A and B, read on C")
 
-        // Deleting through a node that does not hold it goes to A; while C stages it, A refuses.
+        // Deleting through a node that does not hold it goes to its owner (B now); while C stages
+        // it, the owner refuses.
         do {
-            _ = try await b.controller { try await $0.deleteVolume(.with { $0.volumeID = disk.volumeID }) }
+            _ = try await a.controller { try await $0.deleteVolume(.with { $0.volumeID = disk.volumeID }) }
             Issue.record("a volume staged on C was deleted")
         } catch let error as RPCError {
             #expect(error.code == .failedPrecondition, "\(error)")
         }
         try await c.detach(disk.volumeID)
-        _ = try await b.controller { try await $0.deleteVolume(.with { $0.volumeID = disk.volumeID }) }
-        await #expect(throws: RPCError.self, "the volume is gone from A") {
-            _ = try await a.controller { try await $0.controllerGetVolume(.with { $0.volumeID = disk.volumeID }) }
+        _ = try await a.controller { try await $0.deleteVolume(.with { $0.volumeID = disk.volumeID }) }
+        await #expect(throws: RPCError.self, "the volume is gone from B") {
+            _ = try await b.controller { try await $0.controllerGetVolume(.with { $0.volumeID = disk.volumeID }) }
         }
         _ = try await c.controller { try await $0.deleteVolume(.with { $0.volumeID = disk.volumeID }) }
         _ = try await a.controller { try await $0.deleteSnapshot(.with { $0.snapshotID = snapshot.snapshotID }) }
@@ -178,6 +185,8 @@ struct ReadWriteManyTests {
         let a = cluster["a"], b = cluster["b"]
         var image = SparseImage(size: Self.volumeBytes)
         let disk = try await a.controller { try await $0.createVolume(Self.sharedVolume("vm-disk")) }.volume.volumeID
+        // A stages it too (the VM's source), so the volume stays on A throughout.
+        let deviceA = try await a.attach(disk, capability: Self.sharedBlock)
         let deviceB = try await b.attach(disk, capability: Self.sharedBlock)
         let early = SparseImage.Extent(offset: 1 << 20, data: MultiNode.pattern(seed: 21, count: 128 << 10))
         try image.write(early, to: deviceB)
@@ -212,10 +221,28 @@ struct ReadWriteManyTests {
         let late = SparseImage.Extent(offset: 30 << 20, data: MultiNode.pattern(seed: 22, count: 64 << 10))
         try image.write(late, to: deviceB)
         try await b.detach(disk)
-        let deviceA = try await a.attach(disk, capability: Self.sharedBlock)
+        try Self.dropCache(deviceA)
         try image.verify(deviceA, "every write B made, on A")
         try await a.detach(disk)
         _ = try await b.controller { try await $0.deleteVolume(.with { $0.volumeID = disk }) }
+    }
+
+    /// Waits until `node` owns `volumeID` (its volume condition no longer names another owner).
+    static func waitUntilOwned(_ volumeID: String, by node: ClusterNode, timeout: Duration = .seconds(60)) async throws {
+        try await waitFor("node \(node.nodeID) owning volume \(volumeID)", timeout: timeout) {
+            let message = try await volumeStats(volumeID, on: node).volumeCondition.message
+            return !message.contains("served from")
+        }
+    }
+
+    static func waitFor(_ what: String, timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("timed out waiting for \(what)")
+        throw POSIXError(.ETIMEDOUT)
     }
 
     static func volumeStats(_ volumeID: String, on node: ClusterNode) async throws -> Csi_V1_NodeGetVolumeStatsResponse {

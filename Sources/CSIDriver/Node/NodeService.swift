@@ -41,6 +41,9 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
     /// sides, never three).
     private static func checkLocalStaging(of volumeID: String, multiNode: Bool, store: BlockStore, context: DriverContext) throws {
         let volume = try store.volume(id: volumeID)
+        if let movedTo = volume.movedTo {
+            throw CSIError.failedPrecondition("volume \(volumeID) is moving to node \(movedTo); stage it there")
+        }
         if multiNode, !volume.multiNode {
             throw CSIError.failedPrecondition("volume \(volumeID) was created for one node; a multi-node access mode needs a ReadWriteMany volume")
         }
@@ -65,6 +68,8 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
                 node: staging.ownerNode, host: link.owner.host, port: link.owner.port, epoch: staging.epoch, size: staging.size)
             stager.backends.adopt(link)
             try await BlockingWork.run { [remote] in try stager.stage(remote) }
+            // Its owner may not stage it any more (the VM was restarted here): then it moves here.
+            stager.offerOwnership(record.volumeID)
             context.configuration.logger.notice("staged a volume that lives on another node", metadata: [
                 "volumeId": "\(record.volumeID)", "owner": "\(staging.ownerNode)", "stagedOn": "\(staging.stagedOn.joined(separator: ","))",
             ])
@@ -128,7 +133,7 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
             response.usage = usage
             response.volumeCondition = .with {
                 $0.abnormal = report.abnormal != nil
-                $0.message = report.abnormal ?? "volume is healthy"
+                $0.message = report.abnormal ?? report.servedFrom.map { "volume is healthy; served from its owner, node \($0)" } ?? "volume is healthy"
             }
         }
     }

@@ -23,6 +23,8 @@ struct OpenedBackend: Sendable {
     let release: @Sendable () throws -> Void
     /// Why the volume cannot be served now, while that lasts (its owner is unreachable).
     let problem: @Sendable () -> String?
+    /// Set for a volume served from another node: what an ownership handover swaps.
+    var movable: MovableBackend? = nil
 }
 
 /// The driver's backends: the local store, or a link to the volume's owner.
@@ -48,13 +50,15 @@ final class DriverBackends: VolumeBackendProvider {
             volumeID: record.volumeID, nodeID: context.configuration.nodeID,
             owner: PeerEndpoint(host: owner.host, port: owner.port, nodeID: owner.node), epoch: owner.epoch, size: owner.size,
             connector: peers.directory.connector)
+        let movable = MovableBackend(RemoteVolumeBackend(link: link))
         return OpenedBackend(
-            backend: RemoteVolumeBackend(link: link), close: {},
+            backend: movable, close: { try movable.close() },
             release: { try link.detachWaiting() },
             problem: {
-                guard let since = link.unreachableSince else { return nil }
+                guard movable.backend is RemoteVolumeBackend, let since = link.unreachableSince else { return nil }
                 return "the volume's owner, node \(owner.node), has not answered for \(since.duration(to: .now)); I/O waits for it"
-            })
+            },
+            movable: movable)
     }
 }
 

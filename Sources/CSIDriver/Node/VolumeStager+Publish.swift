@@ -85,6 +85,8 @@ extension VolumeStager {
         var usedBytes: UInt64?
         var inodes: (total: UInt64, free: UInt64, used: UInt64)?
         var abnormal: String?
+        /// The owner node of a volume served from there.
+        var servedFrom: String?
     }
 
     /// Usage and health of a staged volume seen at `path` (its staging path or one of its targets).
@@ -110,7 +112,7 @@ extension VolumeStager {
         }
         switch record.access {
         case .block:
-            return VolumeReport(totalBytes: try mounter.blockDeviceSize(device: device))
+            return VolumeReport(totalBytes: try mounter.blockDeviceSize(device: device), servedFrom: registry[volumeID]?.remoteOwner?.node)
         case .filesystem:
             guard try mounter.isMountPoint(path) else {
                 return VolumeReport(totalBytes: 0, abnormal: "\(path) is no longer mounted")

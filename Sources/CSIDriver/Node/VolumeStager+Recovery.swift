@@ -16,9 +16,12 @@ extension VolumeStager {
                 for target in record.targets.keys { try Quiescing.detachMount(target: target) }
                 if case .filesystem = record.access { try Quiescing.detachMount(target: record.stagingPath) }
                 // At this point nothing of this process backs the volume yet, so every loop device
-                // over a file of this name (on the dead export, shown as `/<name>`) is stale.
-                for attachment in try attacher.attachments()
-                where (attachment.backingFile as NSString).lastPathComponent == record.volumeID {
+                // over this export's file of that name is stale: on the dead export the kernel
+                // shows it as `/<name>`, on this export as its path. Another driver's live export
+                // of the same volume (a multi-node volume staged by two nodes of one host) is not
+                // this process's to touch.
+                let stale = ["/" + record.volumeID, exporter.path(of: record.volumeID)]
+                for attachment in try attacher.attachments() where stale.contains(attachment.backingFile) {
                     _ = try attacher.detach(device: attachment.device)
                 }
                 try bringUp(record)

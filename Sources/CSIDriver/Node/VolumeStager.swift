@@ -4,6 +4,7 @@ import Foundation
 import FuseKeeperProtocol
 import Logging
 import NodeHost
+import Peering
 import Synchronization
 
 /// Makes store volumes usable on this node: exports each staged volume as a file through FUSE,
@@ -18,7 +19,9 @@ final class VolumeStager: Sendable {
     let registry: StagingRegistry
     let context: DriverContext
     /// The backend of each exported volume.
-    private let opened = Mutex<[String: OpenedBackend]>([:])
+    let opened = Mutex<[String: OpenedBackend]>([:])
+    /// Volumes whose ownership this node is taking over now.
+    let handOversRunning = Mutex<Set<String>>([])
     /// Holds the FUSE connection across restarts of this process, when configured.
     let keeper: FuseKeeperClient?
     /// Volumes this process will not serve, with the reason (reported as their volume
@@ -96,6 +99,29 @@ final class VolumeStager: Sendable {
         try tearDown(record)
         try registry.update(volumeID) { $0 = nil }
         unhealthy.withLock { _ = $0.removeValue(forKey: volumeID) }
+        if record.remoteOwner == nil { offerToRemoteStagers(volumeID) }
+    }
+
+    /// A multi-node volume of this node that another node still stages (a live migration ended
+    /// there) should move to that node: tell it (a hint; it takes the volume over).
+    private func offerToRemoteStagers(_ volumeID: String) {
+        guard let peers = context.peers, let store = try? context.store(),
+              let stagers = try? store.remoteStagers(ofVolume: volumeID), !stagers.isEmpty else { return }
+        let owner = context.configuration.nodeID
+        Task { [logger] in
+            for endpoint in await peers.directory.endpoints() where endpoint.nodeID.map(stagers.contains) == true {
+                do {
+                    _ = try await peers.directory.connector.withClient(endpoint) { client in
+                        try await client.ownershipOffered(
+                            .with { $0.volumeID = volumeID; $0.ownerNode = owner }, options: PeerClientPool.options(timeout: .seconds(5)))
+                    }
+                } catch {
+                    logger.warning("could not offer a volume to the node that stages it", metadata: [
+                        "volumeId": "\(volumeID)", "node": "\(endpoint)", "error": "\(error)",
+                    ])
+                }
+            }
+        }
     }
 
     func isStaged(_ volumeID: String) -> Bool { registry[volumeID] != nil }

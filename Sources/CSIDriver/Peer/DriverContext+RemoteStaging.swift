@@ -7,7 +7,7 @@ import Peering
 /// multi-node (ReadWriteMany Block) volume, on at most two nodes at once counting this one when
 /// it stages the volume itself (a live migration's source and target), decided under the same
 /// per-volume lock as the CSI calls.
-extension DriverContext: RemoteStagingHost {
+extension DriverContext: HandOverHost {
     static let maximumStagingNodes = 2
 
     func attachRemoteStager(_ node: String, toVolume volumeID: String) async throws -> RemoteStaging {
@@ -15,6 +15,9 @@ extension DriverContext: RemoteStagingHost {
         return try await locks.withLocks([LockKey.volume(volumeID)]) {
             try await BlockingWork.run { [self] in
                 let volume = try store.volume(id: volumeID)
+                if let movedTo = volume.movedTo {
+                    throw CSIError.failedPrecondition("volume \(volumeID) is moving from node \(nodeID) to node \(movedTo)")
+                }
                 guard volume.multiNode else {
                     throw CSIError.failedPrecondition("volume \(volumeID) was created for one node (ReadWriteOnce); only a ReadWriteMany Block volume is staged on several nodes")
                 }
@@ -47,5 +50,62 @@ extension DriverContext: RemoteStagingHost {
             throw RPCError(code: .unimplemented, message: "node \(nodeID) serves no controller calls")
         }
         return try await forwarded.handle(method: method, request: request)
+    }
+}
+
+/// The owner's side of an ownership handover (see `VolumeStager.takeOwnership`).
+extension DriverContext {
+    /// Hidden snapshots a handover makes are named after the node taking the volume over.
+    static func handOverSnapshotName(to node: String, freeze: Bool) -> String { "handover:\(node):\(freeze ? "final" : "bulk")" }
+
+    func handOver(_ volumeID: String, to node: String, freeze: Bool) async throws -> HandOverOffer {
+        let store = try store()
+        return try await locks.withLocks([LockKey.volume(volumeID)]) {
+            try await BlockingWork.run { [self] in
+                var volume = try store.volume(id: volumeID)
+                guard volume.multiNode else { throw CSIError.failedPrecondition("volume \(volumeID) is single-node: it does not move") }
+                guard stager?.isStaged(volumeID) != true else {
+                    throw CSIError.failedPrecondition("volume \(volumeID) is still staged on node \(nodeID); it moves once this node lets go")
+                }
+                guard try store.remoteStagers(ofVolume: volumeID).contains(node) else {
+                    throw CSIError.failedPrecondition("node \(node) does not stage volume \(volumeID)")
+                }
+                if let movedTo = volume.movedTo, movedTo != node {
+                    throw CSIError.failedPrecondition("volume \(volumeID) is moving to node \(movedTo)")
+                }
+                // Once frozen, every answer is the final snapshot: nothing was written after it.
+                let final = freeze || volume.movedTo != nil
+                let snapshot = try store.createPeerSnapshot(name: Self.handOverSnapshotName(to: node, freeze: final), of: volumeID)
+                if final { volume = try store.fenceVolume(id: volumeID, movedTo: node) }
+                return HandOverOffer(
+                    manifest: try store.replicaManifest(snapshotID: snapshot.id), volumeName: volume.name, epoch: volume.epoch,
+                    parameters: volume.parameters)
+            }
+        }
+    }
+
+    func releaseHandedOver(_ volumeID: String, to node: String, stagerForgotten: @escaping @Sendable () -> Void) async throws {
+        let store = try store()
+        try await locks.withLocks([LockKey.volume(volumeID)]) {
+            try await BlockingWork.run { [self] in
+                let volume: Volume
+                do { volume = try store.volume(id: volumeID) } catch let error as StoreError where error.code == .notFound { return }
+                guard volume.movedTo == node else {
+                    throw CSIError.failedPrecondition("volume \(volumeID) was not handed to node \(node)")
+                }
+                try store.removeRemoteStager(node, fromVolume: volumeID)
+                stagerForgotten()
+                for snapshot in try store.hiddenSnapshots(ofVolume: volumeID, namedWithPrefix: "handover:") {
+                    try store.releasePeerSnapshot(id: snapshot.id)
+                }
+                try store.deleteVolume(id: volumeID)
+                configuration.logger.notice("handed a volume over", metadata: ["volumeId": "\(volumeID)", "to": "\(node)"])
+            }
+        }
+    }
+
+    func ownershipOffered(_ volumeID: String, by owner: String) {
+        guard let stager, stager.registry[volumeID]?.remoteOwner?.node == owner else { return }
+        stager.offerOwnership(volumeID)
     }
 }

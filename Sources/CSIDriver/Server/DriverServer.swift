@@ -156,6 +156,8 @@ public final class DriverServer: Sendable {
                 if let stager = self.stager {
                     try await BlockingWork.run { try stager.startServing() }
                     context.nodeDidStart(stager)
+                    // A handover cut short by a restart goes on (volumes whose owner let go).
+                    stager.resumeHandOvers()
                 }
                 logger.notice("strata-csi listening", metadata: [
                     "endpoint": "\(endpoint)", "driver": "\(configuration.driverName)",

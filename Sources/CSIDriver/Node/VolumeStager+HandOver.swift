@@ -1,0 +1,114 @@
+import BlockStore
+import CSIValidation
+import Foundation
+import GRPCCore
+import Peering
+import Synchronization
+
+/// The volume follows its VM: when the owner of a multi-node volume no longer stages it while
+/// this node does (a live migration ended here), this node takes ownership. First it copies a
+/// hidden snapshot of the volume while its I/O still goes to the owner (the bulk of the data,
+/// skipping layers already here); then it holds its I/O, flushes it through the owner, has the
+/// owner freeze the volume (the owner's epoch rises, so it takes no more writes: fencing),
+/// copies the last small snapshot, and commits the volume in its own store under the same id at
+/// the new epoch, before its I/O goes on, now locally. Last, the old owner deletes its copy.
+///
+/// Every step can be repeated: snapshots are found again by name, copies skip what is here, the
+/// adopted volume is found again by id. A crash of either side leaves one owner: the old one
+/// until the new one committed (the new one's registry still names it), the new one after.
+extension VolumeStager {
+    /// Takes ownership of `volumeID`, staged here from another node; returns false when the
+    /// owner keeps it (it still stages the volume itself).
+    @discardableResult
+    func takeOwnership(of volumeID: String) async throws -> Bool {
+        guard let record = registry[volumeID], let owner = record.remoteOwner, let peers = context.peers else { return false }
+        let endpoint = PeerEndpoint(host: owner.host, port: owner.port, nodeID: owner.node)
+        let store = try context.store()
+        let bulk: HandOverOffer
+        do {
+            bulk = try await peers.fetcher.fetchHandOver(of: volumeID, from: endpoint, freeze: false)
+        } catch let error as RPCError where error.code == .failedPrecondition {
+            return false
+        }
+        let started = ContinuousClock.now
+        try await context.locks.withLocks([LockKey.volume(volumeID)]) {
+            guard let opened = opened.withLock({ $0[volumeID] }), let movable = opened.movable else {
+                throw CSIError.failedPrecondition("volume \(volumeID) is not exported here")
+            }
+            try await BlockingWork.run {
+                movable.pause()
+                try movable.backend.flush()
+            }
+            do {
+                let last = try await peers.fetcher.fetchHandOver(of: volumeID, from: endpoint, freeze: true)
+                let handle = try await BlockingWork.run { () -> VolumeHandle in
+                    _ = try store.createVolumeFromReplica(
+                        name: last.volumeName, size: last.manifest.size, replicaID: last.manifest.snapshotID, recordedSource: nil,
+                        parameters: last.parameters, multiNode: true,
+                        adopting: AdoptedVolume(volumeID: volumeID, epoch: last.epoch))
+                    if bulk.manifest.snapshotID != last.manifest.snapshotID {
+                        // Its layers stay, read through the volume's chain; only the row goes.
+                        try? store.dropReplica(snapshotID: bulk.manifest.snapshotID)
+                    }
+                    let handle = try store.open(volumeID: volumeID)
+                    try self.registry.update(volumeID) { $0?.remoteOwner = nil }
+                    return handle
+                }
+                movable.replace(with: StoreVolumeBackend(handle: handle), close: { try handle.close() })
+                self.opened.withLock {
+                    $0[volumeID] = OpenedBackend(
+                        backend: movable, close: { try movable.close() }, release: {}, problem: { nil }, movable: movable)
+                }
+            } catch {
+                movable.resume()
+                throw error
+            }
+            movable.resume()
+        }
+        logger.notice("took ownership of a volume from its previous node", metadata: [
+            "volumeId": "\(volumeID)", "from": "\(owner.node)", "ioPause": "\(ContinuousClock.now - started)",
+        ])
+        await releaseOnPreviousOwner(volumeID, endpoint: endpoint, peers: peers)
+        return true
+    }
+
+    /// Tells the previous owner it may delete its copy; retried until it answers (it may be down).
+    func releaseOnPreviousOwner(_ volumeID: String, endpoint: PeerEndpoint, peers: PeerRuntime) async {
+        let node = context.configuration.nodeID
+        var delay: Duration = .milliseconds(200)
+        while !Task.isCancelled {
+            do {
+                _ = try await peers.directory.connector.withClient(endpoint) { client in
+                    try await client.releaseHandedOver(
+                        .with { $0.volumeID = volumeID; $0.nodeID = node }, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
+                }
+                return
+            } catch {
+                logger.warning("the previous owner did not release a volume yet", metadata: ["volumeId": "\(volumeID)", "error": "\(error)"])
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(10))
+            }
+        }
+    }
+
+    /// Takes over every volume served from another node whose owner no longer stages it (after
+    /// a restart of this process, a handover may have been cut short), in the background.
+    func resumeHandOvers() {
+        for record in registry.all where record.remoteOwner != nil {
+            offerOwnership(record.volumeID)
+        }
+    }
+
+    /// Runs `takeOwnership` once at a time per volume, in the background.
+    func offerOwnership(_ volumeID: String) {
+        guard handOversRunning.withLock({ $0.insert(volumeID).inserted }) else { return }
+        Task {
+            defer { handOversRunning.withLock { _ = $0.remove(volumeID) } }
+            do {
+                try await takeOwnership(of: volumeID)
+            } catch {
+                logger.warning("could not take ownership of a volume", metadata: ["volumeId": "\(volumeID)", "error": "\(error)"])
+            }
+        }
+    }
+}
