@@ -90,9 +90,12 @@ public final class PeerRuntime: Sendable {
                 }
             }
             group.addTask { [janitor, settings] in
+                let forget: @Sendable (String) -> Void = { volumeID in sessions.refresh(volumeID, host: host) }
+                await host.tidyHandedOver(stagerForgotten: forget)
                 while !Task.isCancelled {
                     try await Task.sleep(for: settings.replicaCheckInterval)
                     await janitor.checkAll()
+                    await host.tidyHandedOver(stagerForgotten: forget)
                 }
             }
             try await group.waitForAll()

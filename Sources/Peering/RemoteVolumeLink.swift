@@ -12,7 +12,9 @@ import Synchronization
 /// While the owner cannot be reached, I/O waits and is retried (every request is idempotent: a
 /// write of the same bytes at the same offset, a read, a discard, a flush); it never fails
 /// silently nor returns other data. `unreachableSince` tells the volume's condition meanwhile.
-/// What the owner refuses (a stale epoch, a node it no longer admits) fails the I/O at once.
+/// What the owner refuses (a node it no longer admits) fails the I/O at once; a stale epoch (the
+/// owner froze the volume for a new owner) throws `VolumeFenced`, which the caller answers by
+/// sending the request to the new owner.
 public final class RemoteVolumeLink: Sendable {
     public let volumeID: String
     /// This node, as the owner records it.
@@ -172,6 +174,8 @@ public final class RemoteVolumeLink: Sendable {
                 }
                 unreachable.withLock { $0 = nil }
                 return value
+            } catch let error as RPCError where error.code == .aborted {
+                throw VolumeFenced(volumeID: volumeID, epoch: epoch, message: error.message)
             } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
                 unreachable.withLock { since in if since == nil { since = .now } }
                 try? await Task.sleep(for: delay)
@@ -179,4 +183,14 @@ public final class RemoteVolumeLink: Sendable {
             }
         }
     }
+}
+
+/// The owner refused a request because the volume's epoch moved on: it was frozen for a new
+/// owner (an ownership handover), so nothing at this epoch is served there any more.
+public struct VolumeFenced: Error, CustomStringConvertible, Sendable {
+    public let volumeID: String
+    public let epoch: UInt64
+    public let message: String
+
+    public var description: String { "volume \(volumeID) at epoch \(epoch) is fenced: \(message)" }
 }

@@ -97,7 +97,8 @@ final class RemoteSessions: Sendable {
     private let state = Mutex(State())
 
     /// The handle to serve `session` with, or why not: PERMISSION_DENIED for a node the catalog
-    /// does not record as staging the volume, FAILED_PRECONDITION for a stale epoch.
+    /// does not record as staging the volume, ABORTED for a stale epoch (the volume was frozen
+    /// for another owner: the asker retries with that owner, never here).
     func handle(for session: Strata_Peer_V1_VolumeSession, host: any RemoteStagingHost) throws -> VolumeHandle {
         try PeerRequestRules.requireID(session.volumeID, field: "volume_id")
         try PeerRequestRules.requireNode(session.nodeID)
@@ -111,7 +112,7 @@ final class RemoteSessions: Sendable {
             throw RPCError(code: .permissionDenied, message: "node \(session.nodeID) does not stage volume \(volumeID) here")
         }
         guard session.epoch == entry.epoch else {
-            throw RPCError(code: .failedPrecondition, message: "epoch \(session.epoch) of volume \(volumeID) is stale; it is at \(entry.epoch)")
+            throw RPCError(code: .aborted, message: "epoch \(session.epoch) of volume \(volumeID) is stale; it is at \(entry.epoch)")
         }
         return handle
     }

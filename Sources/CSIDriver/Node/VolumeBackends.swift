@@ -8,7 +8,9 @@ import Synchronization
 /// lives on another node, that node's store over the peer connection. The stager asks for a
 /// backend by the volume's registry record and never knows which it got.
 protocol VolumeBackendProvider: Sendable {
-    func open(_ record: StagedVolume) throws -> OpenedBackend
+    /// `fenced` is called when the volume's old owner refuses its I/O because it froze the
+    /// volume for this node (the takeover must run for the I/O to go on).
+    func open(_ record: StagedVolume, fenced: @escaping @Sendable () -> Void) throws -> OpenedBackend
     /// Keeps the link NodeStage made when the owner admitted this node, for the export that follows.
     func adopt(_ link: RemoteVolumeLink)
 }
@@ -37,7 +39,7 @@ final class DriverBackends: VolumeBackendProvider {
 
     func adopt(_ link: RemoteVolumeLink) { attached.withLock { $0[link.volumeID] = link } }
 
-    func open(_ record: StagedVolume) throws -> OpenedBackend {
+    func open(_ record: StagedVolume, fenced: @escaping @Sendable () -> Void) throws -> OpenedBackend {
         guard let owner = record.remoteOwner else {
             let handle = try context.store().open(volumeID: record.volumeID)
             return OpenedBackend(
@@ -50,7 +52,7 @@ final class DriverBackends: VolumeBackendProvider {
             volumeID: record.volumeID, nodeID: context.configuration.nodeID,
             owner: PeerEndpoint(host: owner.host, port: owner.port, nodeID: owner.node), epoch: owner.epoch, size: owner.size,
             connector: peers.directory.connector)
-        let movable = MovableBackend(RemoteVolumeBackend(link: link))
+        let movable = MovableBackend(RemoteVolumeBackend(link: link), fenced: fenced)
         return OpenedBackend(
             backend: movable, close: { try movable.close() },
             release: { try link.detachWaiting() },

@@ -37,7 +37,12 @@ extension VolumeStager {
             }
             try await BlockingWork.run {
                 movable.pause()
-                try movable.backend.flush()
+                do {
+                    try movable.backend.flush()
+                } catch is VolumeFenced {
+                    // Frozen already (a handover cut short): what the owner acknowledged is in
+                    // its final snapshot.
+                }
             }
             do {
                 let last = try await peers.fetcher.fetchHandOver(of: volumeID, from: endpoint, freeze: true)
@@ -99,15 +104,23 @@ extension VolumeStager {
         }
     }
 
-    /// Runs `takeOwnership` once at a time per volume, in the background.
+    /// Runs `takeOwnership` once at a time per volume, in the background, again and again while
+    /// it fails for a reason that passes (the owner is down or busy), until the volume is here,
+    /// the owner keeps it, or this node unstages it.
     func offerOwnership(_ volumeID: String) {
         guard handOversRunning.withLock({ $0.insert(volumeID).inserted }) else { return }
         Task {
             defer { handOversRunning.withLock { _ = $0.remove(volumeID) } }
-            do {
-                try await takeOwnership(of: volumeID)
-            } catch {
-                logger.warning("could not take ownership of a volume", metadata: ["volumeId": "\(volumeID)", "error": "\(error)"])
+            var delay: Duration = .milliseconds(200)
+            while registry[volumeID]?.remoteOwner != nil, !Task.isCancelled {
+                do {
+                    try await takeOwnership(of: volumeID)
+                    return
+                } catch {
+                    logger.warning("could not take ownership of a volume yet", metadata: ["volumeId": "\(volumeID)", "error": "\(error)"])
+                }
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
             }
         }
     }

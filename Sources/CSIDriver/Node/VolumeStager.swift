@@ -185,7 +185,7 @@ final class VolumeStager: Sendable {
         } else if record.remoteOwner != nil {
             // Exported by no process since (a restart that could not reach the owner): the
             // owner still records this node as staging the volume.
-            try backends.open(record).release()
+            try backends.open(record, fenced: {}).release()
         }
     }
 
@@ -201,7 +201,9 @@ final class VolumeStager: Sendable {
             throw CSIError.failedPrecondition("volume \(volumeID) is not served by this process: \(reason)")
         }
         guard let record = registry[volumeID] else { throw CSIError.failedPrecondition("volume \(volumeID) is not staged on this node") }
-        let backend = try backends.open(record)
+        // During a restart too (before this process serves anything): a handover cut short
+        // must finish for the export's I/O to go on.
+        let backend = try backends.open(record) { [weak self] in self?.offerOwnership(volumeID) }
         let path: String
         do {
             path = try exporter.add(name: volumeID, backend: backend.backend, identity: record.export)

@@ -34,7 +34,15 @@ extension DriverContext: HandOverHost {
     func detachRemoteStager(_ node: String, fromVolume volumeID: String) async throws {
         let store = try store()
         try await locks.withLocks([LockKey.volume(volumeID)]) {
-            try await BlockingWork.run { try store.removeRemoteStager(node, fromVolume: volumeID) }
+            try await BlockingWork.run {
+                try store.removeRemoteStager(node, fromVolume: volumeID)
+                // A handover to that node that never completed leaves nothing behind.
+                if (try? store.volume(id: volumeID))?.movedTo == nil {
+                    for snapshot in try store.hiddenSnapshots(ofVolume: volumeID, namedWithPrefix: "handover:\(node):") {
+                        try store.releasePeerSnapshot(id: snapshot.id)
+                    }
+                }
+            }
         }
     }
 
@@ -93,13 +101,34 @@ extension DriverContext {
                 guard volume.movedTo == node else {
                     throw CSIError.failedPrecondition("volume \(volumeID) was not handed to node \(node)")
                 }
-                try store.removeRemoteStager(node, fromVolume: volumeID)
-                stagerForgotten()
-                for snapshot in try store.hiddenSnapshots(ofVolume: volumeID, namedWithPrefix: "handover:") {
-                    try store.releasePeerSnapshot(id: snapshot.id)
-                }
-                try store.deleteVolume(id: volumeID)
-                configuration.logger.notice("handed a volume over", metadata: ["volumeId": "\(volumeID)", "to": "\(node)"])
+                try deleteHandedOver(volume, store: store, stagerForgotten: stagerForgotten)
+            }
+        }
+    }
+
+    private func deleteHandedOver(_ volume: Volume, store: BlockStore, stagerForgotten: () -> Void) throws {
+        for node in try store.remoteStagers(ofVolume: volume.id) { try store.removeRemoteStager(node, fromVolume: volume.id) }
+        stagerForgotten()
+        for snapshot in try store.hiddenSnapshots(ofVolume: volume.id, namedWithPrefix: "handover:") {
+            try store.releasePeerSnapshot(id: snapshot.id)
+        }
+        try store.deleteVolume(id: volume.id)
+        configuration.logger.notice("handed a volume over", metadata: ["volumeId": "\(volume.id)", "to": "\(volume.movedTo ?? "")"])
+    }
+
+    func tidyHandedOver(stagerForgotten: @escaping @Sendable (String) -> Void) async {
+        guard let store = try? store(), let peers,
+              let moved = try? await BlockingWork.run({ try store.listVolumes(after: nil, limit: 0).items.filter { $0.movedTo != nil } }),
+              !moved.isEmpty else { return }
+        let endpoints = await peers.directory.endpoints()
+        for volume in moved {
+            guard let node = volume.movedTo, let endpoint = endpoints.first(where: { $0.nodeID == node }) else { continue }
+            let owner = try? await peers.directory.connector.withClient(endpoint) { client in
+                try await client.locateVolume(.with { $0.volumeID = volume.id }, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
+            }
+            guard let owner, owner.ownerNode == node, owner.epoch >= volume.epoch else { continue }
+            _ = try? await locks.withLocks([LockKey.volume(volume.id)]) {
+                try await BlockingWork.run { [self] in try deleteHandedOver(volume, store: store) { stagerForgotten(volume.id) } }
             }
         }
     }

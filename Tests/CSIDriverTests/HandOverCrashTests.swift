@@ -1,0 +1,58 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+import CSIProto
+import Foundation
+import GRPCCore
+import Testing
+
+/// An ownership handover cut by SIGKILL of either side at a random moment: after the restart,
+/// exactly one node owns the volume (the new one, once it finishes), every write either side
+/// acknowledged reads back, and nothing of the volume is left on the other node.
+@Suite("Ownership handover under SIGKILL", .serialized, .enabled(if: NodeEnvironment.available && MultiNodeEnvironment.available))
+struct HandOverCrashTests {
+    /// 20 rounds here; `STRATA_LONG=1` makes it 200.
+    static let rounds = ProcessInfo.processInfo.environment["STRATA_LONG"] == "1" ? 200 : 20
+    static let volumeBytes: Int64 = 16 << 20
+
+    @Test("SIGKILL of the old or the new owner during a handover: one owner, no acknowledged write lost, nothing leaked")
+    func killDuringHandOver() async throws {
+        let cluster = try PeerCluster(nodes: ["a", "b"])
+        defer { cluster.tearDown() }
+        for node in ["a", "b"] { try cluster.start(node) }
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<Self.rounds {
+            let a = cluster["a"], b = cluster["b"]
+            let disk = try await a.controller {
+                try await $0.createVolume(ReadWriteManyTests.sharedVolume("vm-\(round)", bytes: Self.volumeBytes))
+            }.volume.volumeID
+            _ = try await a.attach(disk, capability: ReadWriteManyTests.sharedBlock)
+            let deviceB = try await b.attach(disk, capability: ReadWriteManyTests.sharedBlock)
+            var image = SparseImage(size: Self.volumeBytes)
+            try image.write(SparseImage.Extent(offset: Int64(round % 8) << 20, data: MultiNode.pattern(seed: UInt64(round), count: 256 << 10)), to: deviceB)
+
+            // A lets go (the migration ended on B): B takes the volume over; one side dies on the way.
+            try await a.detach(disk)
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0...300, using: &generator)))
+            let victim = round % 2 == 0 ? "a" : "b"
+            cluster[victim].kill()
+            try cluster.start(victim)
+
+            let owner = cluster["b"], previous = cluster["a"]
+            try await ReadWriteManyTests.waitUntilOwned(disk, by: owner)
+            try ReadWriteManyTests.dropCache(deviceB)
+            try image.verify(deviceB, "round \(round) (\(victim) killed): the acknowledged write")
+            let late = SparseImage.Extent(offset: 12 << 20, data: MultiNode.pattern(seed: 1000 + UInt64(round), count: 64 << 10))
+            try image.write(late, to: deviceB)
+            try await owner.detach(disk)
+            try await ReadWriteManyTests.waitFor("round \(round): A holding nothing of the moved volume") { previous.layerFileCount == 0 }
+            let deviceOnOwner = try await owner.attach(disk, capability: ReadWriteManyTests.sharedBlock)
+            try image.verify(deviceOnOwner, "round \(round): every write, on the new owner")
+            try await owner.detach(disk)
+            _ = try await previous.controller { try await $0.deleteVolume(.with { $0.volumeID = disk }) }
+            #expect(owner.layerFileCount == 0 && previous.layerFileCount == 0, "round \(round): layers left after the delete")
+        }
+        let leftovers = NodeEnvironment.leftovers(under: cluster.directory.path).filter { $0.hasPrefix("mount") && !$0.contains("/state/exports") }
+        #expect(leftovers.isEmpty, "\(leftovers)")
+    }
+}
