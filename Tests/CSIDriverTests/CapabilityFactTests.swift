@@ -123,7 +123,7 @@ struct CapabilityFactTests {
                     }
                     let reason = VolumeCapabilityRules.unsupportedReason(capability)
                     #expect((reason == nil) == listed,
-                            "\(kubernetesMode) (\(name)) \(volumeMode): the fact file says \(listed ? "accepted" : "refused"), the driver \(reason ?? "accepts it")")
+                            "\(kubernetesMode) (\(name)) \(volumeMode): the fact file says \(listed ? "accepted" : "refused"), the driver \(reason.map { "refuses it: \($0)" } ?? "accepts it")")
                 }
             }
         }
