@@ -1,5 +1,6 @@
 @testable import CSIDriver
 import CSIProto
+import CSIValidation
 import Foundation
 import Testing
 
@@ -34,10 +35,19 @@ struct CapabilityFactTests {
         var controller: [Entry]
         var node: [Entry]
         var groupController: [Entry]
+        var accessModes: AccessModes
+
+        /// Kubernetes access modes: the CSI modes the sidecars send for each, and which ones
+        /// the driver accepts with each volume mode.
+        struct AccessModes: Decodable {
+            var csi: [String: [String]]
+            var accepted: [String: [String]]
+        }
 
         enum CodingKeys: String, CodingKey {
             case profiles, modes, plugin, controller, node
             case groupController = "group_controller"
+            case accessModes = "access_modes"
         }
 
         func advertised(_ entries: [Entry], profile: String, mode: String, expansion: Bool) -> Set<String> {
@@ -85,6 +95,37 @@ struct CapabilityFactTests {
             #expect(node == facts.advertised(facts.node, profile: "current", mode: "all", expansion: true))
             let group = Set(try await driver.groupController.groupControllerGetCapabilities(.init()).capabilities.map { Self.protoName($0.rpc.type) })
             #expect(group == facts.advertised(facts.groupController, profile: "current", mode: "all", expansion: true))
+        }
+    }
+
+    /// The deploy checks refuse an example or StorageProfile whose access mode and volume mode
+    /// the driver would refuse at CreateVolume (RWX Filesystem, say) from the fact file's
+    /// `access_modes`; this keeps that table the driver's own rule, for every CSI mode the
+    /// sidecars may send for each Kubernetes access mode.
+    @Test("driver_capabilities.json's access modes are the ones VolumeCapabilityRules accepts")
+    func accessModeFactsMatchDriver() throws {
+        let facts = try JSONDecoder().decode(Facts.self, from: Data(contentsOf: Self.factFile))
+        #expect(Set(facts.accessModes.accepted.keys) == ["Block", "Filesystem"])
+        #expect(Set(facts.accessModes.csi.keys) == ["ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany", "ReadWriteMany"])
+        for volumeMode in facts.accessModes.accepted.keys {
+            for (kubernetesMode, csiModes) in facts.accessModes.csi {
+                let listed = facts.accessModes.accepted[volumeMode]?.contains(kubernetesMode) ?? false
+                for name in csiModes {
+                    let mode = try #require(Csi_V1_VolumeCapability.AccessMode.Mode.allCases.first { Self.protoName($0) == name },
+                                            "\(name) is not a CSI access mode")
+                    let capability = Csi_V1_VolumeCapability.with {
+                        if volumeMode == "Block" {
+                            $0.block = .init()
+                        } else {
+                            $0.mount = .with { $0.fsType = VolumeCapabilityRules.defaultFilesystem }
+                        }
+                        $0.accessMode.mode = mode
+                    }
+                    let reason = VolumeCapabilityRules.unsupportedReason(capability)
+                    #expect((reason == nil) == listed,
+                            "\(kubernetesMode) (\(name)) \(volumeMode): the fact file says \(listed ? "accepted" : "refused"), the driver \(reason.map { "refuses it: \($0)" } ?? "accepts it")")
+                }
+            }
         }
     }
 

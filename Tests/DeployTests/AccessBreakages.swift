@@ -71,7 +71,7 @@ extension Breakage {
                  expectedReport: "kubectl strata: does not say \"The caller needs `get` and `list` on `pods` and `create` on `pods/exec`"),
         Breakage(description: "an e2e driver that claims RWX", file: "test-driver.yaml",
                  original: "    RWX: false\n", replacement: "    RWX: true\n",
-                 expectedReport: "Capabilities.RWX: True, but single-node access modes only says False"),
+                 expectedReport: "Capabilities.RWX: True, but ReadWriteMany is refused with volumeMode Filesystem, which the suite's tests for it also run says False"),
         Breakage(description: "an e2e driver without snapshot restores", file: "test-driver.yaml",
                  original: "    snapshotDataSource: true\n", replacement: "    snapshotDataSource: false\n",
                  expectedReport: "Capabilities.snapshotDataSource: False, but CREATE_DELETE_SNAPSHOT says True"),

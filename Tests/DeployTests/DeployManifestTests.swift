@@ -33,7 +33,7 @@ import Testing
                 "unexpected report:\n\(run.output)")
     }
 
-    @Test(arguments: Breakage.all + Breakage.access)
+    @Test(arguments: Breakage.all + Breakage.access + Breakage.accessModes)
     func validatorRejects(_ breakage: Breakage) throws {
         let copy = try ManifestValidator.copyOfDeployDirectory()
         defer { try? FileManager.default.removeItem(at: copy.deletingLastPathComponent()) }

@@ -90,8 +90,10 @@ def validate(deploy_dir, help_file=None):
         kubectl_plugin.check_kubectl_plugin(deploy_dir, plugin, findings)
         e2e_driver.check_test_driver(deploy_dir, installed, plugin, findings)
 
+    profiles = {p.name: (p.data.get("spec") or {}).get("claimPropertySets") or []
+                for p in wiring.of_kind(installed, "StorageProfile")}
     examples.check_examples(sample, {sc.name for sc in classes},
-                            {v.name for v in snapshot_classes}, findings)
+                            {v.name for v in snapshot_classes}, findings, profiles)
     documents.check_readme(deploy_dir, example_files, findings)
     documents.check_containerfile(deploy_dir, findings)
 

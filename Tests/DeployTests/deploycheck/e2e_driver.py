@@ -8,7 +8,7 @@ import re
 
 import yaml
 
-from . import facts
+from . import facts, volume_modes
 
 FILE = "test-driver.yaml"
 # The capability keys of the suite's DriverInfo (test/e2e/storage/framework/testdriver.go,
@@ -76,6 +76,24 @@ def check_test_driver(deploy_dir, installed, plugin, findings):
         "fsGroupPolicy", "ReadWriteOnceWithFSType")
     expansion = caps.has("controller", "EXPAND_VOLUME") or caps.has("node", "EXPAND_VOLUME")
     provisioner = plugin.sidecars.get("csi-provisioner", (None, None))[1]
+    # The suite gates its multi-node access mode tests on one capability each, whatever the
+    # volume mode: RWX guards multivolume's "concurrently access the single volume from pods
+    # on different node", run for the Filesystem patterns as well as Block, and
+    # capReadOnlyMany guards provisioning's "snapshot data source (ROX mode)", run for the
+    # Filesystem patterns. So a claim holds only if the driver accepts the access mode with
+    # every volume mode the suite runs: Filesystem always, Block when `block` is claimed.
+    # Strata accepts ReadWriteMany and ReadOnlyMany with Block only, so both stay false, and
+    # its RWX Block volumes are tested by the Swift suite (ReadWriteManyTests,
+    # LiveMigrationTests) instead.
+    accepted = volume_modes.accepted()
+    suite_modes = ["Filesystem"] + (["Block"] if claimed.get("block") else [])
+
+    def everywhere(mode):
+        missing = [v for v in suite_modes if mode not in accepted.get(v, set())]
+        why = (f"{mode} is accepted with volumeMode {' and '.join(suite_modes)}" if not missing
+               else f"{mode} is refused with volumeMode {' and '.join(missing)}, which the "
+               "suite's tests for it also run")
+        return not missing, why
     # capability -> (what it must be, why)
     wanted = {
         "snapshotDataSource": (caps.has("controller", "CREATE_DELETE_SNAPSHOT"),
@@ -91,8 +109,8 @@ def check_test_driver(deploy_dir, installed, plugin, findings):
                     f"CSIDriver fsGroupPolicy {fs_group_policy}"),
         "readWriteOncePod": (caps.has("controller", "SINGLE_NODE_MULTI_WRITER"),
                              "SINGLE_NODE_MULTI_WRITER (single-writer access modes)"),
-        "RWX": (False, "single-node access modes only"),
-        "capReadOnlyMany": (False, "single-node access modes only"),
+        "RWX": everywhere("ReadWriteMany"),
+        "capReadOnlyMany": everywhere("ReadOnlyMany"),
         "capacity": (bool(provisioner and provisioner.enabled("enable-capacity"))
                      and caps.has("controller", "GET_CAPACITY"),
                      "GET_CAPACITY and csi-provisioner --enable-capacity"),

@@ -1,8 +1,9 @@
-"""Checks that the examples reference each other and the installed classes correctly."""
+"""Checks that the examples reference each other and the installed classes correctly, and ask
+for access modes and volume modes the driver accepts."""
 
 import re
 
-from . import facts
+from . import facts, volume_modes
 
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)([KMGTPE]i?|k|m)?$")
 _FACTORS = {None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
@@ -25,18 +26,26 @@ class Disk:
         self.where, self.namespace, self.name = where, namespace, name
         storage = spec.get("storage") or spec.get("pvc") or {}
         self.storage = storage
+        # CDI completes a `storage` stanza from the StorageProfile; a `pvc` stanza (and a
+        # PersistentVolumeClaim) is taken as written, with Kubernetes' defaults.
+        self.cdi_defaults = "storage" in spec
+        self.access_modes = self.volume_mode = None
         self.size = quantity(((storage.get("resources") or {}).get("requests") or {}).get(
             "storage", ""))
         self.spec = spec
 
 
-def check_examples(examples, class_names, snapshot_class_names, findings):
+def check_examples(examples, class_names, snapshot_class_names, findings, profiles=None):
+    """profiles: {class name: claimPropertySets} from deploy/cdi/, as CDI applies them."""
+    profiles = profiles or {}
+    accepted = volume_modes.accepted()
     disks = {}      # (namespace, name) -> Disk: DataVolumes (and the PVCs CDI makes for them)
     snapshots = {}  # (namespace, name) -> VolumeSnapshot manifest
     sources = {}    # (namespace, name) -> size: DataSources kept by a DataImportCron
     namespaces = {m.name for m in examples if m.kind == "Namespace"} | {"default"}
     pending = []    # (Disk) to resolve once everything is indexed
     claims = []     # Pods, whose claims are resolved once everything is indexed
+    virtual_machines = []
 
     for m in examples:
         spec = m.data.get("spec") or {}
@@ -48,7 +57,7 @@ def check_examples(examples, class_names, snapshot_class_names, findings):
             disks[(m.namespace, m.name)] = disk
             pending.append(disk)
         elif m.kind == "PersistentVolumeClaim":
-            disk = Disk(m.where(), m.namespace, m.name, {"storage": spec})
+            disk = Disk(m.where(), m.namespace, m.name, {"pvc": spec})
             disks[(m.namespace, m.name)] = disk
             pending.append(disk)
         elif m.kind == "Pod":
@@ -61,7 +70,7 @@ def check_examples(examples, class_names, snapshot_class_names, findings):
         elif m.kind == "DataImportCron":
             template = Disk(m.where("template"), m.namespace, m.name,
                             (spec.get("template") or {}).get("spec") or {})
-            _check_storage(template, class_names, findings)
+            _check_storage(template, class_names, profiles, accepted, findings)
             sources[(m.namespace, spec.get("managedDataSource"))] = template.size
         elif m.kind == "DataSource":
             findings.check((m.namespace, m.name) not in sources, m.where(),
@@ -75,14 +84,17 @@ def check_examples(examples, class_names, snapshot_class_names, findings):
                 disks[(m.namespace, name)] = disk
                 pending.append(disk)
             _check_virtual_machine(m, disks, findings)
+            virtual_machines.append(m)
 
     for (namespace, name), m in snapshots.items():
         claim = ((m.data.get("spec") or {}).get("source") or {}).get("persistentVolumeClaimName")
         findings.check((namespace, claim) in disks, m.where(),
                        f"source PVC {namespace}/{claim} is not made by any example")
     for disk in pending:
-        _check_storage(disk, class_names, findings)
+        _check_storage(disk, class_names, profiles, accepted, findings)
         _check_source(disk, disks, snapshots, sources, findings)
+    for m in virtual_machines:
+        _check_live_migration(m, disks, findings)
     for pod in claims:
         for volume in (pod.data.get("spec") or {}).get("volumes") or []:
             claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
@@ -91,15 +103,17 @@ def check_examples(examples, class_names, snapshot_class_names, findings):
                                f"claim {claim} is not made by any example")
 
 
-def _check_storage(disk, class_names, findings):
+def _check_storage(disk, class_names, profiles, accepted, findings):
     storage = disk.storage
     findings.check(storage.get("storageClassName") in class_names, disk.where,
                    f"storageClassName {storage.get('storageClassName')!r} is not one of "
                    f"{sorted(class_names)}")
     findings.check(disk.size, disk.where, "storage request is missing or not a quantity")
-    for mode in storage.get("accessModes") or []:
-        findings.check(mode in facts.SINGLE_NODE_ACCESS_MODES, disk.where,
-                       f"access mode {mode} is not single-node")
+    modes, volume_mode, how = volume_modes.resolve(
+        storage, disk.cdi_defaults, profiles.get(storage.get("storageClassName")))
+    if findings.check(modes and volume_mode, disk.where, how):
+        if volume_modes.check_pair(disk.where, modes, volume_mode, accepted, findings, how):
+            disk.access_modes, disk.volume_mode = modes, volume_mode
 
 
 def _check_source(disk, disks, snapshots, sources, findings):
@@ -129,6 +143,25 @@ def _check_source(disk, disks, snapshots, sources, findings):
     if origin_size and disk.size:
         findings.check(disk.size >= origin_size, disk.where,
                        f"clone is smaller ({disk.size}) than its source ({origin_size})")
+
+
+def _check_live_migration(m, disks, findings):
+    """KubeVirt live-migrates a VMI only if every PVC it uses is ReadWriteMany; a VM that asks
+    to be live-migrated on eviction with any other disk blocks every drain of its node."""
+    template_spec = ((m.data.get("spec") or {}).get("template") or {}).get("spec") or {}
+    if template_spec.get("evictionStrategy") != "LiveMigrate":
+        return
+    for volume in template_spec.get("volumes") or []:
+        name = (volume.get("dataVolume") or {}).get("name") or \
+            (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        disk = disks.get((m.namespace, name)) if name else None
+        if disk is not None and disk.access_modes is not None:
+            findings.check("ReadWriteMany" in disk.access_modes, m.where(),
+                           f"evictionStrategy LiveMigrate, but volume {volume.get('name')} "
+                           f"({name}) is {', '.join(disk.access_modes)} {disk.volume_mode}: "
+                           "KubeVirt migrates only VMs whose every PVC is ReadWriteMany, and a "
+                           "VM it cannot migrate under LiveMigrate blocks every drain of its "
+                           "node")
 
 
 def _check_virtual_machine(m, disks, findings):

@@ -59,7 +59,6 @@ SNAPSHOT_CLASS_PARAMETERS = {"replicate": {"all-nodes", "none"}}
 # StorageClass parameters the driver accepts (csi.storage.k8s.io/* are accepted and ignored).
 CLUSTER_SIZE_RANGE = (4096, 1048576)
 FS_TYPES = {"ext4", "xfs"}
-SINGLE_NODE_ACCESS_MODES = {"ReadWriteOnce", "ReadWriteOncePod"}
 
 # Flags every kubernetes-csi sidecar gets from k8s.io/component-base/logs (klog).
 _LOG_FLAGS = {"v", "vmodule", "logging-format", "log-flush-frequency", "automaxprocs"}

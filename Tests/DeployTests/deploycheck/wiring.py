@@ -2,7 +2,7 @@
 
 import re
 
-from . import access, facts
+from . import access, facts, volume_modes
 from .crd_schemas import CLUSTER_SCOPED
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -115,10 +115,13 @@ def check_storage_profiles(profiles, classes, snapshot_classes, findings):
         sets = spec.get("claimPropertySets") or []
         findings.check(sets, where, "claimPropertySets is empty")
         seen_modes = set()
+        accepted = volume_modes.accepted()
         for entry in sets:
-            for mode in entry.get("accessModes") or []:
-                findings.check(mode in facts.SINGLE_NODE_ACCESS_MODES, where,
-                               f"access mode {mode} is not single-node")
+            # CDI gives these to every DataVolume that leaves them out: each must be a pair the
+            # driver accepts, or those DataVolumes fail at CreateVolume.
+            volume_modes.check_pair(where, entry.get("accessModes") or [],
+                                    entry.get("volumeMode"), accepted, findings,
+                                    "a claimPropertySet")
             seen_modes.add(entry.get("volumeMode"))
         findings.check(seen_modes == {"Block", "Filesystem"}, where,
                        f"claimPropertySets cover {sorted(map(str, seen_modes))}, "
