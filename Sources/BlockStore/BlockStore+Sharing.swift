@@ -82,6 +82,29 @@ extension BlockStore {
     }
 }
 
+extension BlockStore {
+    /// Drops the hidden replicas of `volumeID` (copies a handover of that volume to this node
+    /// fetched) except `keep` and any a volume here stands on; their layers are freed once
+    /// nothing reads them. Returns how many went.
+    @discardableResult
+    public func dropHandOverReplicas(ofVolume volumeID: String, except keep: String? = nil) throws -> Int {
+        let candidates = try catalog.read { db in
+            try String.fetchAll(
+                db, sql: """
+                    SELECT s.id FROM snapshots s
+                    WHERE s.source_volume_id = ? AND s.hidden = 1 AND s.origin_node IS NOT NULL
+                      AND NOT EXISTS (SELECT 1 FROM volumes v WHERE v.hidden_snapshot_id = s.id)
+                    """, arguments: [volumeID])
+        }
+        var dropped = 0
+        for id in candidates where id != keep {
+            try dropReplica(snapshotID: id)
+            dropped += 1
+        }
+        return dropped
+    }
+}
+
 extension Database {
     func remoteStagers(ofVolume volumeID: String) throws -> [String] {
         try String.fetchAll(

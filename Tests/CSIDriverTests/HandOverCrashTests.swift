@@ -23,6 +23,7 @@ struct HandOverCrashTests {
         var generator = SystemRandomNumberGenerator()
         for round in 0..<Self.rounds {
             let a = cluster["a"], b = cluster["b"]
+            print("handover round \(round): starting (cluster \(cluster.directory.path))")
             let disk = try await a.controller {
                 try await $0.createVolume(ReadWriteManyTests.sharedVolume("vm-\(round)", bytes: Self.volumeBytes))
             }.volume.volumeID
@@ -50,6 +51,7 @@ struct HandOverCrashTests {
             try image.verify(deviceOnOwner, "round \(round): every write, on the new owner")
             try await owner.detach(disk)
             _ = try await previous.controller { try await $0.deleteVolume(.with { $0.volumeID = disk }) }
+            print("handover round \(round): \(victim) killed; the volume moved to B")
             #expect(owner.layerFileCount == 0 && previous.layerFileCount == 0, "round \(round): layers left after the delete")
         }
         let leftovers = NodeEnvironment.leftovers(under: cluster.directory.path).filter { $0.hasPrefix("mount") && !$0.contains("/state/exports") }

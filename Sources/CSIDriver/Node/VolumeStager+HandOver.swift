@@ -51,10 +51,9 @@ extension VolumeStager {
                         name: last.volumeName, size: last.manifest.size, replicaID: last.manifest.snapshotID, recordedSource: nil,
                         parameters: last.parameters, multiNode: true,
                         adopting: AdoptedVolume(volumeID: volumeID, epoch: last.epoch))
-                    if bulk.manifest.snapshotID != last.manifest.snapshotID {
-                        // Its layers stay, read through the volume's chain; only the row goes.
-                        try? store.dropReplica(snapshotID: bulk.manifest.snapshotID)
-                    }
+                    // Earlier copies (this takeover's first one, or those of an attempt a restart
+                    // cut short): their layers stay, read through the volume's chain.
+                    try store.dropHandOverReplicas(ofVolume: volumeID, except: last.manifest.snapshotID)
                     let handle = try store.open(volumeID: volumeID)
                     try self.registry.update(volumeID) { $0?.remoteOwner = nil }
                     return handle

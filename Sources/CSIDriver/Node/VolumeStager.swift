@@ -179,6 +179,10 @@ final class VolumeStager: Sendable {
                 logger.warning("could not tell the FUSE keeper to drop a volume's descriptor", metadata: ["volumeId": "\(record.volumeID)", "error": "\(error)"])
             }
         }
+        if record.remoteOwner != nil, let store = try? context.store() {
+            // A takeover that never completed leaves no copy here.
+            try store.dropHandOverReplicas(ofVolume: record.volumeID)
+        }
         if let backend = opened.withLock({ $0.removeValue(forKey: record.volumeID) }) {
             try backend.close()
             try backend.release()
