@@ -24,19 +24,50 @@ extension VolumeStager {
         guard let record = registry[volumeID], let owner = record.remoteOwner, let peers = context.peers else { return false }
         let endpoint = PeerEndpoint(host: owner.host, port: owner.port, nodeID: owner.node)
         let store = try context.store()
-        let bulk: HandOverOffer
+        if try await BlockingWork.run({ (try? store.volume(id: volumeID)) != nil }) {
+            // Committed here already, and a crash came before the registry said so: the old
+            // owner may have deleted its copy since; only the switch is left.
+            try await switchToLocal(volumeID, store: store, flushFirst: false)
+            await releaseOnPreviousOwner(volumeID, endpoint: endpoint, peers: peers)
+            return true
+        }
         do {
-            bulk = try await peers.fetcher.fetchHandOver(of: volumeID, from: endpoint, freeze: false)
+            _ = try await peers.fetcher.fetchHandOver(of: volumeID, from: endpoint, freeze: false)
         } catch let error as RPCError where error.code == .failedPrecondition {
             return false
         }
         let started = ContinuousClock.now
+        try await switchToLocal(volumeID, store: store, flushFirst: true) {
+            let last = try await peers.fetcher.fetchHandOver(of: volumeID, from: endpoint, freeze: true)
+            try await BlockingWork.run {
+                _ = try store.createVolumeFromReplica(
+                    name: last.volumeName, size: last.manifest.size, replicaID: last.manifest.snapshotID, recordedSource: nil,
+                    parameters: last.parameters, multiNode: true, adopting: AdoptedVolume(volumeID: volumeID, epoch: last.epoch))
+                // Earlier copies (this takeover's first one, or those of an attempt a restart
+                // cut short): their layers stay, read through the volume's chain.
+                try store.dropHandOverReplicas(ofVolume: volumeID, except: last.manifest.snapshotID)
+            }
+        }
+        logger.notice("took ownership of a volume from its previous node", metadata: [
+            "volumeId": "\(volumeID)", "from": "\(owner.node)", "ioPause": "\(ContinuousClock.now - started)",
+        ])
+        await releaseOnPreviousOwner(volumeID, endpoint: endpoint, peers: peers)
+        return true
+    }
+
+    /// Holds the volume's I/O (after flushing it through the old owner, when `flushFirst`),
+    /// runs `commit` (which makes the volume this store's), then serves it from this store:
+    /// the registry stops naming the old owner and the export's backend is swapped.
+    private func switchToLocal(
+        _ volumeID: String, store: BlockStore, flushFirst: Bool, commit: () async throws -> Void = {}
+    ) async throws {
         try await context.locks.withLocks([LockKey.volume(volumeID)]) {
             guard let opened = opened.withLock({ $0[volumeID] }), let movable = opened.movable else {
                 throw CSIError.failedPrecondition("volume \(volumeID) is not exported here")
             }
             try await BlockingWork.run {
                 movable.pause()
+                guard flushFirst else { return }
                 do {
                     try movable.backend.flush()
                 } catch is VolumeFenced {
@@ -45,15 +76,8 @@ extension VolumeStager {
                 }
             }
             do {
-                let last = try await peers.fetcher.fetchHandOver(of: volumeID, from: endpoint, freeze: true)
+                try await commit()
                 let handle = try await BlockingWork.run { () -> VolumeHandle in
-                    _ = try store.createVolumeFromReplica(
-                        name: last.volumeName, size: last.manifest.size, replicaID: last.manifest.snapshotID, recordedSource: nil,
-                        parameters: last.parameters, multiNode: true,
-                        adopting: AdoptedVolume(volumeID: volumeID, epoch: last.epoch))
-                    // Earlier copies (this takeover's first one, or those of an attempt a restart
-                    // cut short): their layers stay, read through the volume's chain.
-                    try store.dropHandOverReplicas(ofVolume: volumeID, except: last.manifest.snapshotID)
                     let handle = try store.open(volumeID: volumeID)
                     try self.registry.update(volumeID) { $0?.remoteOwner = nil }
                     return handle
@@ -69,11 +93,6 @@ extension VolumeStager {
             }
             movable.resume()
         }
-        logger.notice("took ownership of a volume from its previous node", metadata: [
-            "volumeId": "\(volumeID)", "from": "\(owner.node)", "ioPause": "\(ContinuousClock.now - started)",
-        ])
-        await releaseOnPreviousOwner(volumeID, endpoint: endpoint, peers: peers)
-        return true
     }
 
     /// Tells the previous owner it may delete its copy; retried until it answers (it may be down).
