@@ -1,5 +1,6 @@
 import CFuse3
 import Glibc
+import KernelFiles
 import Logging
 
 /// The inode and generation under which an export is served. Both must mean the same to every

@@ -1,5 +1,6 @@
 import CFuse3
 import Glibc
+import KernelFiles
 import Logging
 import Synchronization
 
