@@ -1,8 +1,8 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Dependencies point one way: strata-csi → CSIDriver → (CSIProto, AdminProto, Peering, BlockStore, NodeHost),
-// Peering → (PeerProto, BlockStore);
+// Dependencies point one way: strata-csi → CSIDriver → (CSIProto, AdminProto, Peering, BlockStore, NodeHost)
+// → KernelFiles; Peering → (PeerProto, BlockStore);
 // the `strata` admin CLI → AdminProto only (it talks to the driver's admin socket).
 // BlockStore and NodeHost know nothing of gRPC, CSI or Kubernetes; Peering knows nothing of CSI.
 let package = Package(
@@ -56,9 +56,14 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // The one reader of /proc and /sys (to the end of file; Foundation's stops at ~4 KiB of a
+        // seq_file) and of the mount table: Glibc only, shared by the store, the node code and
+        // the tests.
+        .target(name: "KernelFiles"),
         .target(
             name: "BlockStore",
             dependencies: [
+                "KernelFiles",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -87,7 +92,7 @@ let package = Package(
         .target(
             name: "NodeHost",
             dependencies: [
-                "CFuse3",
+                "CFuse3", "KernelFiles",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -104,6 +109,7 @@ let package = Package(
             name: "CSIDriver",
             dependencies: [
                 "CSIProto", "AdminProto", "PeerProto", "Peering", "CSIValidation", "BlockStore", "NodeHost", "FuseKeeperProtocol",
+                "KernelFiles",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -157,11 +163,13 @@ let package = Package(
             name: "BlockStoreTests",
             dependencies: ["BlockStore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
-        .testTarget(name: "NodeHostTests", dependencies: ["NodeHost"]),
+        .testTarget(name: "NodeHostTests", dependencies: ["NodeHost", "KernelFiles"]),
+        .testTarget(name: "KernelFilesTests", dependencies: ["KernelFiles"]),
         .testTarget(
             name: "CSIDriverTests",
             dependencies: [
                 "CSIDriver", "CSIProto", "AdminProto", "PeerProto", "Peering", "CSIValidation", "BlockStore", "FuseKeeperProtocol",
+                "KernelFiles",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -1,4 +1,5 @@
 import Foundation
+import KernelFiles
 
 /// Which boot of the machine this is (/proc/sys/kernel/random/boot_id). A dirty map records it:
 /// data written but not yet mapped when a process died in the same boot is still in the page
@@ -34,7 +35,7 @@ package struct BootIdentity: Sendable, Equatable, CustomStringConvertible {
     }
 
     private static let kernel: BootIdentity? = {
-        guard let text = try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8) else { return nil }
+        guard let text = try? KernelFile.read("/proc/sys/kernel/random/boot_id") else { return nil }
         return BootIdentity(text: text)
     }()
 }

@@ -61,6 +61,19 @@ static inline int strata_open_beneath(int directory, const char *path, int flags
     return (int)syscall(SYS_openat2, directory, path, &how, sizeof how);
 }
 
+#include <linux/stat.h>
+/// The device number of the filesystem open as `fd` (an O_PATH descriptor will do), from the
+/// VFS alone: statx with AT_STATX_DONT_SYNC and no attributes asked sends FUSE no request, so
+/// this answers for a connection nobody serves. glibc declares statx only under _GNU_SOURCE.
+static inline int strata_filesystem_device(int fd, unsigned int *major_number, unsigned int *minor_number) {
+    struct statx result;
+    long status = syscall(SYS_statx, fd, "", 0x1000 /* AT_EMPTY_PATH */ | 0x4000 /* AT_STATX_DONT_SYNC */, 0U, &result);
+    if (status != 0) return -1;
+    *major_number = result.stx_dev_major;
+    *minor_number = result.stx_dev_minor;
+    return 0;
+}
+
 static inline dev_t strata_makedev(unsigned int major_number, unsigned int minor_number) {
     return makedev(major_number, minor_number);
 }

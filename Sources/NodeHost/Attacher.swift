@@ -11,6 +11,10 @@ public protocol Attacher: Sendable {
     /// free it on last close (it is still mounted or open somewhere).
     @discardableResult
     func detach(device: String) throws -> Bool
+    /// Detaches the device of `attachment` only while it still serves that same backing file
+    /// (its number may have been freed and given to another file since it was listed).
+    @discardableResult
+    func detach(_ attachment: LoopAttachment) throws -> Bool
     /// Makes the device take the backing file's current size (after an online expansion);
     /// returns the device's size in bytes.
     @discardableResult

@@ -1,5 +1,6 @@
 import CFuse3
 import Glibc
+import KernelFiles
 import Logging
 
 /// The inode and generation under which an export is served. Both must mean the same to every
@@ -82,6 +83,7 @@ extension FuseExporter {
             }
             state.initParameters = parameters
             state.mount = mount
+            state.pin = pinConnection(of: mount)
             state.resumed = true
             return session
         }
@@ -112,6 +114,8 @@ extension FuseExporter {
             guard state.phase == .running, let session = state.session, let loop = state.loop else { return nil }
             state.phase = .suspended
             state.session = nil
+            state.pin?.release()  // the mount is left to the keeper and the next process
+            state.pin = nil
             return (session, loop)
         }
         guard let (session, loop) = taken else { return }

@@ -1,5 +1,6 @@
 import CFuse3
 import Glibc
+import KernelFiles
 import Logging
 import Synchronization
 
@@ -24,6 +25,9 @@ public final class FuseExporter: Sendable {
         /// Seconds the kernel may cache names and attributes. Sizes only change through
         /// `refreshSize(name:)`, which invalidates explicitly, so this can be long.
         public var attributeTimeout: Double
+        /// Where fusectl is mounted (systemd mounts it at /sys/fs/fuse/connections); a stop
+        /// aborts a connection that stays busy through it.
+        public var fuseConnectionsDirectory = "/sys/fs/fuse/connections"
 
         /// Each worker's receive buffer: the largest request (a write of `maxTransferSize`) and
         /// room for its headers.
@@ -54,6 +58,8 @@ public final class FuseExporter: Sendable {
         var session: SessionPointer?
         /// Our mount as mountinfo showed it right after mounting (its device is the connection).
         var mount: MountInfo?
+        /// Holds our filesystem, and so our connection's number, until `stop()` (see `ConnectionPin`).
+        var pin: ConnectionPin?
         var replacedStaleMounts: [MountInfo] = []
         var loop: LoopCompletion?
         var byName: [String: ExportedFile] = [:]
@@ -265,6 +271,7 @@ public final class FuseExporter: Sendable {
                 throw NodeHostError(.systemCall, "mounting FUSE at \(mountPoint) failed (is /dev/fuse available? see the libfuse log)")
             }
             state.mount = try MountTable.mounts(at: mountPoint).last
+            state.pin = pinConnection(of: state.mount)
             state.session = session
             state.loop = FuseSession.runLoop(session, maxThreads: options.maxThreads, bufferSize: options.receiveBufferSize, logger: logger)
             state.phase = .running
@@ -277,33 +284,31 @@ public final class FuseExporter: Sendable {
     /// device fails I/O from then on, and the mount is detached lazily: detach devices first.
     /// Calling `stop()` again does nothing.
     public func stop() {
-        let taken: (SessionPointer, MountInfo?, LoopCompletion)? = state.withLock { state in
+        let taken: (SessionPointer, MountInfo?, ConnectionPin?, LoopCompletion)? = state.withLock { state in
             defer { state.phase = .stopped }
             guard state.phase == .running, let session = state.session, let loop = state.loop else { return nil }
             state.session = nil
-            return (session, state.mount, loop)
+            defer { state.pin = nil }
+            return (session, state.mount, state.pin, loop)
         }
-        guard let (session, mount, loop) = taken else { return }
+        guard let (session, mount, pin, loop) = taken else { return }
+        let open = allFiles().filter { $0.openHandles.load(ordering: .relaxed) > 0 }.map(\.name)
+        if !open.isEmpty {
+            logger.warning("FUSE export busy at stop; aborting the connection, open files fail from now on", metadata: ["open": "\(open)"])
+        }
         if let mount, isOurs(mount) {
-            do {
-                try Syscall.unmount(mountPoint, flags: 0)
-            } catch {
-                let open = allFiles().filter { $0.openHandles.load(ordering: .relaxed) > 0 }.map(\.name)
-                logger.warning("FUSE export busy at stop; aborting the connection, open files fail from now on",
-                               metadata: ["open": "\(open)", "error": "\(error)"])
-                // A forced unmount aborts a FUSE connection even when it stays busy.
-                try? Syscall.unmount(mountPoint, flags: Int32(MNT_FORCE))
-                if isOurs(mount) { try? Syscall.unmount(mountPoint, flags: Int32(MNT_DETACH)) }
-            }
+            // A forced unmount aborts a FUSE connection even when it stays busy (where fusectl
+            // is missing, the only way); the pin keeps it busy anyway, so it is then detached.
+            if !open.isEmpty { try? Syscall.unmount(mountPoint, flags: Int32(MNT_FORCE)) }
+            try? Syscall.unmount(mountPoint, flags: Int32(MNT_DETACH))
         }
-        // Our mount may have been detached by someone else: abort through fusectl if mounted.
-        // Once our connection has ended the kernel gives its number to the next FUSE mount, so
-        // a number that now names a mount elsewhere is another filesystem's: leave it alone.
+        // End the connection wherever its mount went (someone may have detached it): the pin keeps
+        // the number ours, so the abort cannot land on another connection. Released, the
+        // filesystem ends with its last user.
+        pin?.abortConnection(in: options.fuseConnectionsDirectory, logger: logger)
+        pin?.release()
         var waited = 0.0
         while !loop.wait(seconds: 0.2) {
-            if let mount, !Self.connectionNumberReused(mount, awayFrom: mountPoint) {
-                Self.abortConnection(of: mount, logger: logger)
-            }
             waited += 0.2
             if waited >= 10 {
                 logger.error("FUSE session threads did not end; leaking the session", metadata: ["mountPoint": "\(mountPoint)"])
@@ -314,6 +319,20 @@ public final class FuseExporter: Sendable {
         // Balances the retain taken in start(): libfuse will not call back any more.
         Unmanaged.passUnretained(self).release()
         logger.info("FUSE export filesystem stopped", metadata: ["mountPoint": "\(mountPoint)"])
+    }
+
+    /// Pins the filesystem at our mount point if it is `mount`; nil (and a warning) otherwise:
+    /// then `stop()` can only abort by a forced unmount.
+    func pinConnection(of mount: MountInfo?) -> ConnectionPin? {
+        do {
+            let pin = try ConnectionPin.pin(mountPoint)
+            if let mount, pin.pins(mount) { return pin }
+            pin.release()
+            logger.warning("the filesystem at the export mount point is not the one mounted; not pinned", metadata: ["mountPoint": "\(mountPoint)"])
+        } catch {
+            logger.warning("could not pin the FUSE connection", metadata: ["mountPoint": "\(mountPoint)", "error": "\(error)"])
+        }
+        return nil
     }
 
     /// Whether the visible mount at our mount point is still the one we made.
@@ -333,8 +352,11 @@ public final class FuseExporter: Sendable {
                 "mountPoint": "\(mountPoint)", "fsType": "\(mount.fsType)", "device": "\(mount.major):\(mount.minor)",
             ])
             // Still alive if a keeper holds its descriptor: nobody will serve it now, so make its
-            // I/O fail rather than wait forever.
-            Self.abortConnection(of: mount, logger: logger)
+            // I/O fail rather than wait forever. Pinned first, so that the abort reaches this
+            // connection even if the mount goes away meanwhile.
+            let pin = try? ConnectionPin.pin(mountPoint)
+            if let pin, pin.pins(mount) { pin.abortConnection(in: options.fuseConnectionsDirectory, logger: logger) }
+            defer { pin?.release() }
             do {
                 try Syscall.unmount(mountPoint, flags: Int32(MNT_DETACH))
             } catch let error as NodeHostError where error.errno == EINVAL {
@@ -343,24 +365,5 @@ public final class FuseExporter: Sendable {
             removed.append(mount)
         }
         return removed
-    }
-
-    /// Whether `mount`'s device number is mounted somewhere other than `mountPoint` now.
-    static func connectionNumberReused(_ mount: MountInfo, awayFrom mountPoint: String) -> Bool {
-        guard let mounts = try? MountTable.read() else { return true }
-        return mounts.contains { $0.major == mount.major && $0.minor == mount.minor && $0.mountPoint != mountPoint }
-    }
-
-    /// Aborts a FUSE connection through fusectl (/sys/fs/fuse/connections), when mounted:
-    /// pending and future requests fail with ENOTCONN and the session's reads end.
-    static func abortConnection(of mount: MountInfo, logger: Logger) {
-        let path = "/sys/fs/fuse/connections/\((mount.major << 20) | mount.minor)/abort"
-        guard access(path, W_OK) == 0 else { return }
-        do {
-            try Syscall.writeText("1", to: path)
-            logger.warning("aborted FUSE connection", metadata: ["device": "\(mount.major):\(mount.minor)"])
-        } catch {
-            logger.debug("could not abort FUSE connection", metadata: ["device": "\(mount.major):\(mount.minor)", "error": "\(error)"])
-        }
     }
 }

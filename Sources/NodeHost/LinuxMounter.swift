@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KernelFiles
 import Logging
 
 /// `Mounter` with mount(2)/umount2(2), /proc/self/mountinfo, blkid, mkfs.ext4, mkfs.xfs,

@@ -68,31 +68,76 @@ public struct LoopAttacher: Attacher {
         throw NodeHostError(.resourceExhausted, "no free loop device could be bound to \(file)")
     }
 
+    /// Detaches whatever is bound to `device` now. A caller that found the device by its backing
+    /// file should use `detach(_:)`: a number freed since (by an earlier detach, or on last
+    /// close) may already serve another volume, and this would cut it.
     @discardableResult
     public func detach(device: String) throws -> Bool {
+        try clear(device: device, expecting: nil)
+    }
+
+    /// Detaches `attachment` only if its device still serves the same backing file (same path,
+    /// device and inode); a device that is free or serves another file now is left alone and
+    /// counts as detached. Returns false when the kernel frees it on last close.
+    @discardableResult
+    public func detach(_ attachment: LoopAttachment) throws -> Bool {
+        try clear(device: attachment.device, expecting: attachment)
+    }
+
+    /// Checks and clears through one open descriptor: while we hold the device open its binding
+    /// cannot change (LOOP_CLR_FD by anyone else only marks it for autoclear on last close), so
+    /// what LOOP_GET_STATUS64 showed is what LOOP_CLR_FD clears.
+    private func clear(device: String, expecting expected: LoopAttachment?) throws -> Bool {
         guard let number = Self.number(of: device) else {
             throw NodeHostError(.invalidArgument, "\(device) is not a loop device path")
         }
-        guard try attachment(number: number) != nil else { return true }
+        guard try Syscall.readText(Self.backingFilePath(number)) != nil else { return true }
         // In a container the node may be missing although the kernel has the device bound.
         if try Syscall.statusIfPresent(of: device) == nil, device == "\(deviceDirectory)/loop\(number)" {
             _ = try deviceNode(number: number)
         }
+        let bound: LoopAttachment
         do {
-            try Syscall.withFile(device, O_RDONLY) { fd in
+            bound = try Syscall.withFile(device, O_RDONLY) { fd -> LoopAttachment in
+                var info = loop_info64()
+                try Syscall.ioctl(fd, UInt(LOOP_GET_STATUS64), pointer: &info, "LOOP_GET_STATUS64 \(device)")
+                var bound = try attachment(number: number) ?? LoopAttachment(
+                    device: device, number: number, backingFile: "", readOnly: false, directIO: false)
+                bound.backingDevice = info.lo_device
+                bound.backingInode = info.lo_inode
+                if let expected, !Self.sameBackingFile(bound, expected) {
+                    return bound
+                }
                 try Syscall.ioctl(fd, UInt(LOOP_CLR_FD), value: 0, "LOOP_CLR_FD \(device)")
+                return bound
             }
-        } catch let error as NodeHostError where error.errno == ENXIO {
-            return true  // not bound
+        } catch let error as NodeHostError where error.errno == ENXIO || error.code == .notFound {
+            return true  // not bound (any more)
         }
-        // The driver lets go when the last opener closes; with no other opener that was us.
-        let released = try attachment(number: number) == nil
+        if let expected, !Self.sameBackingFile(bound, expected) {
+            logger.info("loop device serves another file now; left alone", metadata: [
+                "device": "\(device)", "expected": "\(expected.backingFile)", "found": "\(bound.backingFile)",
+            ])
+            return true
+        }
+        // The driver lets go when the last opener closes; with no other opener that was us. A
+        // free number may be bound again at once by someone else: only our file counts.
+        let released = try attachment(number: number).map { !Self.sameBackingFile($0, bound) } ?? true
         if released {
             logger.info("detached loop device", metadata: ["device": "\(device)"])
         } else {
             logger.info("loop device still open; the kernel detaches it on last close", metadata: ["device": "\(device)"])
         }
         return released
+    }
+
+    /// Same backing file: same path as the kernel shows it and, where both are known, same
+    /// device and inode numbers.
+    static func sameBackingFile(_ one: LoopAttachment, _ other: LoopAttachment) -> Bool {
+        guard one.backingFile == other.backingFile else { return false }
+        guard let device = one.backingDevice, let inode = one.backingInode,
+              let otherDevice = other.backingDevice, let otherInode = other.backingInode else { return true }
+        return device == otherDevice && inode == otherInode
     }
 
     @discardableResult
@@ -159,6 +204,15 @@ public struct LoopAttacher: Attacher {
             attachment.backingInode = info.lo_inode
         }
         return attachment
+    }
+
+    /// The name given at bind (LO_NAME_SIZE: the first 63 bytes of the path then attached). Unlike
+    /// sysfs's backing_file it keeps the full path after the file's filesystem is detached.
+    func boundName(number: Int) -> String? {
+        guard let info = try? status(device: "\(deviceDirectory)/loop\(number)") else { return nil }
+        return withUnsafeBytes(of: info.lo_file_name) { name in
+            String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+        }
     }
 
     private func status(device: String) throws -> loop_info64 {

@@ -1,5 +1,6 @@
 import CFuse3
 import Glibc
+import KernelFiles
 
 /// The one place NodeHost talks to the kernel directly: each wrapper retries on EINTR and
 /// turns a failure into a `NodeHostError` that names the call, its subject and the errno.
@@ -129,22 +130,13 @@ enum Syscall {
         }
     }
 
-    /// Reads a small text file (sysfs, procfs) whole; nil when it does not exist.
+    /// Reads a sysfs or procfs file to its end (`KernelFile`); nil when it does not exist.
     static func readText(_ path: String) throws -> String? {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            if Glibc.errno == ENOENT || Glibc.errno == ENOTDIR || Glibc.errno == ENXIO { return nil }
-            throw failure("open \(path)", errno: Glibc.errno)
+        do {
+            return try KernelFile.read(path)
+        } catch let error as KernelFile.ReadError {
+            throw failure("read \(path)", errno: error.errno)
         }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = try retrying("read \(path)") { Glibc.read(fd, &chunk, chunk.count) }
-            if count == 0 { break }
-            bytes += chunk[0..<count]
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// The names in a directory, without "." and ".."; empty when it does not exist.

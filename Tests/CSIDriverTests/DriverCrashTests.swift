@@ -67,7 +67,7 @@ struct DriverCrashTests {
             let loops = Self.loopDevices(backing: device.volumeID)
             #expect(loops.count == 1 && loops.allSatisfy { $0.contains(directory.path) }, "round \(round): \(loops)")
             let mounts = NodeEnvironment.leftovers(under: directory.path).filter { $0.hasPrefix("mount") }
-            #expect(mounts.count == 2, "round \(round): \(mounts)")
+            #expect(mounts.count == 2, "round \(round): \(mounts) \(MountTableWitness.describe(mentioning: directory.path))")
             if loops.count != 1 || mounts.count != 2 { break }
         }
 
@@ -89,12 +89,7 @@ struct DriverCrashTests {
 extension DriverCrashTests {
     /// Backing files of every loop device over a file named after `volumeID`.
     static func loopDevices(backing volumeID: String) -> [String] {
-        let devices = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/block")) ?? []
-        return devices.filter { $0.hasPrefix("loop") }.compactMap { device in
-            guard let backing = try? String(contentsOfFile: "/sys/block/\(device)/loop/backing_file", encoding: .utf8),
-                  backing.trimmingCharacters(in: .whitespacesAndNewlines).hasSuffix(volumeID) else { return nil }
-            return "\(device): \(backing.trimmingCharacters(in: .whitespacesAndNewlines))"
-        }
+        NodeEnvironment.loopBackingFiles().filter { $0.backing.hasSuffix(volumeID) }.map { "\($0.device): \($0.backing)" }
     }
 }
 

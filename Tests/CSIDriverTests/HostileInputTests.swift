@@ -119,7 +119,8 @@ struct HostileInputTests {
             while !HostFootprint.isMountPoint(exports), ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(10))
             }
-            try #require(HostFootprint.isMountPoint(exports), "the node service did not mount its export directory")
+            try #require(HostFootprint.isMountPoint(exports),
+                         "the node service did not mount its export directory \(MountTableWitness.describe(mentioning: exports))")
 
             let volume = try await driver.controller.createVolume(Requests.createVolume("fixture", bytes: 8 << 20)).volume
             let snapshot = try await driver.controller.createSnapshot(Requests.createSnapshot("fixture-snap", of: volume.volumeID)).snapshot

@@ -4,6 +4,7 @@
 @testable import CSIDriver
 import CSIProto
 import Foundation
+import KernelFiles
 import GRPCCore
 import Testing
 
@@ -27,7 +28,7 @@ struct NodeServiceTests {
             try await golden.stage()
             let target = try await golden.publish("installer")
             try "golden image\n".write(toFile: target + "/hello.txt", atomically: false, encoding: .utf8)
-            #expect(try mountType(of: golden.stagingPath) == fsType)
+            #expect(try mountType(of: golden.stagingPath) == fsType, "\(MountTableWitness.describe(mentioning: golden.stagingPath))")
 
             let stats = try await driver.node.nodeGetVolumeStats(.with { $0.volumeID = golden.volumeID; $0.volumePath = target })
             #expect(stats.usage.contains { $0.unit == .bytes && $0.total > 0 && $0.used > 0 })
@@ -258,9 +259,7 @@ struct NodeServiceTests {
     }
 
     private func mountType(of path: String) throws -> String? {
-        let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
-        let line = mounts.split(separator: "\n").last { $0.split(separator: " ")[4] == path }
-        return line.flatMap { $0.components(separatedBy: " - ").last?.split(separator: " ").first.map(String.init) }
+        try MountTable.mounts(at: path).last?.fsType
     }
 
     /// Total bytes of the filesystem at `path`, as df prints them.

@@ -34,9 +34,20 @@ struct PeerFaultTests {
         ) { client in try await body(Strata_Peer_V1_Peer.Client(wrapping: client)) }
     }
 
+    /// For calls that must fail fast (a refused handshake may only end by its deadline).
     static var quick: CallOptions {
         var options = CallOptions.defaults
         options.timeout = .seconds(5)
+        options.waitForReady = false
+        return options
+    }
+
+    /// For calls a member must get an answer to, right or refused: a deadline here only bounds a
+    /// hang. 5 s was too short beside the whole suite on this 2-core machine (a new mTLS
+    /// connection plus a not-found answer took longer while the restart tests ran).
+    static var answered: CallOptions {
+        var options = CallOptions.defaults
+        options.timeout = .seconds(60)
         options.waitForReady = false
         return options
     }
@@ -94,10 +105,10 @@ struct PeerFaultTests {
         let (volume, snapshot, _) = try await Self.golden(on: a)
 
         // A member answers.
-        let node = try await Self.withPeerClient(cluster, "a", certificates: "tls") { try await $0.identify(.init(), options: Self.quick).nodeID }
+        let node = try await Self.withPeerClient(cluster, "a", certificates: "tls") { try await $0.identify(.init(), options: Self.answered).nodeID }
         #expect(node == "node-a")
         let manifest = try await Self.withPeerClient(cluster, "a", certificates: "tls") {
-            try await $0.getSnapshot(.with { $0.snapshotID = snapshot }, options: Self.quick)
+            try await $0.getSnapshot(.with { $0.snapshotID = snapshot }, options: Self.answered)
         }
         #expect(manifest.layers.count == 1)
 
@@ -128,7 +139,7 @@ struct PeerFaultTests {
         for (request, expected) in hostile {
             let code = await statusCode {
                 try await Self.withPeerClient(cluster, "a", certificates: "tls") { client in
-                    try await client.readLayer(request, options: Self.quick) { response in
+                    try await client.readLayer(request, options: Self.answered) { response in
                         for try await _ in response.messages {}
                     }
                 }
@@ -137,13 +148,13 @@ struct PeerFaultTests {
         }
         #expect(await statusCode {
             try await Self.withPeerClient(cluster, "a", certificates: "tls") {
-                try await $0.getSnapshot(.with { $0.snapshotID = volume }, options: Self.quick)
+                try await $0.getSnapshot(.with { $0.snapshotID = volume }, options: Self.answered)
             }
         } == .notFound)
         // The head of the golden volume is writable: never readable by a peer.
         #expect(await statusCode {
             try await Self.withPeerClient(cluster, "a", certificates: "tls") {
-                try await $0.releaseVolumeClone(.with { $0.snapshotID = snapshot }, options: Self.quick)
+                try await $0.releaseVolumeClone(.with { $0.snapshotID = snapshot }, options: Self.answered)
             }
         } == .invalidArgument, "a snapshot of the CSI API is not a peer's hidden snapshot to release")
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KernelFiles
 import Testing
 
 @testable import NodeHost

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KernelFiles
 import Testing
 
 /// Whether this machine can run the tests that create real FUSE mounts, loop devices and
@@ -22,7 +23,7 @@ enum NodeEnvironment {
 
     /// Whether this process has a capability in its effective set.
     static func hasCapability(_ number: Int) -> Bool {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+        guard let status = try? KernelFile.read("/proc/self/status"),
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
               let mask = UInt64(line.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16) else { return false }
         return mask & (1 << UInt64(number)) != 0

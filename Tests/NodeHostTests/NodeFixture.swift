@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KernelFiles
 import Testing
 
 @testable import NodeHost
@@ -15,8 +16,6 @@ final class NodeFixture: @unchecked Sendable {
     let mounter = LinuxMounter()
     /// Every exporter this test started (the restart tests start more), stopped at the end.
     private(set) var exporters: [FuseExporter] = []
-    /// Filesystem devices of those exporters, to find loop devices left on them.
-    private(set) var exportDevices: Set<UInt64> = []
 
     init() throws {
         root = "\(Self.base)/\(UUID().uuidString.prefix(8).lowercased())"
@@ -30,7 +29,6 @@ final class NodeFixture: @unchecked Sendable {
     func start(_ exporter: FuseExporter) throws {
         try exporter.start()
         exporters.append(exporter)
-        if let device = exporter.filesystemDevice { exportDevices.insert(device) }
     }
 
     /// Exports a new RAM backend and attaches a loop device to it.
@@ -57,21 +55,28 @@ final class NodeFixture: @unchecked Sendable {
         for mount in mounts where mount.mountPoint.hasPrefix(root + "/") && !activeExports.contains(mount.mountPoint) {
             found.append("mount \(mount.mountPoint) (\(mount.fsType))")
         }
-        for attachment in (try? attacher.attachments()) ?? []
-        where attachment.backingFile.hasPrefix(root + "/") || exportDevices.contains(attachment.backingDevice ?? 0) {
+        for attachment in ownLoops() {
             found.append("loop \(attachment.device) on \(attachment.backingFile)")
         }
         return found
     }
 
+    /// Loop devices over our files, found by the path they were bound to (which names our unique
+    /// directory and survives the export's end), never by an exporter's device number: a stopped
+    /// exporter's number goes to the next FUSE mount, another test's.
+    func ownLoops() -> [LoopAttachment] {
+        ((try? attacher.attachments()) ?? []).filter { attachment in
+            attachment.backingFile.hasPrefix(root + "/") || attacher.boundName(number: attachment.number)?.hasPrefix(root + "/") == true
+        }
+    }
+
     /// Tears down everything under our directory, by force.
     func forceClean() {
-        for attachment in (try? attacher.attachments()) ?? []
-        where attachment.backingFile.hasPrefix(root + "/") || exportDevices.contains(attachment.backingDevice ?? 0) {
+        for attachment in ownLoops() {
             for mount in (try? MountTable.read()) ?? [] where mount.source == attachment.device {
                 _ = umount2(mount.mountPoint, Int32(MNT_DETACH))
             }
-            _ = try? attacher.detach(device: attachment.device)
+            _ = try? attacher.detach(attachment)
         }
         let mounts = ((try? MountTable.read()) ?? []).filter { $0.mountPoint.hasPrefix(root + "/") }
         for mount in mounts.reversed() { _ = umount2(mount.mountPoint, Int32(MNT_DETACH)) }

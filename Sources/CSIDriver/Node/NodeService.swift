@@ -2,6 +2,7 @@ import BlockStore
 import CSIProto
 import CSIValidation
 import GRPCCore
+import KernelFiles
 import NodeHost
 import Peering
 
@@ -212,8 +213,7 @@ enum NodeLimits {
     /// The same figure for NodeGetInfo and ControllerPublishVolume's limit.
     static func maximumVolumes(attacher: any Attacher, staged: Int) throws -> Int64 {
         // With max_loop=0 (the default) the kernel creates loop devices on demand.
-        let maxLoop = (try? String(contentsOfFile: "/sys/module/loop/parameters/max_loop", encoding: .utf8))
-            .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        let maxLoop = (try? KernelFile.readTrimmed("/sys/module/loop/parameters/max_loop")).flatMap { Int($0) } ?? 0
         guard maxLoop > 0 else { return ceiling }
         return min(ceiling, Int64(staged + (try attacher.freeDeviceCount())))
     }

@@ -42,7 +42,7 @@ extension VolumeStager {
             // The last read-only target is gone: release its read-only loop device.
             let file = exporter.path(of: volumeID)
             for attachment in try attacher.attachments(backingFile: file) where attachment.readOnly {
-                _ = try attacher.detach(device: attachment.device)
+                _ = try attacher.detach(attachment)
             }
         }
     }

@@ -22,7 +22,7 @@ extension VolumeStager {
                 // this process's to touch.
                 let stale = ["/" + record.volumeID, exporter.path(of: record.volumeID)]
                 for attachment in try attacher.attachments() where stale.contains(attachment.backingFile) {
-                    _ = try attacher.detach(device: attachment.device)
+                    _ = try attacher.detach(attachment)
                 }
                 try bringUp(record)
                 for (target, readOnly) in record.targets.sorted(by: { $0.key < $1.key }) {

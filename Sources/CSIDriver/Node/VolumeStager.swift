@@ -171,7 +171,7 @@ final class VolumeStager: Sendable {
         if case .filesystem = record.access { try mounter.unmount(target: record.stagingPath) }
         let file = exporter.path(of: record.volumeID)
         for attachment in try attacher.attachments(backingFile: file) {
-            _ = try attacher.detach(device: attachment.device)
+            _ = try attacher.detach(attachment)
         }
         try exporter.remove(name: record.volumeID)
         if let keeper {

@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import KernelFiles
 
 /// What a request could leave behind on the host: mounts and files. Two captures around a call
 /// that must write nothing compare equal.
@@ -25,11 +26,7 @@ struct HostFootprint: Equatable, CustomStringConvertible {
 
     /// Mount points listed in /proc/self/mountinfo (octal escapes such as `\040` decoded).
     static func mountPoints() -> [String] {
-        guard let table = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
-        return table.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 4 ? decodeOctalEscapes(String(fields[4])) : nil
-        }
+        ((try? MountTable.read()) ?? []).map(\.mountPoint)
     }
 
     static func isMountPoint(_ path: String) -> Bool { mountPoints().contains(path) }
@@ -58,21 +55,6 @@ struct HostFootprint: Equatable, CustomStringConvertible {
             let isCatalog = relative.split(separator: "/").last?.hasPrefix("catalog.sqlite") == true
             files[path] = (status.st_mode & S_IFMT) == S_IFDIR ? -1 : isCatalog ? 0 : Int64(status.st_size)
         }
-    }
-
-    private static func decodeOctalEscapes(_ field: String) -> String {
-        guard field.contains("\\") else { return field }
-        var bytes: [UInt8] = []
-        var utf8 = Array(field.utf8)[...]
-        while let byte = utf8.popFirst() {
-            if byte == UInt8(ascii: "\\"), utf8.count >= 3, let value = UInt8(String(decoding: utf8.prefix(3), as: UTF8.self), radix: 8) {
-                bytes.append(value)
-                utf8 = utf8.dropFirst(3)
-            } else {
-                bytes.append(byte)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

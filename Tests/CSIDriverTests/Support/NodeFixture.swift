@@ -5,6 +5,7 @@ import CSIProto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import KernelFiles
 import Testing
 
 /// Whether this machine can run the node path for real: root, FUSE and loop devices.
@@ -23,7 +24,7 @@ enum NodeEnvironment {
 
     /// ext4 grows online only with CAP_SYS_RESOURCE, which some sandboxes withhold even from root.
     static var hasSysResource: Bool {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+        guard let status = try? KernelFile.read("/proc/self/status"),
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
               let mask = UInt64(line.split(separator: "\t").last ?? "", radix: 16)
         else { return false }
@@ -33,17 +34,22 @@ enum NodeEnvironment {
     /// Mount points and loop devices that mention `path`: what a test must leave none of.
     static func leftovers(under path: String) -> [String] {
         var found: [String] = []
-        if let mounts = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) {
-            found += mounts.split(separator: "\n").filter { $0.contains(path) }.map { "mount: \($0)" }
+        for mount in (try? MountTable.read()) ?? [] where mount.mountPoint.contains(path) || mount.source.contains(path) {
+            found.append("mount: \(mount.mountPoint) (\(mount.fsType) from \(mount.source))")
         }
-        let blocks = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/block")) ?? []
-        for device in blocks where device.hasPrefix("loop") {
-            if let backing = try? String(contentsOfFile: "/sys/block/\(device)/loop/backing_file", encoding: .utf8),
-               backing.contains(path) {
-                found.append("loop device \(device) → \(backing.trimmingCharacters(in: .whitespacesAndNewlines))")
-            }
+        for (device, backing) in loopBackingFiles() where backing.contains(path) {
+            found.append("loop device \(device) → \(backing)")
         }
         return found
+    }
+
+    /// Every bound loop device (loopN) with the backing file sysfs shows for it.
+    static func loopBackingFiles() -> [(device: String, backing: String)] {
+        let blocks = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/block")) ?? []
+        return blocks.filter { $0.hasPrefix("loop") }.sorted().compactMap { device in
+            guard let backing = try? KernelFile.readTrimmed("/sys/block/\(device)/loop/backing_file") else { return nil }
+            return (device, backing)
+        }
     }
 }
 

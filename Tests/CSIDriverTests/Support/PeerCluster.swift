@@ -3,6 +3,7 @@
 #endif
 import CSIProto
 import Foundation
+import KernelFiles
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -127,10 +128,9 @@ final class PeerCluster: @unchecked Sendable {
     /// Stops every driver, removes what they staged, and the namespaces.
     func tearDown() {
         for node in nodes.values { node.stop() }
-        for leftover in NodeEnvironment.leftovers(under: directory.path) where leftover.hasPrefix("mount: ") {
-            // A driver killed with volumes staged leaves its mounts: lazily unmount what remains.
-            let fields = leftover.split(separator: " ")
-            if fields.count > 5 { _ = try? Shell.run("umount", "-l", String(fields[5])) }
+        // A driver killed with volumes staged leaves its mounts: lazily unmount what remains, newest first.
+        for mount in ((try? MountTable.read()) ?? []).reversed() where mount.mountPoint.hasPrefix(directory.path + "/") {
+            _ = try? Shell.run("umount", "-l", mount.mountPoint)
         }
         tearDownNetwork()
     }
