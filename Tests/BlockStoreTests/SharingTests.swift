@@ -62,6 +62,7 @@ import Testing
             try db.execute(sql: """
                 DROP TABLE remote_stagers;
                 ALTER TABLE volumes DROP COLUMN multi_node; ALTER TABLE volumes DROP COLUMN epoch;
+                ALTER TABLE volumes DROP COLUMN moved_to;
                 DELETE FROM grdb_migrations WHERE identifier = 'v5-sharing';
                 """)
         }

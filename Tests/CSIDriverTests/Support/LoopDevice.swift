@@ -2,6 +2,7 @@
 @preconcurrency import Glibc
 #endif
 import Foundation
+import KernelFiles
 
 /// A loop device over a sparse image file of its own, with nothing on it: a raw block device for
 /// tests that need one without Strata (the QEMU harness's shared disk). `tearDown()` detaches it
@@ -31,7 +32,7 @@ final class LoopDevice: @unchecked Sendable {
         for _ in 0..<20 {
             guard truncate(imagePath, off_t(mebibytes) << 20) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
             try ExternalTool.run("losetup", ["--set-capacity", device])
-            let current = (try? String(contentsOfFile: sizeFile, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            let current = ((try? KernelFile.readTrimmed(sizeFile)) ?? nil).flatMap { Int($0) }
             if current == sectors { return }
         }
         throw POSIXError(.EBUSY)
