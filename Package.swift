@@ -137,7 +137,8 @@ let package = Package(
         .executableTarget(
             name: "strata-bench",
             dependencies: [
-                "BlockStore",
+                "BlockStore", "Peering", "PeerProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

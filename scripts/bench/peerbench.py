@@ -7,6 +7,8 @@ Usage:
       plain TCP copy), unpublishes, unstages and snapshots it. Prints {"snapshot": id}.
   peerbench.py clone PROTO_DIR SOCKET NAME SIZE SNAPSHOT
       Times CreateVolume from SNAPSHOT. Prints {"seconds": s, "volume": id}.
+  peerbench.py rwx PROTO_DIR SOCKET NAME SIZE
+      Creates a ReadWriteMany block volume (what a live-migrated VM's disk is). Prints {"volume": id}.
 """
 import atexit
 import json
@@ -77,6 +79,14 @@ def clone(pb, rpc, channel, name, size, snapshot):
     print(json.dumps({"seconds": time.monotonic() - started, "volume": volume.volume_id}))
 
 
+def rwx(pb, rpc, channel, name, size):
+    capability = pb.VolumeCapability(block=pb.VolumeCapability.BlockVolume(), access_mode=pb.VolumeCapability.AccessMode(
+        mode=pb.VolumeCapability.AccessMode.MULTI_NODE_MULTI_WRITER))
+    volume = rpc.ControllerStub(channel).CreateVolume(pb.CreateVolumeRequest(
+        name=name, capacity_range=pb.CapacityRange(required_bytes=size), volume_capabilities=[capability]), timeout=60).volume
+    print(json.dumps({"volume": volume.volume_id}))
+
+
 def main():
     command, proto_dir, socket = sys.argv[1], sys.argv[2], sys.argv[3]
     pb, rpc = load_stubs(proto_dir)
@@ -85,6 +95,8 @@ def main():
             golden(pb, rpc, channel, sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
         elif command == "clone":
             clone(pb, rpc, channel, sys.argv[4], int(sys.argv[5]), sys.argv[6])
+        elif command == "rwx":
+            rwx(pb, rpc, channel, sys.argv[4], int(sys.argv[5]))
         else:
             raise SystemExit(f"unknown command {command}")
 
