@@ -143,7 +143,8 @@ let package = Package(
         .executableTarget(
             name: "strata-bench",
             dependencies: [
-                "BlockStore",
+                "BlockStore", "Peering", "PeerProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -173,6 +174,8 @@ let package = Package(
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["Interop"]
         ),

@@ -90,6 +90,11 @@ final class LayerWriter {
     private(set) var isFinished = false
     private(set) var allocatedBytes: UInt64 = 0
     private var closed = false
+    /// Bytes written since writeback was last started.
+    private var unsubmittedBytes = 0
+    /// A copied layer's data is sent to the disk every this many bytes while it arrives, so
+    /// that `finish()`'s fdatasync does not write the whole layer after the transfer.
+    static let writebackBytes = 8 << 20
 
     init(store: BlockStore, size: UInt64, clusterSize: UInt32) throws {
         layerID = store.allocateLayerID()
@@ -127,6 +132,11 @@ final class LayerWriter {
             throw StoreError(.invalidArgument, "extent \(extent.offset)+\(extent.length) came with \(bytes.count) bytes")
         }
         try files.data.write(bytes, at: extent.offset)
+        unsubmittedBytes += bytes.count
+        if unsubmittedBytes >= Self.writebackBytes {
+            files.data.startWriteback()
+            unsubmittedBytes = 0
+        }
         var offset = extent.offset
         while offset < extent.offset + extent.length {
             let cluster = Int(offset / clusterSize)

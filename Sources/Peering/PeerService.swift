@@ -20,6 +20,8 @@ struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
     static let chunkBytes = 1 << 20
     /// Zero extents per chunk (they carry no bytes, but each costs a few in the message).
     static let chunkExtents = 4096
+    /// Chunks read ahead of the one being sent (each holds up to `chunkBytes` in memory).
+    static let readAhead = 2
 
     func identify(request: Strata_Peer_V1_IdentifyRequest, context _: ServerContext) async throws -> Strata_Peer_V1_IdentifyResponse {
         .with { $0.nodeID = host.nodeID }
@@ -153,24 +155,23 @@ struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
         var layerDigest = PeerChecksum.LayerDigest()
         var sent = 0
         let started = ContinuousClock.now
-        // The next chunk is read from disk while this one is on the wire.
-        let read = { (index: Int) in Task { try await BlockingWork.run { try Self.read(batches[index].extents, bytes: batches[index].bytes, from: export) } } }
-        var next: Task<Data, any Error>? = read(0)
+        // Chunks are read and checksummed on Dispatch's threads, `readAhead` of them ahead of the
+        // one on the wire, so the disk, the hash and the connection's TLS work at once.
+        let prepare = { (index: Int) in Task { try await BlockingWork.run { try Self.chunk(batches[index], from: export) } } }
+        var ready: [Task<Strata_Peer_V1_LayerChunk, any Error>] = []
+        var prepared = 0
         for index in batches.indices {
-            let data = try await next!.value
-            next = index + 1 < batches.count ? read(index + 1) : nil
-            var chunk = Strata_Peer_V1_LayerChunk.with { chunk in
-                chunk.extents = batches[index].extents.map { extent in
-                    .with { $0.offset = extent.offset; $0.length = extent.length; $0.zero = extent.isZero }
-                }
-                chunk.data = data
+            while prepared < batches.count, prepared <= index + Self.readAhead {
+                ready.append(prepare(prepared))
+                prepared += 1
             }
-            chunk.sha256 = PeerChecksum.chunkDigest(extents: chunk.extents, data: data)
+            var chunk = try await ready.removeFirst().value
             layerDigest.add(chunkDigest: chunk.sha256)
             if index == batches.count - 1 { chunk.layerSha256 = layerDigest.finalize() }
+            let bytes = chunk.data.count
             try await response.write(chunk)
-            metrics.recordPeerBytes(received: 0, sent: data.count)
-            sent += data.count
+            metrics.recordPeerBytes(received: 0, sent: bytes)
+            sent += bytes
             if let rate = sendBytesPerSecond {
                 let due = started + .milliseconds(Int64(sent) * 1000 / Int64(rate))
                 if due > ContinuousClock.now { try await Task.sleep(until: due) }
@@ -198,17 +199,22 @@ struct PeerService: Strata_Peer_V1_Peer.SimpleServiceProtocol {
         return batches
     }
 
-    private static func read(_ batch: [LayerExtent], bytes: Int, from export: LayerExport) throws -> Data {
-        var data = Data(count: bytes)
-        try data.withUnsafeMutableBytes { buffer in
-            var position = 0
-            for extent in batch where !extent.isZero {
-                let length = Int(extent.length)
-                try export.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[position..<position + length]), at: extent.offset)
-                position += length
-            }
+    /// One chunk of the stream: the batch's extents, their bytes read straight into the buffer
+    /// the message carries (not zero-filled first), and its checksum.
+    private static func chunk(_ batch: (extents: [LayerExtent], bytes: Int), from export: LayerExport) throws -> Strata_Peer_V1_LayerChunk {
+        let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: max(batch.bytes, 1), alignment: 16)
+        let data = Data(bytesNoCopy: memory.baseAddress!, count: batch.bytes, deallocator: .custom { pointer, _ in pointer.deallocate() })
+        var position = 0
+        for extent in batch.extents where !extent.isZero {
+            let length = Int(extent.length)
+            try export.read(into: UnsafeMutableRawBufferPointer(rebasing: memory[position..<position + length]), at: extent.offset)
+            position += length
         }
-        return data
+        var chunk = Strata_Peer_V1_LayerChunk()
+        chunk.extents = batch.extents.map { extent in .with { $0.offset = extent.offset; $0.length = extent.length; $0.zero = extent.isZero } }
+        chunk.data = data
+        chunk.sha256 = PeerChecksum.chunkDigest(extents: chunk.extents, data: data)
+        return chunk
     }
 }
 

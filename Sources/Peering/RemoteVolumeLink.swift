@@ -29,6 +29,7 @@ public final class RemoteVolumeLink: Sendable {
     public static let maximumInFlight = 64
     /// One request's deadline; past it the request is sent again.
     static let requestTimeout: Duration = .seconds(10)
+    private static let requestOptions = PeerClientPool.options(timeout: requestTimeout)
 
     /// A link the owner already admitted (after a restart of this process: the owner's catalog
     /// still records this node as staging the volume).
@@ -37,6 +38,7 @@ public final class RemoteVolumeLink: Sendable {
         self.nodeID = nodeID
         self.owner = owner
         self.epoch = epoch
+        session = .with { $0.volumeID = volumeID; $0.nodeID = nodeID; $0.epoch = epoch }
         sizeBytes = Atomic(size)
         self.connector = connector
         inFlight = DispatchSemaphore(value: Self.maximumInFlight)
@@ -92,9 +94,8 @@ public final class RemoteVolumeLink: Sendable {
     /// Since when the owner has not answered, while it does not; nil when it does.
     public var unreachableSince: ContinuousClock.Instant? { unreachable.withLock { $0 } }
 
-    var session: Strata_Peer_V1_VolumeSession {
-        .with { $0.volumeID = volumeID; $0.nodeID = nodeID; $0.epoch = epoch }
-    }
+    /// Who asks, in every request; made once, not per I/O.
+    let session: Strata_Peer_V1_VolumeSession
 
     // MARK: - Block I/O (blocking: called from FUSE worker threads)
 
@@ -170,7 +171,7 @@ public final class RemoteVolumeLink: Sendable {
         while true {
             do {
                 let value = try await connector.withRemoteVolumeClient(owner) { client in
-                    try await call(client, PeerClientPool.options(timeout: Self.requestTimeout))
+                    try await call(client, Self.requestOptions)
                 }
                 unreachable.withLock { $0 = nil }
                 return value

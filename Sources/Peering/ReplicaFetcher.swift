@@ -147,18 +147,24 @@ public actor ReplicaFetcher {
                 try await client.readLayer(request, options: PeerClientPool.options(timeout: PeerClientPool.streamTimeout)) { response in
                     var digest = PeerChecksum.LayerDigest()
                     var complete = false
-                    // One chunk is written to disk while the next arrives; the write in flight
-                    // always ends before this returns, so nothing writes into a discarded import.
-                    var writing: Task<Void, any Error>?
+                    // Each chunk is verified and written on Dispatch's threads while the next ones
+                    // arrive, at most `writeDepth` behind; writes go in order, one at a time (an
+                    // import is not for concurrent use), and a chunk is written only once it and
+                    // every chunk before it passed. Every task ends before this returns, so
+                    // nothing writes into a discarded import.
+                    var writes: [Task<Void, any Error>] = []
                     do {
                         for try await chunk in response.messages {
                             guard !complete else { throw RPCError(code: .dataLoss, message: "a chunk came after the last one") }
-                            guard PeerChecksum.chunkDigest(extents: chunk.extents, data: chunk.data) == chunk.sha256 else {
-                                throw RPCError(code: .dataLoss, message: "a chunk of layer \(layer.uuid) failed its checksum")
-                            }
+                            // The digest the chunk claims; its own task checks it before writing.
                             digest.add(chunkDigest: chunk.sha256)
-                            try await writing?.value
-                            writing = Task { try await BlockingWork.run { try Self.write(chunk, layer: layer.uuid, into: replica) } }
+                            let previous = writes.last
+                            writes.append(Task {
+                                try await BlockingWork.run { try Self.verify(chunk, layer: layer.uuid) }
+                                try await previous?.value
+                                try await BlockingWork.run { try Self.write(chunk, layer: layer.uuid, into: replica) }
+                            })
+                            if writes.count > Self.writeDepth { try await writes.removeFirst().value }
                             self.metrics.recordPeerBytes(received: chunk.data.count, sent: 0)
                             if !chunk.layerSha256.isEmpty {
                                 guard digest.finalize() == chunk.layerSha256 else {
@@ -167,9 +173,9 @@ public actor ReplicaFetcher {
                                 complete = true
                             }
                         }
-                        try await writing?.value
+                        for write in writes { try await write.value }
                     } catch {
-                        _ = await writing?.result
+                        for write in writes { _ = await write.result }
                         throw error
                     }
                     guard complete else { throw RPCError(code: .dataLoss, message: "the stream of layer \(layer.uuid) ended early") }
@@ -180,6 +186,15 @@ public actor ReplicaFetcher {
         } catch {
             replica.discard()
             throw error
+        }
+    }
+
+    /// Chunks received but not yet written (each holds up to 1 MiB in memory).
+    static let writeDepth = 4
+
+    private static func verify(_ chunk: Strata_Peer_V1_LayerChunk, layer: String) throws {
+        guard PeerChecksum.chunkDigest(extents: chunk.extents, data: chunk.data) == chunk.sha256 else {
+            throw RPCError(code: .dataLoss, message: "a chunk of layer \(layer) failed its checksum")
         }
     }
 

@@ -5,8 +5,8 @@ import ArgumentParser
 struct StrataBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "strata-bench",
-        abstract: "Measure the Strata block store.",
-        subcommands: [StoreBenchmarkCommand.self, DeltaBenchmarkCommand.self, CrashWorkerCommand.self],
+        abstract: "Measure the Strata block store and its peer transport.",
+        subcommands: [StoreBenchmarkCommand.self, DeltaBenchmarkCommand.self, CrashWorkerCommand.self, RemoteIOBenchmarkCommand.self],
         defaultSubcommand: StoreBenchmarkCommand.self
     )
 }
