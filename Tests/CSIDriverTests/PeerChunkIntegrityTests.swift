@@ -135,6 +135,18 @@ private struct AlteringPeer: Strata_Peer_V1_Peer.SimpleServiceProtocol {
     func forwardController(request: Strata_Peer_V1_ForwardedCall, context: ServerContext) async throws -> Strata_Peer_V1_ForwardedReply {
         throw RPCError(code: .unimplemented, message: "")
     }
+
+    func handOverVolume(request: Strata_Peer_V1_HandOverRequest, context: ServerContext) async throws -> Strata_Peer_V1_HandOverResponse {
+        throw RPCError(code: .unimplemented, message: "")
+    }
+
+    func releaseHandedOver(request: Strata_Peer_V1_ReleaseHandedOverRequest, context: ServerContext) async throws
+        -> Strata_Peer_V1_ReleaseHandedOverResponse
+    { throw RPCError(code: .unimplemented, message: "") }
+
+    func ownershipOffered(request: Strata_Peer_V1_OwnershipOfferedRequest, context: ServerContext) async throws
+        -> Strata_Peer_V1_OwnershipOfferedResponse
+    { throw RPCError(code: .unimplemented, message: "") }
 }
 
 /// Every peer is the one in-process server.

@@ -120,14 +120,6 @@ def clone(pb, rpc, channel, name, size, snapshot):
     print(json.dumps({"seconds": time.monotonic() - started, "volume": volume.volume_id}))
 
 
-def rwx(pb, rpc, channel, name, size):
-    capability = pb.VolumeCapability(block=pb.VolumeCapability.BlockVolume(), access_mode=pb.VolumeCapability.AccessMode(
-        mode=pb.VolumeCapability.AccessMode.MULTI_NODE_MULTI_WRITER))
-    volume = rpc.ControllerStub(channel).CreateVolume(pb.CreateVolumeRequest(
-        name=name, capacity_range=pb.CapacityRange(required_bytes=size), volume_capabilities=[capability]), timeout=60).volume
-    print(json.dumps({"volume": volume.volume_id}))
-
-
 def main():
     command, proto_dir, socket = sys.argv[1], sys.argv[2], sys.argv[3]
     pb, rpc = load_stubs(proto_dir)
