@@ -238,6 +238,10 @@ final class ClusterNode: @unchecked Sendable {
 
     /// Stages and publishes a block volume; returns the device path in the pod.
     func attach(_ volumeID: String, capability: Csi_V1_VolumeCapability = Requests.blockCapability) async throws -> String {
+        try await Self.retryingAborted { try await self.attachOnce(volumeID, capability: capability) }
+    }
+
+    private func attachOnce(_ volumeID: String, capability: Csi_V1_VolumeCapability) async throws -> String {
         let staging = stagingPath(volumeID), target = devicePath(volumeID)
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -254,6 +258,24 @@ final class ClusterNode: @unchecked Sendable {
     }
 
     func detach(_ volumeID: String) async throws {
+        try await Self.retryingAborted { try await self.detachOnce(volumeID) }
+    }
+
+    /// ABORTED means another operation on the volume is running (the driver's per-volume lock,
+    /// as the CSI spec asks): kubelet retries, and so do the tests.
+    static func retryingAborted<Result>(_ body: () async throws -> Result) async throws -> Result {
+        var attempt = 0
+        while true {
+            do {
+                return try await body()
+            } catch let error as RPCError where error.code == .aborted && attempt < 50 {
+                attempt += 1
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    private func detachOnce(_ volumeID: String) async throws {
         try await withClient { client in
             let node = Csi_V1_Node.Client(wrapping: client)
             _ = try await node.nodeUnpublishVolume(.with { $0.volumeID = volumeID; $0.targetPath = devicePath(volumeID) })
