@@ -231,11 +231,17 @@ extension BlockStore {
             let replicas = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots WHERE origin_node IS NOT NULL") ?? 0
             let imported = try Row.fetchOne(
                 db, sql: "SELECT COUNT(*) AS count, COALESCE(SUM(allocated_bytes), 0) AS allocated FROM layers WHERE imported = 1")!
+            let sharing = try Row.fetchOne(db, sql: """
+                SELECT COALESCE(SUM(multi_node), 0) AS multi, COALESCE(SUM(moved_to IS NOT NULL), 0) AS moving,
+                       (SELECT COUNT(DISTINCT r.volume_id) FROM remote_stagers r JOIN volumes w ON w.id = r.volume_id) AS staged
+                FROM volumes
+                """)!
             return StoreCensus(
                 volumes: volumes["count"], snapshots: snapshots, hiddenSnapshots: hidden, layers: layers["count"],
                 allocatedBytes: UInt64(max(0, layers["allocated"] as Int64)), provisionedBytes: UInt64(max(0, volumes["provisioned"] as Int64)),
                 deepestChain: volumes["deepest"], replicaSnapshots: replicas, importedLayers: imported["count"],
-                importedBytes: UInt64(max(0, imported["allocated"] as Int64)))
+                importedBytes: UInt64(max(0, imported["allocated"] as Int64)),
+                multiNodeVolumes: sharing["multi"], remotelyStagedVolumes: sharing["staged"], movingVolumes: sharing["moving"])
         }
     }
 }

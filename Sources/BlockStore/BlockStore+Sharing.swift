@@ -13,6 +13,12 @@ extension BlockStore {
         }
     }
 
+    /// Every volume's remote stagers at once, oldest first (volumes no other node stages are
+    /// absent), for listings that say where each volume is served.
+    public func remoteStagersByVolume() throws -> [String: [String]] {
+        try catalog.read { db in try db.remoteStagersByVolume() }
+    }
+
     /// Records `node` as staging `volumeID` (idempotent) and answers the volume; a volume that
     /// is not multi-node is refused (`.busy`: it can be staged on one node only).
     @discardableResult
@@ -106,6 +112,14 @@ extension BlockStore {
 }
 
 extension Database {
+    func remoteStagersByVolume() throws -> [String: [String]] {
+        var stagers: [String: [String]] = [:]
+        for row in try Row.fetchAll(self, sql: "SELECT volume_id, node_id FROM remote_stagers ORDER BY since, node_id") {
+            stagers[row["volume_id"], default: []].append(row["node_id"])
+        }
+        return stagers
+    }
+
     func remoteStagers(ofVolume volumeID: String) throws -> [String] {
         try String.fetchAll(
             self, sql: "SELECT node_id FROM remote_stagers WHERE volume_id = ? ORDER BY since, node_id", arguments: [volumeID])

@@ -32,6 +32,9 @@ public struct StoreTopology: Sendable {
     public var points: [Point]
     /// Volumes whose background flatten is queued or running.
     public var flattening: [String]
+    /// Other nodes staging each multi-node volume (see `remoteStagers(ofVolume:)`); volumes no
+    /// other node stages are absent.
+    public var remoteStagers: [String: [String]] = [:]
 }
 
 extension BlockStore {
@@ -47,7 +50,8 @@ extension BlockStore {
             let points = try db.allSnapshotRows().map {
                 StoreTopology.Point(snapshot: try makeSnapshot($0, db), layerID: $0.layerID, hidden: $0.hidden)
             }
-            return StoreTopology(layers: layers, heads: heads, points: points, flattening: flattening)
+            return StoreTopology(
+                layers: layers, heads: heads, points: points, flattening: flattening, remoteStagers: try db.remoteStagersByVolume())
         }
     }
 

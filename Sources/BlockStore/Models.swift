@@ -81,6 +81,12 @@ public struct StoreCensus: Sendable, Equatable {
     /// Layers copied from other nodes, and the bytes they hold (part of `layers` and `allocatedBytes`).
     public var importedLayers: Int = 0
     public var importedBytes: UInt64 = 0
+    /// ReadWriteMany volumes (stageable on several nodes); of those, how many another node
+    /// stages now (served from here over the peer connection), and how many are frozen here
+    /// while another node takes them over (`Volume.movedTo`).
+    public var multiNodeVolumes: Int = 0
+    public var remotelyStagedVolumes: Int = 0
+    public var movingVolumes: Int = 0
 }
 
 /// What `checkConsistency()` found; empty lists mean the catalog and the files agree.
