@@ -9,19 +9,22 @@ extension ControllerService {
     func listVolumes(request: Csi_V1_ListVolumesRequest, context _: ServerContext) async throws -> Csi_V1_ListVolumesResponse {
         try RequestFields.requireNonNegative(request.maxEntries, field: "max_entries")
         let store = try context.store()
-        let page = try await BlockingWork.run {
+        let (page, stagers) = try await BlockingWork.run {
             do {
-                return try store.listVolumes(
-                    after: request.startingToken.isEmpty ? nil : request.startingToken, limit: Int(request.maxEntries))
+                return (try store.listVolumes(
+                    after: request.startingToken.isEmpty ? nil : request.startingToken, limit: Int(request.maxEntries)),
+                        try store.remoteStagersByVolume())
             } catch let error as StoreError where error.code == .invalidArgument {
                 throw CSIError.aborted("starting_token \(RequestFields.quoted(request.startingToken)) is not a token this driver issued")
             }
         }
         return .with { response in
+            // Not `published_node_ids`: LIST_VOLUMES_PUBLISHED_NODES is not advertised (there is
+            // no attach step); where a volume lives and who stages it is in its condition.
             response.entries = page.items.map { volume in
                 .with {
                     $0.volume = context.wireVolume(volume)
-                    $0.status = .with { $0.volumeCondition = Self.healthyCondition }
+                    $0.status = .with { $0.volumeCondition = condition(of: volume, remoteStagers: stagers[volume.id] ?? []) }
                 }
             }
             response.nextToken = page.nextCursor ?? ""
@@ -36,10 +39,13 @@ extension ControllerService {
                of: request.volumeID, method: "ControllerGetVolume", request, as: Csi_V1_ControllerGetVolumeResponse.self) {
             return answer
         }
-        let volume = try await BlockingWork.run { try store.volume(id: request.volumeID) }
+        let (volume, stagers) = try await BlockingWork.run {
+            let volume = try store.volume(id: request.volumeID)
+            return (volume, volume.multiNode ? try store.remoteStagers(ofVolume: volume.id) : [])
+        }
         return .with {
             $0.volume = context.wireVolume(volume)
-            $0.status = .with { $0.volumeCondition = Self.healthyCondition }
+            $0.status = .with { $0.volumeCondition = condition(of: volume, remoteStagers: stagers) }
         }
     }
 
@@ -108,6 +114,15 @@ extension ControllerService {
         if expansion { capabilities.append(.expandVolume) }
         if profile.advertisesGetSnapshot { capabilities.append(.getSnapshot) }
         return capabilities
+    }
+
+    /// A single-node volume is healthy wherever it is; a multi-node one says where it lives,
+    /// who stages it and whether it is moving (see `VolumePlacement`).
+    func condition(of volume: Volume, remoteStagers: [String]) -> Csi_V1_VolumeCondition {
+        guard volume.multiNode else { return Self.healthyCondition }
+        return VolumePlacement(
+            volume, owner: context.nodeID, stagedOnOwner: context.stager?.isStaged(volume.id) == true, remoteStagers: remoteStagers
+        ).condition
     }
 
     static let healthyCondition = Csi_V1_VolumeCondition.with {

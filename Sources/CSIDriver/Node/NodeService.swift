@@ -134,7 +134,7 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
             response.usage = usage
             response.volumeCondition = .with {
                 $0.abnormal = report.abnormal != nil
-                $0.message = report.abnormal ?? report.servedFrom.map { "volume is healthy; served from its owner, node \($0)" } ?? "volume is healthy"
+                $0.message = report.abnormal ?? report.placement ?? "volume is healthy"
             }
         }
     }

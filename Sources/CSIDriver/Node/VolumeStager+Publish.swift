@@ -85,8 +85,8 @@ extension VolumeStager {
         var usedBytes: UInt64?
         var inodes: (total: UInt64, free: UInt64, used: UInt64)?
         var abnormal: String?
-        /// The owner node of a volume served from there.
-        var servedFrom: String?
+        /// Where a multi-node volume lives, when healthy (see `VolumePlacement`).
+        var placement: String?
     }
 
     /// Usage and health of a staged volume seen at `path` (its staging path or one of its targets).
@@ -112,7 +112,7 @@ extension VolumeStager {
         }
         switch record.access {
         case .block:
-            return VolumeReport(totalBytes: try mounter.blockDeviceSize(device: device), servedFrom: registry[volumeID]?.remoteOwner?.node)
+            return VolumeReport(totalBytes: try mounter.blockDeviceSize(device: device), placement: placement(of: volumeID))
         case .filesystem:
             guard try mounter.isMountPoint(path) else {
                 return VolumeReport(totalBytes: 0, abnormal: "\(path) is no longer mounted")
@@ -122,5 +122,19 @@ extension VolumeStager {
                 totalBytes: stats.totalBytes, availableBytes: stats.availableBytes, usedBytes: stats.usedBytes,
                 inodes: (stats.totalInodes, stats.freeInodes, stats.usedInodes))
         }
+    }
+
+    /// Where a staged multi-node volume lives, as NodeGetVolumeStats says it: served from its
+    /// owner (and whether ownership is moving here now), or owned here (and who else stages it).
+    /// Nil for a single-node volume.
+    func placement(of volumeID: String) -> String? {
+        guard let record = registry[volumeID] else { return nil }
+        if let owner = record.remoteOwner {
+            let takingOver = handOversRunning.withLock { $0.contains(volumeID) }
+            return VolumePlacement.remoteMessage(owner: owner.node, epoch: owner.epoch, takingOver: takingOver)
+        }
+        guard let store = try? context.store(), let volume = try? store.volume(id: volumeID), volume.multiNode else { return nil }
+        let stagers = (try? store.remoteStagers(ofVolume: volumeID)) ?? []
+        return VolumePlacement(volume, owner: context.nodeID, stagedOnOwner: true, remoteStagers: stagers).stagedHereMessage
     }
 }
