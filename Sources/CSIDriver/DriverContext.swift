@@ -13,6 +13,7 @@ final class DriverContext: PeerHost {
     private let nodeStager = Mutex<VolumeStager?>(nil)
     private let peerRuntime = Mutex<PeerRuntime?>(nil)
     private let forwarded = Mutex<ForwardedControllerCalls?>(nil)
+    private let driverMetrics = Mutex<DriverMetrics?>(nil)
 
     init(configuration: DriverConfiguration) {
         self.configuration = configuration
@@ -49,6 +50,11 @@ final class DriverContext: PeerHost {
     func controllerDidStart(_ calls: ForwardedControllerCalls) { forwarded.withLock { $0 = calls } }
 
     var forwardedCalls: ForwardedControllerCalls? { forwarded.withLock { $0 } }
+
+    /// Set by the server: where events the services see (handovers) are counted.
+    func metricsDidStart(_ metrics: DriverMetrics) { driverMetrics.withLock { $0 = metrics } }
+
+    var metrics: DriverMetrics? { driverMetrics.withLock { $0 } }
 
     /// Runs a snapshot while the volumes staged here are at a clean point (see `VolumeStager.whileQuiesced`).
     func whileQuiesced<T>(_ volumeIDs: [String], _ body: () throws -> T) throws -> T {

@@ -51,9 +51,10 @@ public final class DriverMetrics: Sendable {
         ]
         for (descriptor, value) in gauges { registry.makeGauge(descriptor: descriptor).set(to: value) }
         refreshPeerGauges(census)
+        refreshPlacementGauges(census)
     }
 
-    private static func name(_ name: String, unit: String = "", help: String) -> MetricNameDescriptor {
+    static func name(_ name: String, unit: String = "", help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(namespace: "strata", metricName: name, unitName: unit, helpText: help)
     }
 

@@ -2,6 +2,7 @@ import BlockStore
 import CSIValidation
 import Foundation
 import GRPCCore
+import Logging
 import Peering
 import Synchronization
 
@@ -24,21 +25,37 @@ extension VolumeStager {
         guard let record = registry[volumeID], let owner = record.remoteOwner, let peers = context.peers else { return false }
         let endpoint = PeerEndpoint(host: owner.host, port: owner.port, nodeID: owner.node)
         let store = try context.store()
+        let here = context.configuration.nodeID
+        // Every line of a handover names the volume, both nodes and the epoch, so that an
+        // admin can follow one move across the two nodes' logs.
+        func step(_ message: Logger.Message, epoch: UInt64, _ extra: Logger.Metadata = [:]) {
+            logger.notice(message, metadata: [
+                "volumeId": "\(volumeID)", "from": "\(owner.node)", "to": "\(here)", "epoch": "\(epoch)",
+            ].merging(extra) { $1 })
+        }
         if try await BlockingWork.run({ (try? store.volume(id: volumeID)) != nil }) {
             // Committed here already, and a crash came before the registry said so: the old
             // owner may have deleted its copy since; only the switch is left.
-            try await switchToLocal(volumeID, store: store, flushFirst: false)
+            let pause = try await switchToLocal(volumeID, store: store, flushFirst: false)
+            let epoch = try await BlockingWork.run { try store.volume(id: volumeID).epoch }
+            step("finished taking over a volume committed here before a restart", epoch: epoch, ["ioPause": "\(pause)"])
             await releaseOnPreviousOwner(volumeID, endpoint: endpoint, peers: peers)
             return true
         }
+        context.metrics?.recordHandOverStarted()
+        step("taking over a volume its owner let go: copying it while its I/O still goes there", epoch: owner.epoch)
         do {
-            _ = try await peers.fetcher.fetchHandOver(of: volumeID, from: endpoint, freeze: false)
+            let bulk = try await peers.fetcher.fetchHandOver(of: volumeID, from: endpoint, freeze: false)
+            step("copied the bulk of a volume; holding its I/O for the switch", epoch: bulk.epoch)
         } catch let error as RPCError where error.code == .failedPrecondition {
+            step("the owner keeps the volume", epoch: owner.epoch, ["reason": "\(error.message)"])
             return false
         }
-        let started = ContinuousClock.now
-        try await switchToLocal(volumeID, store: store, flushFirst: true) {
+        var epoch = owner.epoch
+        let pause = try await switchToLocal(volumeID, store: store, flushFirst: true) {
             let last = try await peers.fetcher.fetchHandOver(of: volumeID, from: endpoint, freeze: true)
+            epoch = last.epoch
+            step("the previous owner froze the volume; committing it here", epoch: last.epoch)
             try await BlockingWork.run {
                 _ = try store.createVolumeFromReplica(
                     name: last.volumeName, size: last.manifest.size, replicaID: last.manifest.snapshotID, recordedSource: nil,
@@ -48,23 +65,25 @@ extension VolumeStager {
                 try store.dropHandOverReplicas(ofVolume: volumeID, except: last.manifest.snapshotID)
             }
         }
-        logger.notice("took ownership of a volume from its previous node", metadata: [
-            "volumeId": "\(volumeID)", "from": "\(owner.node)", "ioPause": "\(ContinuousClock.now - started)",
-        ])
+        context.metrics?.recordHandOverCompleted(ioPause: pause)
+        step("took ownership of a volume from its previous node", epoch: epoch, ["ioPause": "\(pause)"])
         await releaseOnPreviousOwner(volumeID, endpoint: endpoint, peers: peers)
         return true
     }
 
     /// Holds the volume's I/O (after flushing it through the old owner, when `flushFirst`),
     /// runs `commit` (which makes the volume this store's), then serves it from this store:
-    /// the registry stops naming the old owner and the export's backend is swapped.
+    /// the registry stops naming the old owner and the export's backend is swapped. Answers how
+    /// long the I/O was held: from the pause (which waits for the requests in flight) to the
+    /// resume, what the volume's users saw of the switch.
     private func switchToLocal(
         _ volumeID: String, store: BlockStore, flushFirst: Bool, commit: () async throws -> Void = {}
-    ) async throws {
+    ) async throws -> Duration {
         try await context.locks.withLocks([LockKey.volume(volumeID)]) {
             guard let opened = opened.withLock({ $0[volumeID] }), let movable = opened.movable else {
                 throw CSIError.failedPrecondition("volume \(volumeID) is not exported here")
             }
+            let held = ContinuousClock.now
             try await BlockingWork.run {
                 movable.pause()
                 guard flushFirst else { return }
@@ -92,6 +111,7 @@ extension VolumeStager {
                 throw error
             }
             movable.resume()
+            return held.duration(to: .now)
         }
     }
 
@@ -105,6 +125,9 @@ extension VolumeStager {
                     try await client.releaseHandedOver(
                         .with { $0.volumeID = volumeID; $0.nodeID = node }, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
                 }
+                logger.notice("the previous owner released a volume it handed over", metadata: [
+                    "volumeId": "\(volumeID)", "from": "\(endpoint.nodeID ?? endpoint.host)", "to": "\(node)",
+                ])
                 return
             } catch {
                 logger.warning("the previous owner did not release a volume yet", metadata: ["volumeId": "\(volumeID)", "error": "\(error)"])

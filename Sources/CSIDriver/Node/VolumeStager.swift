@@ -108,6 +108,10 @@ final class VolumeStager: Sendable {
         guard let peers = context.peers, let store = try? context.store(),
               let stagers = try? store.remoteStagers(ofVolume: volumeID), !stagers.isEmpty else { return }
         let owner = context.configuration.nodeID
+        let epoch = (try? store.volume(id: volumeID))?.epoch ?? 0
+        logger.notice("unstaged a volume another node still stages: offering it ownership", metadata: [
+            "volumeId": "\(volumeID)", "from": "\(owner)", "to": "\(stagers.joined(separator: ","))", "epoch": "\(epoch)",
+        ])
         Task { [logger] in
             for endpoint in await peers.directory.endpoints() where endpoint.nodeID.map(stagers.contains) == true {
                 do {

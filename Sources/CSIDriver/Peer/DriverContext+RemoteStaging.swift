@@ -84,7 +84,19 @@ extension DriverContext {
                 // Once frozen, every answer is the final snapshot: nothing was written after it.
                 let final = freeze || volume.movedTo != nil
                 let snapshot = try store.createPeerSnapshot(name: Self.handOverSnapshotName(to: node, freeze: final), of: volumeID)
-                if final { volume = try store.fenceVolume(id: volumeID, movedTo: node) }
+                if final {
+                    let wasMoving = volume.movedTo != nil
+                    volume = try store.fenceVolume(id: volumeID, movedTo: node)
+                    if !wasMoving {
+                        configuration.logger.notice("froze a volume for its next owner: it takes no more writes here", metadata: [
+                            "volumeId": "\(volumeID)", "from": "\(nodeID)", "to": "\(node)", "epoch": "\(volume.epoch)",
+                        ])
+                    }
+                } else {
+                    configuration.logger.notice("handing a volume over: its next owner copies it while its I/O still comes here", metadata: [
+                        "volumeId": "\(volumeID)", "from": "\(nodeID)", "to": "\(node)", "epoch": "\(volume.epoch)",
+                    ])
+                }
                 return HandOverOffer(
                     manifest: try store.replicaManifest(snapshotID: snapshot.id), volumeName: volume.name, epoch: volume.epoch,
                     parameters: volume.parameters)
@@ -113,7 +125,10 @@ extension DriverContext {
             try store.releasePeerSnapshot(id: snapshot.id)
         }
         try store.deleteVolume(id: volume.id)
-        configuration.logger.notice("handed a volume over", metadata: ["volumeId": "\(volume.id)", "to": "\(volume.movedTo ?? "")"])
+        metrics?.recordHandOverReleased()
+        configuration.logger.notice("handed a volume over and deleted it here", metadata: [
+            "volumeId": "\(volume.id)", "from": "\(nodeID)", "to": "\(volume.movedTo ?? "")", "epoch": "\(volume.epoch)",
+        ])
     }
 
     func tidyHandedOver(stagerForgotten: @escaping @Sendable (String) -> Void) async {

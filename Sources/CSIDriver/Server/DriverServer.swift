@@ -26,6 +26,7 @@ public final class DriverServer: Sendable {
         let context = DriverContext(configuration: configuration)
         self.context = context
         metrics = DriverMetrics(configuration: configuration)
+        context.metricsDidStart(metrics)
         if let settings = configuration.peering {
             try settings.validate()
             context.peersDidStart(PeerRuntime(
@@ -89,6 +90,7 @@ public final class DriverServer: Sendable {
         do {
             endpoint = try await MetricsEndpoint.start(host: address.host, port: address.port) { [metrics, context] in
                 metrics.refresh(from: try? context.store())
+                metrics.refreshStagedFromOtherNodes(context.stager?.registry.all.filter { $0.remoteOwner != nil }.count ?? 0)
                 return metrics.exposition()
             }
         } catch {
