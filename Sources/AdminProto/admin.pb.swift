@@ -40,42 +40,88 @@ public nonisolated struct Strata_Admin_V1_GetTreeRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Strata_Admin_V1_TreeNode: Sendable {
+public nonisolated struct Strata_Admin_V1_TreeNode: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var layer: Int64 = 0
+  public var layer: Int64 {
+    get {_storage._layer}
+    set {_uniqueStorage()._layer = newValue}
+  }
 
-  public var kind: Strata_Admin_V1_TreeNode.Kind = .unspecified
+  public var kind: Strata_Admin_V1_TreeNode.Kind {
+    get {_storage._kind}
+    set {_uniqueStorage()._kind = newValue}
+  }
 
   /// The volume's or snapshot's id and name; empty for RETAINED.
-  public var id: String = String()
+  public var id: String {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
 
-  public var name: String = String()
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
 
   /// Layers a read may walk through: 1 at the bottom of a chain.
-  public var depth: Int32 = 0
+  public var depth: Int32 {
+    get {_storage._depth}
+    set {_uniqueStorage()._depth = newValue}
+  }
 
   /// The volume's or snapshot's size; 0 for RETAINED.
-  public var sizeBytes: Int64 = 0
+  public var sizeBytes: Int64 {
+    get {_storage._sizeBytes}
+    set {_uniqueStorage()._sizeBytes = newValue}
+  }
 
   /// Bytes this layer holds itself.
-  public var ownBytes: Int64 = 0
+  public var ownBytes: Int64 {
+    get {_storage._ownBytes}
+    set {_uniqueStorage()._ownBytes = newValue}
+  }
 
   /// Bytes held by the layers below it, which it reads and shares with every other layer above them.
-  public var sharedBytes: Int64 = 0
+  public var sharedBytes: Int64 {
+    get {_storage._sharedBytes}
+    set {_uniqueStorage()._sharedBytes = newValue}
+  }
 
   /// Volumes that read this layer (their head or any layer below it).
-  public var readers: Int32 = 0
+  public var readers: Int32 {
+    get {_storage._readers}
+    set {_uniqueStorage()._readers = newValue}
+  }
 
-  public var children: [Strata_Admin_V1_TreeNode] = []
+  public var children: [Strata_Admin_V1_TreeNode] {
+    get {_storage._children}
+    set {_uniqueStorage()._children = newValue}
+  }
 
   /// REPLICA: the node it was copied from.
-  public var originNode: String = String()
+  public var originNode: String {
+    get {_storage._originNode}
+    set {_uniqueStorage()._originNode = newValue}
+  }
 
   /// The layer's own bytes were copied from another node (REPLICA and IMPORTED layers).
-  public var imported: Bool = false
+  public var imported: Bool {
+    get {_storage._imported}
+    set {_uniqueStorage()._imported = newValue}
+  }
+
+  /// VOLUME: where a ReadWriteMany volume lives (see Placement).
+  public var placement: Strata_Admin_V1_Placement {
+    get {_storage._placement ?? Strata_Admin_V1_Placement()}
+    set {_uniqueStorage()._placement = newValue}
+  }
+  /// Returns true if `placement` has been explicitly set.
+  public var hasPlacement: Bool {_storage._placement != nil}
+  /// Clears the value of `placement`. Subsequent reads from it will return its default value.
+  public mutating func clearPlacement() {_uniqueStorage()._placement = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -147,6 +193,60 @@ public nonisolated struct Strata_Admin_V1_TreeNode: Sendable {
   }
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Where a ReadWriteMany volume of this store lives: this node owns it at `epoch`, the nodes in
+/// `staged_on` reach it here over the peer connection, and while `moving_to` is set its head
+/// here is frozen (no more writes) until that node holds it. Unset for single-node volumes.
+public nonisolated struct Strata_Admin_V1_Placement: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var multiNode: Bool = false
+
+  public var epoch: Int64 = 0
+
+  /// Whether this node stages the volume itself.
+  public var stagedHere: Bool = false
+
+  /// Other nodes staging it now, oldest first.
+  public var stagedOn: [String] = []
+
+  public var movingTo: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A volume staged on this node whose owner is another node: its I/O goes there. It has no
+/// layer here until ownership moves here.
+public nonisolated struct Strata_Admin_V1_RemoteVolume: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var ownerNode: String = String()
+
+  /// The ownership epoch the owner answered when this node staged it.
+  public var epoch: Int64 = 0
+
+  public var sizeBytes: Int64 = 0
+
+  /// This node is taking ownership of it now (its owner let go).
+  public var takingOver: Bool = false
+
+  /// Why it cannot be served now (its owner does not answer); empty while it is.
+  public var problem: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Strata_Admin_V1_GetTreeResponse: Sendable {
@@ -155,6 +255,9 @@ public nonisolated struct Strata_Admin_V1_GetTreeResponse: Sendable {
   // methods supported on all messages.
 
   public var roots: [Strata_Admin_V1_TreeNode] = []
+
+  /// Volumes staged here from other nodes (no layer of them is here).
+  public var remoteVolumes: [Strata_Admin_V1_RemoteVolume] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -196,9 +299,21 @@ public nonisolated struct Strata_Admin_V1_StoreObject: Sendable {
   /// A snapshot copied from another node: that node.
   public var originNode: String = String()
 
+  /// A ReadWriteMany volume: where it lives.
+  public var placement: Strata_Admin_V1_Placement {
+    get {_placement ?? Strata_Admin_V1_Placement()}
+    set {_placement = newValue}
+  }
+  /// Returns true if `placement` has been explicitly set.
+  public var hasPlacement: Bool {self._placement != nil}
+  /// Clears the value of `placement`. Subsequent reads from it will return its default value.
+  public mutating func clearPlacement() {self._placement = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _placement: Strata_Admin_V1_Placement? = nil
 }
 
 public nonisolated struct Strata_Admin_V1_ListObjectsResponse: Sendable {
@@ -209,6 +324,9 @@ public nonisolated struct Strata_Admin_V1_ListObjectsResponse: Sendable {
   public var volumes: [Strata_Admin_V1_StoreObject] = []
 
   public var snapshots: [Strata_Admin_V1_StoreObject] = []
+
+  /// Volumes staged here whose owner is another node.
+  public var remoteVolumes: [Strata_Admin_V1_RemoteVolume] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -225,49 +343,116 @@ public nonisolated struct Strata_Admin_V1_GetSpaceRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Strata_Admin_V1_GetSpaceResponse: Sendable {
+public nonisolated struct Strata_Admin_V1_GetSpaceResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The filesystem of the state directory.
-  public var capacityBytes: Int64 = 0
+  public var capacityBytes: Int64 {
+    get {_storage._capacityBytes}
+    set {_uniqueStorage()._capacityBytes = newValue}
+  }
 
-  public var freeBytes: Int64 = 0
+  public var freeBytes: Int64 {
+    get {_storage._freeBytes}
+    set {_uniqueStorage()._freeBytes = newValue}
+  }
 
   /// Sum of the sizes of all volumes (thin provisioning: may exceed the capacity).
-  public var provisionedBytes: Int64 = 0
+  public var provisionedBytes: Int64 {
+    get {_storage._provisionedBytes}
+    set {_uniqueStorage()._provisionedBytes = newValue}
+  }
 
   /// Sum of what every layer holds.
-  public var allocatedBytes: Int64 = 0
+  public var allocatedBytes: Int64 {
+    get {_storage._allocatedBytes}
+    set {_uniqueStorage()._allocatedBytes = newValue}
+  }
 
   /// Kept allocated so that deletions commit on a full disk.
-  public var reserveBytes: Int64 = 0
+  public var reserveBytes: Int64 {
+    get {_storage._reserveBytes}
+    set {_uniqueStorage()._reserveBytes = newValue}
+  }
 
-  public var volumes: Int32 = 0
+  public var volumes: Int32 {
+    get {_storage._volumes}
+    set {_uniqueStorage()._volumes = newValue}
+  }
 
-  public var snapshots: Int32 = 0
+  public var snapshots: Int32 {
+    get {_storage._snapshots}
+    set {_uniqueStorage()._snapshots = newValue}
+  }
 
-  public var hiddenSnapshots: Int32 = 0
+  public var hiddenSnapshots: Int32 {
+    get {_storage._hiddenSnapshots}
+    set {_uniqueStorage()._hiddenSnapshots = newValue}
+  }
 
-  public var layers: Int32 = 0
+  public var layers: Int32 {
+    get {_storage._layers}
+    set {_uniqueStorage()._layers = newValue}
+  }
 
-  public var deepestChain: Int32 = 0
+  public var deepestChain: Int32 {
+    get {_storage._deepestChain}
+    set {_uniqueStorage()._deepestChain = newValue}
+  }
 
   /// Volumes whose background flatten is queued or running.
-  public var flattening: [String] = []
+  public var flattening: [String] {
+    get {_storage._flattening}
+    set {_uniqueStorage()._flattening = newValue}
+  }
 
   /// Copies held from other nodes: replica snapshots (hidden ones included; not in `snapshots`),
   /// the layers copied for them and the bytes those hold (part of `layers` and `allocated_bytes`).
-  public var replicaSnapshots: Int32 = 0
+  public var replicaSnapshots: Int32 {
+    get {_storage._replicaSnapshots}
+    set {_uniqueStorage()._replicaSnapshots = newValue}
+  }
 
-  public var importedLayers: Int32 = 0
+  public var importedLayers: Int32 {
+    get {_storage._importedLayers}
+    set {_uniqueStorage()._importedLayers = newValue}
+  }
 
-  public var importedBytes: Int64 = 0
+  public var importedBytes: Int64 {
+    get {_storage._importedBytes}
+    set {_uniqueStorage()._importedBytes = newValue}
+  }
+
+  /// ReadWriteMany volumes owned here; of them, those another node stages now (served from here)
+  /// and those frozen here while another node takes them over; and volumes staged here whose
+  /// owner is another node.
+  public var multiNodeVolumes: Int32 {
+    get {_storage._multiNodeVolumes}
+    set {_uniqueStorage()._multiNodeVolumes = newValue}
+  }
+
+  public var remoteServedVolumes: Int32 {
+    get {_storage._remoteServedVolumes}
+    set {_uniqueStorage()._remoteServedVolumes = newValue}
+  }
+
+  public var movingVolumes: Int32 {
+    get {_storage._movingVolumes}
+    set {_uniqueStorage()._movingVolumes = newValue}
+  }
+
+  public var remoteStagedVolumes: Int32 {
+    get {_storage._remoteStagedVolumes}
+    set {_uniqueStorage()._remoteStagedVolumes = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Strata_Admin_V1_FlattenRequest: Sendable {
@@ -338,84 +523,153 @@ nonisolated extension Strata_Admin_V1_GetTreeRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Strata_Admin_V1_TreeNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TreeNode"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}kind\0\u{1}id\0\u{1}name\0\u{1}depth\0\u{3}size_bytes\0\u{3}own_bytes\0\u{3}shared_bytes\0\u{1}readers\0\u{1}children\0\u{3}origin_node\0\u{1}imported\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}kind\0\u{1}id\0\u{1}name\0\u{1}depth\0\u{3}size_bytes\0\u{3}own_bytes\0\u{3}shared_bytes\0\u{1}readers\0\u{1}children\0\u{3}origin_node\0\u{1}imported\0\u{1}placement\0")
+
+  fileprivate class _StorageClass {
+    var _layer: Int64 = 0
+    var _kind: Strata_Admin_V1_TreeNode.Kind = .unspecified
+    var _id: String = String()
+    var _name: String = String()
+    var _depth: Int32 = 0
+    var _sizeBytes: Int64 = 0
+    var _ownBytes: Int64 = 0
+    var _sharedBytes: Int64 = 0
+    var _readers: Int32 = 0
+    var _children: [Strata_Admin_V1_TreeNode] = []
+    var _originNode: String = String()
+    var _imported: Bool = false
+    var _placement: Strata_Admin_V1_Placement? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _layer = source._layer
+      _kind = source._kind
+      _id = source._id
+      _name = source._name
+      _depth = source._depth
+      _sizeBytes = source._sizeBytes
+      _ownBytes = source._ownBytes
+      _sharedBytes = source._sharedBytes
+      _readers = source._readers
+      _children = source._children
+      _originNode = source._originNode
+      _imported = source._imported
+      _placement = source._placement
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularInt64Field(value: &self.layer) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.id) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 5: try { try decoder.decodeSingularInt32Field(value: &self.depth) }()
-      case 6: try { try decoder.decodeSingularInt64Field(value: &self.sizeBytes) }()
-      case 7: try { try decoder.decodeSingularInt64Field(value: &self.ownBytes) }()
-      case 8: try { try decoder.decodeSingularInt64Field(value: &self.sharedBytes) }()
-      case 9: try { try decoder.decodeSingularInt32Field(value: &self.readers) }()
-      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.children) }()
-      case 11: try { try decoder.decodeSingularStringField(value: &self.originNode) }()
-      case 12: try { try decoder.decodeSingularBoolField(value: &self.imported) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularInt64Field(value: &_storage._layer) }()
+        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._kind) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 5: try { try decoder.decodeSingularInt32Field(value: &_storage._depth) }()
+        case 6: try { try decoder.decodeSingularInt64Field(value: &_storage._sizeBytes) }()
+        case 7: try { try decoder.decodeSingularInt64Field(value: &_storage._ownBytes) }()
+        case 8: try { try decoder.decodeSingularInt64Field(value: &_storage._sharedBytes) }()
+        case 9: try { try decoder.decodeSingularInt32Field(value: &_storage._readers) }()
+        case 10: try { try decoder.decodeRepeatedMessageField(value: &_storage._children) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._originNode) }()
+        case 12: try { try decoder.decodeSingularBoolField(value: &_storage._imported) }()
+        case 13: try { try decoder.decodeSingularMessageField(value: &_storage._placement) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.layer != 0 {
-      try visitor.visitSingularInt64Field(value: self.layer, fieldNumber: 1)
-    }
-    if self.kind != .unspecified {
-      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 2)
-    }
-    if !self.id.isEmpty {
-      try visitor.visitSingularStringField(value: self.id, fieldNumber: 3)
-    }
-    if !self.name.isEmpty {
-      try visitor.visitSingularStringField(value: self.name, fieldNumber: 4)
-    }
-    if self.depth != 0 {
-      try visitor.visitSingularInt32Field(value: self.depth, fieldNumber: 5)
-    }
-    if self.sizeBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.sizeBytes, fieldNumber: 6)
-    }
-    if self.ownBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.ownBytes, fieldNumber: 7)
-    }
-    if self.sharedBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.sharedBytes, fieldNumber: 8)
-    }
-    if self.readers != 0 {
-      try visitor.visitSingularInt32Field(value: self.readers, fieldNumber: 9)
-    }
-    if !self.children.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.children, fieldNumber: 10)
-    }
-    if !self.originNode.isEmpty {
-      try visitor.visitSingularStringField(value: self.originNode, fieldNumber: 11)
-    }
-    if self.imported != false {
-      try visitor.visitSingularBoolField(value: self.imported, fieldNumber: 12)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._layer != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._layer, fieldNumber: 1)
+      }
+      if _storage._kind != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._kind, fieldNumber: 2)
+      }
+      if !_storage._id.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 3)
+      }
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 4)
+      }
+      if _storage._depth != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._depth, fieldNumber: 5)
+      }
+      if _storage._sizeBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._sizeBytes, fieldNumber: 6)
+      }
+      if _storage._ownBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._ownBytes, fieldNumber: 7)
+      }
+      if _storage._sharedBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._sharedBytes, fieldNumber: 8)
+      }
+      if _storage._readers != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._readers, fieldNumber: 9)
+      }
+      if !_storage._children.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._children, fieldNumber: 10)
+      }
+      if !_storage._originNode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._originNode, fieldNumber: 11)
+      }
+      if _storage._imported != false {
+        try visitor.visitSingularBoolField(value: _storage._imported, fieldNumber: 12)
+      }
+      try { if let v = _storage._placement {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Strata_Admin_V1_TreeNode, rhs: Strata_Admin_V1_TreeNode) -> Bool {
-    if lhs.layer != rhs.layer {return false}
-    if lhs.kind != rhs.kind {return false}
-    if lhs.id != rhs.id {return false}
-    if lhs.name != rhs.name {return false}
-    if lhs.depth != rhs.depth {return false}
-    if lhs.sizeBytes != rhs.sizeBytes {return false}
-    if lhs.ownBytes != rhs.ownBytes {return false}
-    if lhs.sharedBytes != rhs.sharedBytes {return false}
-    if lhs.readers != rhs.readers {return false}
-    if lhs.children != rhs.children {return false}
-    if lhs.originNode != rhs.originNode {return false}
-    if lhs.imported != rhs.imported {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._layer != rhs_storage._layer {return false}
+        if _storage._kind != rhs_storage._kind {return false}
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._depth != rhs_storage._depth {return false}
+        if _storage._sizeBytes != rhs_storage._sizeBytes {return false}
+        if _storage._ownBytes != rhs_storage._ownBytes {return false}
+        if _storage._sharedBytes != rhs_storage._sharedBytes {return false}
+        if _storage._readers != rhs_storage._readers {return false}
+        if _storage._children != rhs_storage._children {return false}
+        if _storage._originNode != rhs_storage._originNode {return false}
+        if _storage._imported != rhs_storage._imported {return false}
+        if _storage._placement != rhs_storage._placement {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -425,9 +679,114 @@ nonisolated extension Strata_Admin_V1_TreeNode.Kind: SwiftProtobuf._ProtoNamePro
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}SNAPSHOT\0\u{1}VOLUME\0\u{1}HIDDEN_SNAPSHOT\0\u{1}RETAINED\0\u{1}REPLICA\0\u{1}IMPORTED\0")
 }
 
+nonisolated extension Strata_Admin_V1_Placement: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Placement"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}multi_node\0\u{1}epoch\0\u{3}staged_here\0\u{3}staged_on\0\u{3}moving_to\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.multiNode) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.epoch) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.stagedHere) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.stagedOn) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.movingTo) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.multiNode != false {
+      try visitor.visitSingularBoolField(value: self.multiNode, fieldNumber: 1)
+    }
+    if self.epoch != 0 {
+      try visitor.visitSingularInt64Field(value: self.epoch, fieldNumber: 2)
+    }
+    if self.stagedHere != false {
+      try visitor.visitSingularBoolField(value: self.stagedHere, fieldNumber: 3)
+    }
+    if !self.stagedOn.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.stagedOn, fieldNumber: 4)
+    }
+    if !self.movingTo.isEmpty {
+      try visitor.visitSingularStringField(value: self.movingTo, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Strata_Admin_V1_Placement, rhs: Strata_Admin_V1_Placement) -> Bool {
+    if lhs.multiNode != rhs.multiNode {return false}
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.stagedHere != rhs.stagedHere {return false}
+    if lhs.stagedOn != rhs.stagedOn {return false}
+    if lhs.movingTo != rhs.movingTo {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Strata_Admin_V1_RemoteVolume: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RemoteVolume"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}owner_node\0\u{1}epoch\0\u{3}size_bytes\0\u{3}taking_over\0\u{1}problem\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.ownerNode) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.epoch) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.sizeBytes) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.takingOver) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.problem) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.ownerNode.isEmpty {
+      try visitor.visitSingularStringField(value: self.ownerNode, fieldNumber: 2)
+    }
+    if self.epoch != 0 {
+      try visitor.visitSingularInt64Field(value: self.epoch, fieldNumber: 3)
+    }
+    if self.sizeBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.sizeBytes, fieldNumber: 4)
+    }
+    if self.takingOver != false {
+      try visitor.visitSingularBoolField(value: self.takingOver, fieldNumber: 5)
+    }
+    if !self.problem.isEmpty {
+      try visitor.visitSingularStringField(value: self.problem, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Strata_Admin_V1_RemoteVolume, rhs: Strata_Admin_V1_RemoteVolume) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.ownerNode != rhs.ownerNode {return false}
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.sizeBytes != rhs.sizeBytes {return false}
+    if lhs.takingOver != rhs.takingOver {return false}
+    if lhs.problem != rhs.problem {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Strata_Admin_V1_GetTreeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetTreeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}roots\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}roots\0\u{3}remote_volumes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -436,6 +795,7 @@ nonisolated extension Strata_Admin_V1_GetTreeResponse: SwiftProtobuf.Message, Sw
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.roots) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.remoteVolumes) }()
       default: break
       }
     }
@@ -445,11 +805,15 @@ nonisolated extension Strata_Admin_V1_GetTreeResponse: SwiftProtobuf.Message, Sw
     if !self.roots.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.roots, fieldNumber: 1)
     }
+    if !self.remoteVolumes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.remoteVolumes, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Strata_Admin_V1_GetTreeResponse, rhs: Strata_Admin_V1_GetTreeResponse) -> Bool {
     if lhs.roots != rhs.roots {return false}
+    if lhs.remoteVolumes != rhs.remoteVolumes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -476,7 +840,7 @@ nonisolated extension Strata_Admin_V1_ListObjectsRequest: SwiftProtobuf.Message,
 
 nonisolated extension Strata_Admin_V1_StoreObject: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StoreObject"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{3}size_bytes\0\u{3}own_bytes\0\u{3}shared_bytes\0\u{1}depth\0\u{1}source\0\u{3}created_unix_ms\0\u{3}origin_node\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{3}size_bytes\0\u{3}own_bytes\0\u{3}shared_bytes\0\u{1}depth\0\u{1}source\0\u{3}created_unix_ms\0\u{3}origin_node\0\u{1}placement\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -493,12 +857,17 @@ nonisolated extension Strata_Admin_V1_StoreObject: SwiftProtobuf.Message, SwiftP
       case 7: try { try decoder.decodeSingularStringField(value: &self.source) }()
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.createdUnixMs) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.originNode) }()
+      case 10: try { try decoder.decodeSingularMessageField(value: &self._placement) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
     }
@@ -526,6 +895,9 @@ nonisolated extension Strata_Admin_V1_StoreObject: SwiftProtobuf.Message, SwiftP
     if !self.originNode.isEmpty {
       try visitor.visitSingularStringField(value: self.originNode, fieldNumber: 9)
     }
+    try { if let v = self._placement {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -539,6 +911,7 @@ nonisolated extension Strata_Admin_V1_StoreObject: SwiftProtobuf.Message, SwiftP
     if lhs.source != rhs.source {return false}
     if lhs.createdUnixMs != rhs.createdUnixMs {return false}
     if lhs.originNode != rhs.originNode {return false}
+    if lhs._placement != rhs._placement {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -546,7 +919,7 @@ nonisolated extension Strata_Admin_V1_StoreObject: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Strata_Admin_V1_ListObjectsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListObjectsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volumes\0\u{1}snapshots\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}volumes\0\u{1}snapshots\0\u{3}remote_volumes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -556,6 +929,7 @@ nonisolated extension Strata_Admin_V1_ListObjectsResponse: SwiftProtobuf.Message
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.volumes) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.snapshots) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.remoteVolumes) }()
       default: break
       }
     }
@@ -568,12 +942,16 @@ nonisolated extension Strata_Admin_V1_ListObjectsResponse: SwiftProtobuf.Message
     if !self.snapshots.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.snapshots, fieldNumber: 2)
     }
+    if !self.remoteVolumes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.remoteVolumes, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Strata_Admin_V1_ListObjectsResponse, rhs: Strata_Admin_V1_ListObjectsResponse) -> Bool {
     if lhs.volumes != rhs.volumes {return false}
     if lhs.snapshots != rhs.snapshots {return false}
+    if lhs.remoteVolumes != rhs.remoteVolumes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -600,94 +978,184 @@ nonisolated extension Strata_Admin_V1_GetSpaceRequest: SwiftProtobuf.Message, Sw
 
 nonisolated extension Strata_Admin_V1_GetSpaceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetSpaceResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}capacity_bytes\0\u{3}free_bytes\0\u{3}provisioned_bytes\0\u{3}allocated_bytes\0\u{3}reserve_bytes\0\u{1}volumes\0\u{1}snapshots\0\u{3}hidden_snapshots\0\u{1}layers\0\u{3}deepest_chain\0\u{1}flattening\0\u{3}replica_snapshots\0\u{3}imported_layers\0\u{3}imported_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}capacity_bytes\0\u{3}free_bytes\0\u{3}provisioned_bytes\0\u{3}allocated_bytes\0\u{3}reserve_bytes\0\u{1}volumes\0\u{1}snapshots\0\u{3}hidden_snapshots\0\u{1}layers\0\u{3}deepest_chain\0\u{1}flattening\0\u{3}replica_snapshots\0\u{3}imported_layers\0\u{3}imported_bytes\0\u{3}multi_node_volumes\0\u{3}remote_served_volumes\0\u{3}moving_volumes\0\u{3}remote_staged_volumes\0")
+
+  fileprivate class _StorageClass {
+    var _capacityBytes: Int64 = 0
+    var _freeBytes: Int64 = 0
+    var _provisionedBytes: Int64 = 0
+    var _allocatedBytes: Int64 = 0
+    var _reserveBytes: Int64 = 0
+    var _volumes: Int32 = 0
+    var _snapshots: Int32 = 0
+    var _hiddenSnapshots: Int32 = 0
+    var _layers: Int32 = 0
+    var _deepestChain: Int32 = 0
+    var _flattening: [String] = []
+    var _replicaSnapshots: Int32 = 0
+    var _importedLayers: Int32 = 0
+    var _importedBytes: Int64 = 0
+    var _multiNodeVolumes: Int32 = 0
+    var _remoteServedVolumes: Int32 = 0
+    var _movingVolumes: Int32 = 0
+    var _remoteStagedVolumes: Int32 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _capacityBytes = source._capacityBytes
+      _freeBytes = source._freeBytes
+      _provisionedBytes = source._provisionedBytes
+      _allocatedBytes = source._allocatedBytes
+      _reserveBytes = source._reserveBytes
+      _volumes = source._volumes
+      _snapshots = source._snapshots
+      _hiddenSnapshots = source._hiddenSnapshots
+      _layers = source._layers
+      _deepestChain = source._deepestChain
+      _flattening = source._flattening
+      _replicaSnapshots = source._replicaSnapshots
+      _importedLayers = source._importedLayers
+      _importedBytes = source._importedBytes
+      _multiNodeVolumes = source._multiNodeVolumes
+      _remoteServedVolumes = source._remoteServedVolumes
+      _movingVolumes = source._movingVolumes
+      _remoteStagedVolumes = source._remoteStagedVolumes
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularInt64Field(value: &self.capacityBytes) }()
-      case 2: try { try decoder.decodeSingularInt64Field(value: &self.freeBytes) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.provisionedBytes) }()
-      case 4: try { try decoder.decodeSingularInt64Field(value: &self.allocatedBytes) }()
-      case 5: try { try decoder.decodeSingularInt64Field(value: &self.reserveBytes) }()
-      case 6: try { try decoder.decodeSingularInt32Field(value: &self.volumes) }()
-      case 7: try { try decoder.decodeSingularInt32Field(value: &self.snapshots) }()
-      case 8: try { try decoder.decodeSingularInt32Field(value: &self.hiddenSnapshots) }()
-      case 9: try { try decoder.decodeSingularInt32Field(value: &self.layers) }()
-      case 10: try { try decoder.decodeSingularInt32Field(value: &self.deepestChain) }()
-      case 11: try { try decoder.decodeRepeatedStringField(value: &self.flattening) }()
-      case 12: try { try decoder.decodeSingularInt32Field(value: &self.replicaSnapshots) }()
-      case 13: try { try decoder.decodeSingularInt32Field(value: &self.importedLayers) }()
-      case 14: try { try decoder.decodeSingularInt64Field(value: &self.importedBytes) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularInt64Field(value: &_storage._capacityBytes) }()
+        case 2: try { try decoder.decodeSingularInt64Field(value: &_storage._freeBytes) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._provisionedBytes) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._allocatedBytes) }()
+        case 5: try { try decoder.decodeSingularInt64Field(value: &_storage._reserveBytes) }()
+        case 6: try { try decoder.decodeSingularInt32Field(value: &_storage._volumes) }()
+        case 7: try { try decoder.decodeSingularInt32Field(value: &_storage._snapshots) }()
+        case 8: try { try decoder.decodeSingularInt32Field(value: &_storage._hiddenSnapshots) }()
+        case 9: try { try decoder.decodeSingularInt32Field(value: &_storage._layers) }()
+        case 10: try { try decoder.decodeSingularInt32Field(value: &_storage._deepestChain) }()
+        case 11: try { try decoder.decodeRepeatedStringField(value: &_storage._flattening) }()
+        case 12: try { try decoder.decodeSingularInt32Field(value: &_storage._replicaSnapshots) }()
+        case 13: try { try decoder.decodeSingularInt32Field(value: &_storage._importedLayers) }()
+        case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._importedBytes) }()
+        case 15: try { try decoder.decodeSingularInt32Field(value: &_storage._multiNodeVolumes) }()
+        case 16: try { try decoder.decodeSingularInt32Field(value: &_storage._remoteServedVolumes) }()
+        case 17: try { try decoder.decodeSingularInt32Field(value: &_storage._movingVolumes) }()
+        case 18: try { try decoder.decodeSingularInt32Field(value: &_storage._remoteStagedVolumes) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.capacityBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.capacityBytes, fieldNumber: 1)
-    }
-    if self.freeBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.freeBytes, fieldNumber: 2)
-    }
-    if self.provisionedBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.provisionedBytes, fieldNumber: 3)
-    }
-    if self.allocatedBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.allocatedBytes, fieldNumber: 4)
-    }
-    if self.reserveBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.reserveBytes, fieldNumber: 5)
-    }
-    if self.volumes != 0 {
-      try visitor.visitSingularInt32Field(value: self.volumes, fieldNumber: 6)
-    }
-    if self.snapshots != 0 {
-      try visitor.visitSingularInt32Field(value: self.snapshots, fieldNumber: 7)
-    }
-    if self.hiddenSnapshots != 0 {
-      try visitor.visitSingularInt32Field(value: self.hiddenSnapshots, fieldNumber: 8)
-    }
-    if self.layers != 0 {
-      try visitor.visitSingularInt32Field(value: self.layers, fieldNumber: 9)
-    }
-    if self.deepestChain != 0 {
-      try visitor.visitSingularInt32Field(value: self.deepestChain, fieldNumber: 10)
-    }
-    if !self.flattening.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.flattening, fieldNumber: 11)
-    }
-    if self.replicaSnapshots != 0 {
-      try visitor.visitSingularInt32Field(value: self.replicaSnapshots, fieldNumber: 12)
-    }
-    if self.importedLayers != 0 {
-      try visitor.visitSingularInt32Field(value: self.importedLayers, fieldNumber: 13)
-    }
-    if self.importedBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.importedBytes, fieldNumber: 14)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if _storage._capacityBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._capacityBytes, fieldNumber: 1)
+      }
+      if _storage._freeBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._freeBytes, fieldNumber: 2)
+      }
+      if _storage._provisionedBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._provisionedBytes, fieldNumber: 3)
+      }
+      if _storage._allocatedBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._allocatedBytes, fieldNumber: 4)
+      }
+      if _storage._reserveBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._reserveBytes, fieldNumber: 5)
+      }
+      if _storage._volumes != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._volumes, fieldNumber: 6)
+      }
+      if _storage._snapshots != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._snapshots, fieldNumber: 7)
+      }
+      if _storage._hiddenSnapshots != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._hiddenSnapshots, fieldNumber: 8)
+      }
+      if _storage._layers != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._layers, fieldNumber: 9)
+      }
+      if _storage._deepestChain != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._deepestChain, fieldNumber: 10)
+      }
+      if !_storage._flattening.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._flattening, fieldNumber: 11)
+      }
+      if _storage._replicaSnapshots != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._replicaSnapshots, fieldNumber: 12)
+      }
+      if _storage._importedLayers != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._importedLayers, fieldNumber: 13)
+      }
+      if _storage._importedBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._importedBytes, fieldNumber: 14)
+      }
+      if _storage._multiNodeVolumes != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._multiNodeVolumes, fieldNumber: 15)
+      }
+      if _storage._remoteServedVolumes != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._remoteServedVolumes, fieldNumber: 16)
+      }
+      if _storage._movingVolumes != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._movingVolumes, fieldNumber: 17)
+      }
+      if _storage._remoteStagedVolumes != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._remoteStagedVolumes, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Strata_Admin_V1_GetSpaceResponse, rhs: Strata_Admin_V1_GetSpaceResponse) -> Bool {
-    if lhs.capacityBytes != rhs.capacityBytes {return false}
-    if lhs.freeBytes != rhs.freeBytes {return false}
-    if lhs.provisionedBytes != rhs.provisionedBytes {return false}
-    if lhs.allocatedBytes != rhs.allocatedBytes {return false}
-    if lhs.reserveBytes != rhs.reserveBytes {return false}
-    if lhs.volumes != rhs.volumes {return false}
-    if lhs.snapshots != rhs.snapshots {return false}
-    if lhs.hiddenSnapshots != rhs.hiddenSnapshots {return false}
-    if lhs.layers != rhs.layers {return false}
-    if lhs.deepestChain != rhs.deepestChain {return false}
-    if lhs.flattening != rhs.flattening {return false}
-    if lhs.replicaSnapshots != rhs.replicaSnapshots {return false}
-    if lhs.importedLayers != rhs.importedLayers {return false}
-    if lhs.importedBytes != rhs.importedBytes {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._capacityBytes != rhs_storage._capacityBytes {return false}
+        if _storage._freeBytes != rhs_storage._freeBytes {return false}
+        if _storage._provisionedBytes != rhs_storage._provisionedBytes {return false}
+        if _storage._allocatedBytes != rhs_storage._allocatedBytes {return false}
+        if _storage._reserveBytes != rhs_storage._reserveBytes {return false}
+        if _storage._volumes != rhs_storage._volumes {return false}
+        if _storage._snapshots != rhs_storage._snapshots {return false}
+        if _storage._hiddenSnapshots != rhs_storage._hiddenSnapshots {return false}
+        if _storage._layers != rhs_storage._layers {return false}
+        if _storage._deepestChain != rhs_storage._deepestChain {return false}
+        if _storage._flattening != rhs_storage._flattening {return false}
+        if _storage._replicaSnapshots != rhs_storage._replicaSnapshots {return false}
+        if _storage._importedLayers != rhs_storage._importedLayers {return false}
+        if _storage._importedBytes != rhs_storage._importedBytes {return false}
+        if _storage._multiNodeVolumes != rhs_storage._multiNodeVolumes {return false}
+        if _storage._remoteServedVolumes != rhs_storage._remoteServedVolumes {return false}
+        if _storage._movingVolumes != rhs_storage._movingVolumes {return false}
+        if _storage._remoteStagedVolumes != rhs_storage._remoteStagedVolumes {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -15,6 +15,21 @@ enum Output {
             "depth": Int(node.depth), "size_bytes": Int(node.sizeBytes), "own_bytes": Int(node.ownBytes),
             "shared_bytes": Int(node.sharedBytes), "readers": Int(node.readers), "children": node.children.map(jsonObject),
             "origin_node": node.originNode, "imported": node.imported,
+            "placement": node.hasPlacement ? jsonObject(node.placement) : NSNull(),
+        ]
+    }
+
+    static func jsonObject(_ placement: Strata_Admin_V1_Placement) -> [String: Any] {
+        [
+            "multi_node": placement.multiNode, "epoch": Int(placement.epoch), "staged_here": placement.stagedHere,
+            "staged_on": placement.stagedOn, "moving_to": placement.movingTo.isEmpty ? NSNull() : placement.movingTo,
+        ]
+    }
+
+    static func jsonObject(_ remote: Strata_Admin_V1_RemoteVolume) -> [String: Any] {
+        [
+            "id": remote.id, "owner_node": remote.ownerNode, "epoch": Int(remote.epoch), "size_bytes": Int(remote.sizeBytes),
+            "taking_over": remote.takingOver, "problem": remote.problem.isEmpty ? NSNull() : remote.problem,
         ]
     }
 
@@ -23,6 +38,7 @@ enum Output {
             "id": object.id, "name": object.name, "size_bytes": Int(object.sizeBytes), "own_bytes": Int(object.ownBytes),
             "shared_bytes": Int(object.sharedBytes), "depth": Int(object.depth), "source": object.source,
             "created_unix_ms": Int(object.createdUnixMs), "origin_node": object.originNode,
+            "placement": object.hasPlacement ? jsonObject(object.placement) : NSNull(),
         ]
     }
 
@@ -34,6 +50,8 @@ enum Output {
             "hidden_snapshots": Int(space.hiddenSnapshots), "layers": Int(space.layers), "deepest_chain": Int(space.deepestChain),
             "flattening": space.flattening, "replica_snapshots": Int(space.replicaSnapshots),
             "imported_layers": Int(space.importedLayers), "imported_bytes": Int(space.importedBytes),
+            "multi_node_volumes": Int(space.multiNodeVolumes), "remote_served_volumes": Int(space.remoteServedVolumes),
+            "moving_volumes": Int(space.movingVolumes), "remote_staged_volumes": Int(space.remoteStagedVolumes),
         ]
     }
 
@@ -62,13 +80,33 @@ enum Output {
         return String(format: "%.1f %@", value, units[unit])
     }
 
-    static func objectTable(_ objects: [Strata_Admin_V1_StoreObject], title: String, sourceHeader: String) -> String {
-        var rows = [["NAME", "ID", "SIZE", "OWN", "SHARED", "DEPTH", sourceHeader]]
+    /// `withPlacement` adds where each volume lives (ReadWriteMany volumes; `-` for the others).
+    static func objectTable(_ objects: [Strata_Admin_V1_StoreObject], title: String, sourceHeader: String, withPlacement: Bool = false) -> String {
+        var rows = [["NAME", "ID", "SIZE", "OWN", "SHARED", "DEPTH", sourceHeader] + (withPlacement ? ["PLACEMENT"] : [])]
         for object in objects {
             rows.append([object.name, object.id, bytes(object.sizeBytes), bytes(object.ownBytes), bytes(object.sharedBytes),
-                         "\(object.depth)", object.source.isEmpty ? "-" : object.source])
+                         "\(object.depth)", object.source.isEmpty ? "-" : object.source]
+                        + (withPlacement ? [object.hasPlacement ? placement(object.placement) : "-"] : []))
         }
         return "\(title) (\(objects.count))\n" + table(rows)
+    }
+
+    /// `owner here, epoch 2, staged here and on node-b`; `moving to node-b, epoch 3 (frozen here)`.
+    static func placement(_ placement: Strata_Admin_V1_Placement) -> String {
+        if !placement.movingTo.isEmpty { return "moving to \(placement.movingTo), epoch \(placement.epoch) (frozen here)" }
+        let staged = (placement.stagedHere ? ["here"] : []) + placement.stagedOn
+        return "owner here, epoch \(placement.epoch), " + (staged.isEmpty ? "staged nowhere" : "staged " + staged.map { $0 == "here" ? $0 : "on \($0)" }.joined(separator: " and "))
+    }
+
+    /// Volumes staged here whose owner is another node; empty when there are none.
+    static func remoteTable(_ remotes: [Strata_Admin_V1_RemoteVolume]) -> String {
+        guard !remotes.isEmpty else { return "" }
+        var rows = [["ID", "OWNER", "EPOCH", "SIZE", "STATE"]]
+        for remote in remotes {
+            let state = !remote.problem.isEmpty ? remote.problem : remote.takingOver ? "taking ownership" : "served from its owner"
+            rows.append([remote.id, remote.ownerNode, "\(remote.epoch)", bytes(remote.sizeBytes), state])
+        }
+        return "STAGED HERE FROM OTHER NODES (\(remotes.count))\n" + table(rows)
     }
 
     static func table(_ rows: [[String]]) -> String {
@@ -96,6 +134,8 @@ enum Output {
             + "\(space.layers) layers, deepest chain \(space.deepestChain)\n"
         text += "copies from other nodes: \(space.replicaSnapshots) replica snapshots, \(space.importedLayers) layers, "
             + "\(bytes(space.importedBytes))\n"
+        text += "ReadWriteMany: \(space.multiNodeVolumes) volumes owned here, \(space.remoteServedVolumes) served to other nodes, "
+            + "\(space.movingVolumes) moving away; \(space.remoteStagedVolumes) staged here from other nodes\n"
         text += "flattening: " + (space.flattening.isEmpty ? "none" : space.flattening.joined(separator: ", ")) + "\n"
         return text
     }
@@ -119,6 +159,7 @@ enum TreePrinter {
         var facts = ["depth \(node.depth)"]
         if node.sizeBytes > 0 { facts.append("size \(Output.bytes(node.sizeBytes))") }
         facts += ["own \(Output.bytes(node.ownBytes))" + (node.imported ? " copied" : ""), "shared \(Output.bytes(node.sharedBytes))", "readers \(node.readers)"]
+        if node.hasPlacement { facts.append(Output.placement(node.placement)) }
         return label + "  " + facts.joined(separator: "  ")
     }
 

@@ -53,7 +53,12 @@ struct TreeCommand: AsyncParsableCommand {
         let response = try await AdminConnection.call(connection) { client in
             try await client.getTree(.with { $0.object = object ?? "" })
         }
-        print(json ? Output.json(["roots": response.roots.map(Output.jsonObject)]) : TreePrinter.render(response.roots), terminator: "")
+        if json {
+            print(Output.json(["roots": response.roots.map(Output.jsonObject), "remote_volumes": response.remoteVolumes.map(Output.jsonObject)]),
+                  terminator: "")
+        } else {
+            print(TreePrinter.render(response.roots) + Output.remoteTable(response.remoteVolumes), terminator: "")
+        }
     }
 }
 
@@ -66,11 +71,15 @@ struct ListCommand: AsyncParsableCommand {
     func run() async throws {
         let response = try await AdminConnection.call(connection) { client in try await client.listObjects(.init()) }
         if json {
-            print(Output.json(["volumes": response.volumes.map(Output.jsonObject), "snapshots": response.snapshots.map(Output.jsonObject)]),
+            print(Output.json(["volumes": response.volumes.map(Output.jsonObject), "snapshots": response.snapshots.map(Output.jsonObject),
+                               "remote_volumes": response.remoteVolumes.map(Output.jsonObject)]),
                   terminator: "")
         } else {
-            print(Output.objectTable(response.volumes, title: "VOLUMES", sourceHeader: "SOURCE"))
+            print(Output.objectTable(response.volumes, title: "VOLUMES", sourceHeader: "SOURCE",
+                                     withPlacement: response.volumes.contains { $0.hasPlacement }))
             print(Output.objectTable(response.snapshots, title: "SNAPSHOTS", sourceHeader: "VOLUME"), terminator: "")
+            let remote = Output.remoteTable(response.remoteVolumes)
+            if !remote.isEmpty { print("\n" + remote, terminator: "") }
         }
     }
 }

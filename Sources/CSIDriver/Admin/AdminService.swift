@@ -15,18 +15,22 @@ struct AdminService: Strata_Admin_V1_Admin.SimpleServiceProtocol {
     func getTree(request: Strata_Admin_V1_GetTreeRequest, context _: ServerContext) async throws -> Strata_Admin_V1_GetTreeResponse {
         let store = try context.store()
         try Self.checkReference(request.object, field: "object", required: false)
-        return try await BlockingWork.run {
-            let tree = AdminTree(try store.topology())
+        var response = try await BlockingWork.run { [self] () throws -> Strata_Admin_V1_GetTreeResponse in
+            let topology = try store.topology()
+            let tree = AdminTree(topology, placements: placements(in: topology))
             guard !request.object.isEmpty else { return .with { $0.roots = tree.forest() } }
             let layerID = try Self.layer(of: request.object, in: tree.topology)
             return .with { $0.roots = tree.around(layerID) }
         }
+        if request.object.isEmpty { response.remoteVolumes = remoteVolumes() }
+        return response
     }
 
     func listObjects(request: Strata_Admin_V1_ListObjectsRequest, context _: ServerContext) async throws -> Strata_Admin_V1_ListObjectsResponse {
         let store = try context.store()
-        return try await BlockingWork.run {
+        var response = try await BlockingWork.run { [self] () throws -> Strata_Admin_V1_ListObjectsResponse in
             let topology = try store.topology()
+            let placed = placements(in: topology)
             let layers = Dictionary(uniqueKeysWithValues: topology.layers.map { ($0.id, $0) })
             func below(_ layerID: Int64) -> Int64 {
                 var total: UInt64 = 0
@@ -53,6 +57,7 @@ struct AdminService: Strata_Admin_V1_Admin.SimpleServiceProtocol {
                         case nil: break
                         }
                         $0.createdUnixMs = Int64((head.volume.createdAt.timeIntervalSince1970 * 1000).rounded())
+                        if let placement = placed[head.volume.id] { $0.placement = placement }
                     }
                 }
                 response.snapshots = topology.points.filter { !$0.hidden }.map { point in
@@ -70,10 +75,13 @@ struct AdminService: Strata_Admin_V1_Admin.SimpleServiceProtocol {
                 }
             }
         }
+        response.remoteVolumes = remoteVolumes()
+        return response
     }
 
     func getSpace(request: Strata_Admin_V1_GetSpaceRequest, context _: ServerContext) async throws -> Strata_Admin_V1_GetSpaceResponse {
         let store = try context.store()
+        let remote = remoteVolumes().count
         return try await BlockingWork.run {
             let capacity = try store.capacity()
             let census = try store.census()
@@ -93,6 +101,10 @@ struct AdminService: Strata_Admin_V1_Admin.SimpleServiceProtocol {
                 $0.replicaSnapshots = Int32(census.replicaSnapshots)
                 $0.importedLayers = Int32(census.importedLayers)
                 $0.importedBytes = Int64(census.importedBytes)
+                $0.multiNodeVolumes = Int32(census.multiNodeVolumes)
+                $0.remoteServedVolumes = Int32(census.remotelyStagedVolumes)
+                $0.movingVolumes = Int32(census.movingVolumes)
+                $0.remoteStagedVolumes = Int32(remote)
             }
         }
     }

@@ -11,9 +11,12 @@ struct AdminTree {
     private let heads: [Int64: StoreTopology.Head]
     /// Per layer, its visible snapshot first.
     private let points: [Int64: StoreTopology.Point]
+    /// Where each multi-node volume lives, by volume id.
+    private let placements: [String: Strata_Admin_V1_Placement]
 
-    init(_ topology: StoreTopology) {
+    init(_ topology: StoreTopology, placements: [String: Strata_Admin_V1_Placement] = [:]) {
         self.topology = topology
+        self.placements = placements
         layers = Dictionary(uniqueKeysWithValues: topology.layers.map { ($0.id, $0) })
         var children: [Int64: [Int64]] = [:]
         for layer in topology.layers.sorted(by: { $0.id < $1.id }) {
@@ -73,6 +76,7 @@ struct AdminTree {
             node.id = head.volume.id
             node.name = head.volume.name
             node.sizeBytes = Int64(head.volume.size)
+            if let placement = placements[head.volume.id] { node.placement = placement }
         } else if let point = points[id] {
             if let origin = point.snapshot.originNode {
                 node.kind = .replica
