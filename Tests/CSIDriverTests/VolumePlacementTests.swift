@@ -59,7 +59,7 @@ struct VolumePlacementTests {
         try await ReadWriteManyTests.waitUntilOwned(disk, by: b)
         try await ReadWriteManyTests.waitFor("A releasing the volume") { try await a.metric("strata_handovers_released_total") == 1 }
         #expect(try await b.metric("strata_handovers_completed_total") == 1)
-        #expect(try await b.metric("strata_handovers_started_total") >= 1)
+        #expect(try await b.metric("strata_handovers_started_total") >= 1, "a takeover the volume lock turned away is retried and counted again")
         #expect(try await b.metric("strata_handover_io_pause_seconds_count") == 1, "one takeover held the I/O once")
         let pause = try await b.metric("strata_handover_io_pause_seconds_sum")
         #expect(pause > 0 && pause < 60, "the pause B measured: \(pause) s")
@@ -77,7 +77,8 @@ struct VolumePlacementTests {
 
         // Each step is one line naming the volume, both nodes and the epoch, on the node that took it.
         Self.expectLine(in: b.log, "took ownership of a volume from its previous node", ["volumeId=\(disk)", "from=node-a", "to=node-b", "epoch=2", "ioPause="])
-        Self.expectLine(in: b.log, "taking over a volume its owner let go", ["volumeId=\(disk)", "from=node-a", "to=node-b", "epoch=1"])
+        Self.expectLine(in: b.log, "asking the owner to hand a volume over", ["volumeId=\(disk)", "from=node-a", "to=node-b", "epoch=1"])
+        Self.expectLine(in: b.log, "copied the bulk of a volume", ["volumeId=\(disk)", "from=node-a", "to=node-b", "epoch=1"])
         Self.expectLine(in: a.log, "unstaged a volume another node still stages", ["volumeId=\(disk)", "from=node-a", "to=node-b", "epoch=1"])
         Self.expectLine(in: a.log, "froze a volume for its next owner", ["volumeId=\(disk)", "from=node-a", "to=node-b", "epoch=2"])
         Self.expectLine(in: a.log, "handed a volume over and deleted it here", ["volumeId=\(disk)", "from=node-a", "to=node-b", "epoch=2"])

@@ -12,10 +12,11 @@ extension DriverMetrics {
         .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30),
     ]
 
-    /// This node began taking over a volume another node owned (an attempt; a retry counts again).
+    /// The owner of a volume staged here agreed to hand it over, and this node copied the bulk
+    /// of it (an attempt: one a restart or a fault cut short counts again when retried).
     func recordHandOverStarted() {
         registry.makeCounter(descriptor: Self.name("handovers_started", unit: "total",
-                                                   help: "Takeovers of a ReadWriteMany volume from its previous owner this node began (each attempt)."))
+                                                   help: "Takeovers of a ReadWriteMany volume this node began: its owner agreed and the bulk was copied (each attempt)."))
             .increment()
     }
 

@@ -42,10 +42,12 @@ extension VolumeStager {
             await releaseOnPreviousOwner(volumeID, endpoint: endpoint, peers: peers)
             return true
         }
-        context.metrics?.recordHandOverStarted()
-        step("taking over a volume its owner let go: copying it while its I/O still goes there", epoch: owner.epoch)
+        step("asking the owner to hand a volume over: copying it while its I/O still goes there", epoch: owner.epoch)
         do {
             let bulk = try await peers.fetcher.fetchHandOver(of: volumeID, from: endpoint, freeze: false)
+            // Counted once the owner agreed (it no longer stages the volume), not when it keeps
+            // it: every restart asks again for each volume served from another node.
+            context.metrics?.recordHandOverStarted()
             step("copied the bulk of a volume; holding its I/O for the switch", epoch: bulk.epoch)
         } catch let error as RPCError where error.code == .failedPrecondition {
             step("the owner keeps the volume", epoch: owner.epoch, ["reason": "\(error.message)"])
