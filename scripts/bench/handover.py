@@ -14,7 +14,9 @@ and the owner unstages, so the volume's ownership moves to the writer's node. Pe
   owner's unstage until the new owner reports the volume its own (plus 0.3 s);
 - the pause the new owner measured (strata_handover_io_pause_seconds, the round's increase);
 - the layer bytes the new owner received (strata_peer_bytes_received_total), against the bytes
-  allocated in the old owner's store just before (the volume's whole chain: nothing else is there).
+  allocated in its store the moment it reports the volume its own (the volume's whole chain:
+  nothing else is there; the old owner's figure before the unstage is printed too, but the
+  writer adds to it until the freeze).
 
 Prints one line per handover, then p50, p99 and max, and the writer's I/O errors (must be 0).
 """
@@ -150,7 +152,7 @@ def main():
     writer = Writer(device, fill)
     results, errors = [], []
     print(f"{'#':>3} {'from':>4} {'to':>3} {'writer gap ms':>14} {'driver pause ms':>16} {'received MiB':>13} "
-          f"{'allocated MiB':>14} {'ratio':>6} {'handover s':>11}", flush=True)
+          f"{'allocated MiB':>14} {'ratio':>6} {'before MiB':>11} {'handover s':>11}", flush=True)
     try:
         for number in range(1, rounds + 1):
             target = "b" if owner == "a" else "a"
@@ -169,17 +171,19 @@ def main():
                     raise SystemExit(f"handover {number}: node {target} does not own the volume after 120 s: {condition(target, volume)}")
                 time.sleep(0.02)
             owned = time.monotonic()
-            time.sleep(0.3)
             after = metrics(namespaces[target], addresses[target])
+            time.sleep(0.3)
             gap = longest_gap(writer.completions, started, owned + 0.3)
             pauses = after.get("strata_handover_io_pause_seconds_count", 0) - before_new.get("strata_handover_io_pause_seconds_count", 0)
             pause = after.get("strata_handover_io_pause_seconds_sum", 0) - before_new.get("strata_handover_io_pause_seconds_sum", 0)
             received = after.get("strata_peer_bytes_received_total", 0) - before_new.get("strata_peer_bytes_received_total", 0)
-            allocated = before_old.get("strata_allocated_bytes", 0)
+            allocated = after.get("strata_allocated_bytes", 0)
+            allocated_before = before_old.get("strata_allocated_bytes", 0)
             results.append({"gap": gap, "pause": pause if pauses == 1 else float("nan"), "received": received,
-                            "allocated": allocated, "seconds": owned - started})
+                            "allocated": allocated, "allocated_before": allocated_before, "seconds": owned - started})
             print(f"{number:>3} {owner:>4} {target:>3} {gap * 1000:>14.1f} {pause * 1000:>16.1f} {received / 2**20:>13.1f} "
-                  f"{allocated / 2**20:>14.1f} {received / allocated if allocated else 0:>6.3f} {owned - started:>11.2f}", flush=True)
+                  f"{allocated / 2**20:>14.1f} {received / allocated if allocated else 0:>6.3f} {allocated_before / 2**20:>11.1f} "
+                  f"{owned - started:>11.2f}", flush=True)
             owner = target
     finally:
         writer.stop()
@@ -187,18 +191,19 @@ def main():
         detach(owner, volume)
         rpc.ControllerStub(channels[owner]).DeleteVolume(pb.DeleteVolumeRequest(volume_id=volume), timeout=60)
 
-    def summary(label, values, scale, unit):
+    def summary(label, values, scale, unit, digits=1):
         values = [v for v in values if v == v]
         if not values:
             print(f"{label}: no samples")
             return
-        print(f"{label}: p50 {percentile(values, 0.5) * scale:.1f} {unit}, p99 {percentile(values, 0.99) * scale:.1f} {unit}, "
-              f"max {max(values) * scale:.1f} {unit} ({len(values)} handovers)")
+        print(f"{label}: p50 {percentile(values, 0.5) * scale:.{digits}f} {unit}, p99 {percentile(values, 0.99) * scale:.{digits}f} {unit}, "
+              f"max {max(values) * scale:.{digits}f} {unit} ({len(values)} handovers)")
 
     print()
     summary("I/O pause seen by the writer (longest gap between completed writes)", [r["gap"] for r in results], 1000, "ms")
     summary("I/O pause measured by the driver (strata_handover_io_pause_seconds)", [r["pause"] for r in results], 1000, "ms")
-    summary("bytes received by the new owner / allocated on the old owner", [r["received"] / r["allocated"] for r in results if r["allocated"]], 1, "x")
+    summary("layer bytes received by the new owner / allocated there once it owns the volume",
+            [r["received"] / r["allocated"] for r in results if r["allocated"]], 1, "x", digits=3)
     summary("unstage to owned on the new node", [r["seconds"] for r in results], 1, "s")
     print(f"targets: writer pause p99 <= 1000 ms; bytes moved <= 1.1x allocated. writer I/O errors: {len(errors)}"
           + (f" (first: {errors[0]})" if errors else ""))
