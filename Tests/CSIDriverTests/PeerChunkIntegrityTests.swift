@@ -149,23 +149,6 @@ private struct AlteringPeer: Strata_Peer_V1_Peer.SimpleServiceProtocol {
     { throw RPCError(code: .unimplemented, message: "") }
 }
 
-/// Every peer is the one in-process server.
-private struct InProcessConnector: PeerConnecting {
-    let client: GRPCClient<InProcessTransport.Client>
-
-    func withClient<Result: Sendable>(
-        _ endpoint: PeerEndpoint, _ body: @Sendable (any Strata_Peer_V1_Peer.ClientProtocol) async throws -> Result
-    ) async throws -> Result {
-        try await body(Strata_Peer_V1_Peer.Client(wrapping: client))
-    }
-
-    func withRemoteVolumeClient<Result: Sendable>(
-        _ endpoint: PeerEndpoint, _ body: @Sendable (any Strata_Peer_V1_RemoteVolume.ClientProtocol) async throws -> Result
-    ) async throws -> Result {
-        try await body(Strata_Peer_V1_RemoteVolume.Client(wrapping: client))
-    }
-}
-
 private struct NoPeerMetrics: PeerMetricsRecorder {
     func recordPeerBytes(received: Int, sent: Int) {}
     func recordPeerFetch(result: String) {}

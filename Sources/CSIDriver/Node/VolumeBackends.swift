@@ -52,7 +52,7 @@ final class DriverBackends: VolumeBackendProvider {
             volumeID: record.volumeID, nodeID: context.configuration.nodeID,
             owner: PeerEndpoint(host: owner.host, port: owner.port, nodeID: owner.node), epoch: owner.epoch, size: owner.size,
             connector: peers.directory.connector)
-        let movable = MovableBackend(RemoteVolumeBackend(link: link), fenced: fenced)
+        let movable = MovableBackend(RemoteVolumeBackend(link: link), close: { link.close() }, fenced: fenced)
         return OpenedBackend(
             backend: movable, close: { try movable.close() },
             release: { try link.detachWaiting() },
