@@ -6,10 +6,12 @@ import Peering
 import PeerProto
 import SwiftProtobuf
 
-/// Controller calls about a volume whose owner is another node. A multi-node volume carries no
-/// topology, so every node's sidecars may act on it (in distributed provisioning each node's
-/// provisioner deletes the PersistentVolumes accessible from it): a node that does not hold the
-/// volume forwards the call to the node that does, which answers it as if asked directly.
+/// Controller calls about a volume whose owner is another node. A multi-node volume is
+/// accessible from every node, so every node's sidecars may act on it (in distributed
+/// provisioning each node's provisioner deletes the PersistentVolumes accessible from it; the
+/// snapshot-controller hands a snapshot to the first node the PV admits): a node that does not
+/// hold the volume (or snapshot) forwards the call to the node that does, which answers it as if
+/// asked directly.
 extension ControllerService {
     /// The owner's answer to `request`, or nil when no node holds `volumeID` (every peer said
     /// so). UNAVAILABLE when a peer that might hold it cannot be asked. Calls that were
@@ -33,6 +35,21 @@ extension ControllerService {
         }
         return try Response(serializedBytes: reply.response)
     }
+
+    /// Sends a DeleteSnapshot to the node that took the snapshot; false when no peer holds it
+    /// (or this call was itself forwarded, or this node has no peers).
+    func forwardToSnapshotOrigin(_ snapshotID: String, _ request: Csi_V1_DeleteSnapshotRequest) async throws -> Bool {
+        guard forwardsToOwner, let peers = context.peers,
+              let origin = try await peers.directory.locateSnapshotOrigin(snapshotID) else { return false }
+        let call = Strata_Peer_V1_ForwardedCall.with { call in
+            call.method = "DeleteSnapshot"
+            call.request = (try? request.serializedData()) ?? Data()
+        }
+        _ = try await peers.directory.connector.withClient(origin) { client in
+            try await client.forwardController(call, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
+        }
+        return true
+    }
 }
 
 /// Answers the controller calls other nodes forward here (see `forwardToOwner`), with a
@@ -52,6 +69,8 @@ final class ForwardedControllerCalls: Sendable {
             try await answer(Csi_V1_ControllerExpandVolumeRequest.self, request, method) {
                 try await self.service.controllerExpandVolume(request: $0, context: $1)
             }
+        case "DeleteSnapshot":
+            try await answer(Csi_V1_DeleteSnapshotRequest.self, request, method) { try await self.service.deleteSnapshot(request: $0, context: $1) }
         case "ControllerGetVolume":
             try await answer(Csi_V1_ControllerGetVolumeRequest.self, request, method) { try await self.service.controllerGetVolume(request: $0, context: $1) }
         default:

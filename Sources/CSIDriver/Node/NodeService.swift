@@ -176,7 +176,7 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
         return .with {
             $0.nodeID = context.configuration.nodeID
             $0.maxVolumesPerNode = limit
-            $0.accessibleTopology = context.topology
+            $0.accessibleTopology = context.nodeTopology
         }
     }
 
