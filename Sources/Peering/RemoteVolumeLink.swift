@@ -96,6 +96,9 @@ public final class RemoteVolumeLink: Sendable {
 
     public var size: UInt64 { sizeBytes.load(ordering: .relaxed) }
 
+    /// The volume grew on its owner (an expansion): the export above reads the new size.
+    public func resize(to size: UInt64) { sizeBytes.store(size, ordering: .relaxed) }
+
     /// Since when the owner has not answered, while it does not; nil when it does.
     public var unreachableSince: ContinuousClock.Instant? { unreachable.withLock { $0 } }
 

@@ -104,6 +104,36 @@ struct ReadWriteManyTests {
         let leftOnA = try await a.controller { try await $0.listSnapshots(.with { $0.snapshotID = diskSnapshot.snapshotID }) }
         #expect(leftOnA.entries.isEmpty, "deleted through B, the snapshot is gone from A")
 
+        // Expanded through B's sidecars: grown on A (the owner), then each node's kubelet calls
+        // NodeExpandVolume; B's device, served from A, takes the new size, and a write past the
+        // old end on B reads back on A.
+        let grown = Self.volumeBytes + (16 << 20)
+        _ = try await b.controller {
+            try await $0.controllerExpandVolume(.with {
+                $0.volumeID = disk.volumeID
+                $0.capacityRange = .with { $0.requiredBytes = grown }
+            })
+        }
+        for node in [b, a] {
+            let expanded = try await node.withClient { client in
+                try await Csi_V1_Node.Client(wrapping: client).nodeExpandVolume(.with {
+                    $0.volumeID = disk.volumeID
+                    $0.volumePath = node.devicePath(disk.volumeID)
+                    $0.capacityRange = .with { $0.requiredBytes = grown }
+                })
+            }
+            #expect(expanded.capacityBytes == grown, "\(node.name): \(expanded.capacityBytes)")
+        }
+        for device in [deviceA, deviceB] {
+            let bytes = try Shell.run("blockdev", "--getsize64", device).trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(bytes == "\(grown)", "\(device) is \(bytes) bytes after the expansion")
+        }
+        let pastTheOldEnd = MultiNode.pattern(seed: 14, count: 64 << 10)
+        try RawDevice.write(pastTheOldEnd, to: deviceB, at: Self.volumeBytes + (4 << 20))
+        try Self.dropCache(deviceA)
+        #expect(try RawDevice.read(pastTheOldEnd.count, from: deviceA, at: Self.volumeBytes + (4 << 20)) == pastTheOldEnd,
+                "A reads what B wrote past the old end")
+
         // The migration ends: A lets go, and the volume moves to B, which serves it on.
         let layersBeforeMove = a.layerFileCount
         try await a.detach(disk.volumeID)

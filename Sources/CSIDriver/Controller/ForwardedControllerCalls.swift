@@ -19,21 +19,8 @@ extension ControllerService {
     func forwardToOwner<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
         of volumeID: String, method: String, _ request: Request, as _: Response.Type
     ) async throws -> Response? {
-        guard forwardsToOwner, let peers = context.peers else { return nil }
-        let owner: PeerEndpoint
-        do {
-            owner = try await RemoteVolumeLink.locateOwner(of: volumeID, directory: peers.directory)
-        } catch let error as PeeringError where error.rpcErrorCode == .notFound {
-            return nil
-        }
-        let call = Strata_Peer_V1_ForwardedCall.with { call in
-            call.method = method
-            call.request = (try? request.serializedData()) ?? Data()
-        }
-        let reply = try await peers.directory.connector.withClient(owner) { client in
-            try await client.forwardController(call, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
-        }
-        return try Response(serializedBytes: reply.response)
+        guard forwardsToOwner else { return nil }
+        return try await context.forwardToVolumeOwner(of: volumeID, method: method, request, as: Response.self)
     }
 
     /// Sends a DeleteSnapshot to the node that took the snapshot; false when no peer holds it
@@ -90,5 +77,30 @@ final class ForwardedControllerCalls: Sendable {
             descriptor: MethodDescriptor(fullyQualifiedService: "csi.v1.Controller", method: method),
             remotePeer: "peer", localPeer: "", cancellation: ServerContext.RPCCancellationHandle())
         return try await body(request, context).serializedBytes()
+    }
+}
+
+extension DriverContext {
+    /// The answer of `volumeID`'s owner (another node) to the controller call `method`, or nil
+    /// when no node holds the volume (every peer said so) or this driver has no peers.
+    /// UNAVAILABLE when a peer that might hold it cannot be asked.
+    func forwardToVolumeOwner<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        of volumeID: String, method: String, _ request: Request, as _: Response.Type
+    ) async throws -> Response? {
+        guard let peers else { return nil }
+        let owner: PeerEndpoint
+        do {
+            owner = try await RemoteVolumeLink.locateOwner(of: volumeID, directory: peers.directory)
+        } catch let error as PeeringError where error.rpcErrorCode == .notFound {
+            return nil
+        }
+        let call = Strata_Peer_V1_ForwardedCall.with { call in
+            call.method = method
+            call.request = (try? request.serializedData()) ?? Data()
+        }
+        let reply = try await peers.directory.connector.withClient(owner) { client in
+            try await client.forwardController(call, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
+        }
+        return try Response(serializedBytes: reply.response)
     }
 }

@@ -27,6 +27,8 @@ struct OpenedBackend: Sendable {
     let problem: @Sendable () -> String?
     /// Set for a volume served from another node: what an ownership handover swaps.
     var movable: MovableBackend? = nil
+    /// Set for a volume served from another node: takes the size the owner grew the volume to.
+    var resize: (@Sendable (UInt64) -> Void)? = nil
 }
 
 /// The driver's backends: the local store, or a link to the volume's owner.
@@ -60,7 +62,8 @@ final class DriverBackends: VolumeBackendProvider {
                 guard movable.backend is RemoteVolumeBackend, let since = link.unreachableSince else { return nil }
                 return "the volume's owner, node \(owner.node), has not answered for \(since.duration(to: .now)); I/O waits for it"
             },
-            movable: movable)
+            movable: movable,
+            resize: { link.resize(to: $0) })
     }
 }
 
