@@ -89,6 +89,9 @@ final class LayerWriter {
     private var entries: [Int: MapEntry] = [:]
     private(set) var isFinished = false
     private(set) var allocatedBytes: UInt64 = 0
+    /// Where the last extent written ends: a layer's extents come in offset order, each once,
+    /// so one that starts before it is a sender's error (a chunk sent twice, or out of place).
+    private var writtenUpTo: UInt64 = 0
     private var closed = false
     /// Bytes written since writeback was last started.
     private var unsubmittedBytes = 0
@@ -118,6 +121,10 @@ final class LayerWriter {
         else {
             throw StoreError(.invalidArgument, "extent \(extent.offset)+\(extent.length) is misaligned or outside the volume")
         }
+        guard extent.offset >= writtenUpTo else {
+            throw StoreError(.invalidArgument, "extent \(extent.offset)+\(extent.length) starts before the end of an earlier one (\(writtenUpTo)): extents come in offset order, each once")
+        }
+        writtenUpTo = extent.offset + extent.length
         if extent.isZero {
             guard bytes.isEmpty else { throw StoreError(.invalidArgument, "a zero extent carries no bytes") }
             for cluster in Int(extent.offset / clusterSize)..<Int((extent.offset + extent.length) / clusterSize) {

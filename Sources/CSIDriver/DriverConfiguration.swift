@@ -91,6 +91,12 @@ public struct DriverConfiguration: Sendable {
 
     /// The topology segment key: volumes live on the node that created them.
     public static let topologyKey = "topology.strata.csi.dev/node"
+    /// The segment every node that reaches its peers reports beside its own: a multi-node
+    /// volume's topology, so its PersistentVolume's node affinity admits every such node (the VM
+    /// using it may run, and migrate, anywhere), while still naming nodes, which distributed
+    /// snapshotting needs to hand the volume's snapshots to one node's csi-snapshotter.
+    public static let multiNodeTopologyKey = "topology.strata.csi.dev/multi-node"
+    public static let multiNodeTopologyValue = "true"
 
     /// A CSI driver name: at most 63 characters, DNS-like, starting and ending alphanumeric.
     public static func validate(driverName: String) throws(ConfigurationError) {

@@ -81,6 +81,22 @@ final class DriverContext: PeerHost {
         .with { $0.segments = [DriverConfiguration.topologyKey: configuration.nodeID] }
     }
 
+    /// Where a multi-node volume is reachable: from every node that reaches its peers (its owner
+    /// serves the others), or, on a node without peer settings, from this node only.
+    var multiNodeTopology: Csi_V1_Topology {
+        guard configuration.peering != nil else { return topology }
+        return .with { $0.segments = [DriverConfiguration.multiNodeTopologyKey: DriverConfiguration.multiNodeTopologyValue] }
+    }
+
+    /// What NodeGetInfo reports: this node's own segment, and the multi-node one when it has peers.
+    var nodeTopology: Csi_V1_Topology {
+        var segments = topology.segments
+        if configuration.peering != nil {
+            segments[DriverConfiguration.multiNodeTopologyKey] = DriverConfiguration.multiNodeTopologyValue
+        }
+        return .with { $0.segments = segments }
+    }
+
     /// Whether a topology requirement admits this node; no requisite list admits any node.
     func admits(_ requirement: Csi_V1_TopologyRequirement) -> Bool {
         requirement.requisite.isEmpty

@@ -2956,6 +2956,19 @@ public enum Strata_Peer_V1_RemoteVolume: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Exchange" metadata.
+        public enum Exchange: Sendable {
+            /// Request type for "Exchange".
+            public typealias Input = Strata_Peer_V1_BlockRequest
+            /// Response type for "Exchange".
+            public typealias Output = Strata_Peer_V1_BlockReply
+            /// Descriptor for "Exchange".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.RemoteVolume"),
+                method: "Exchange",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Descriptors for all methods in the "strata.peer.v1.RemoteVolume" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Attach.descriptor,
@@ -2963,7 +2976,8 @@ public enum Strata_Peer_V1_RemoteVolume: Sendable {
             Read.descriptor,
             Write.descriptor,
             Discard.descriptor,
-            Flush.descriptor
+            Flush.descriptor,
+            Exchange.descriptor
         ]
     }
 }
@@ -3098,6 +3112,29 @@ extension Strata_Peer_V1_RemoteVolume {
             request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_FlushRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_FlushResponse>
+
+        /// Handle the "Exchange" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same reads, writes, discards and flushes as the calls above, many in flight on one
+        /// > long-lived stream: a node that stages the volume keeps one open per volume, so a VM's I/O
+        /// > pays neither a call's setup nor its headers per request. Each request is authorised as the
+        /// > unary calls are; replies come as each request completes (in any order), named by the id
+        /// > its request carried. The stream itself fails only for what concerns it all (the peer is
+        /// > going away); a request's own refusal is its reply's code.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_BlockRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_BlockReply` messages.
+        func exchange(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_BlockRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_BlockReply>
     }
 
     /// Service protocol for the "strata.peer.v1.RemoteVolume" service.
@@ -3216,6 +3253,29 @@ extension Strata_Peer_V1_RemoteVolume {
             request: GRPCCore.ServerRequest<Strata_Peer_V1_FlushRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_FlushResponse>
+
+        /// Handle the "Exchange" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same reads, writes, discards and flushes as the calls above, many in flight on one
+        /// > long-lived stream: a node that stages the volume keeps one open per volume, so a VM's I/O
+        /// > pays neither a call's setup nor its headers per request. Each request is authorised as the
+        /// > unary calls are; replies come as each request completes (in any order), named by the id
+        /// > its request carried. The stream itself fails only for what concerns it all (the peer is
+        /// > going away); a request's own refusal is its reply's code.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_BlockRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_BlockReply` messages.
+        func exchange(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_BlockRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_BlockReply>
     }
 
     /// Simple service protocol for the "strata.peer.v1.RemoteVolume" service.
@@ -3332,6 +3392,30 @@ extension Strata_Peer_V1_RemoteVolume {
             request: Strata_Peer_V1_FlushRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Strata_Peer_V1_FlushResponse
+
+        /// Handle the "Exchange" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same reads, writes, discards and flushes as the calls above, many in flight on one
+        /// > long-lived stream: a node that stages the volume keeps one open per volume, so a VM's I/O
+        /// > pays neither a call's setup nor its headers per request. Each request is authorised as the
+        /// > unary calls are; replies come as each request completes (in any order), named by the id
+        /// > its request carried. The stream itself fails only for what concerns it all (the peer is
+        /// > going away); a request's own refusal is its reply's code.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Strata_Peer_V1_BlockRequest` messages.
+        ///   - response: A response stream of `Strata_Peer_V1_BlockReply` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func exchange(
+            request: GRPCCore.RPCAsyncSequence<Strata_Peer_V1_BlockRequest, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Strata_Peer_V1_BlockReply>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -3400,6 +3484,17 @@ extension Strata_Peer_V1_RemoteVolume.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_FlushResponse>(),
             handler: { request, context in
                 try await self.flush(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Strata_Peer_V1_RemoteVolume.Method.Exchange.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_BlockRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_BlockReply>(),
+            handler: { request, context in
+                try await self.exchange(
                     request: request,
                     context: context
                 )
@@ -3558,6 +3653,23 @@ extension Strata_Peer_V1_RemoteVolume.SimpleServiceProtocol {
             metadata: [:]
         )
     }
+
+    public func exchange(
+        request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_BlockRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_BlockReply> {
+        return GRPCCore.StreamingServerResponse<Strata_Peer_V1_BlockReply>(
+            metadata: [:],
+            producer: { writer in
+                try await self.exchange(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
 }
 
 // MARK: strata.peer.v1.RemoteVolume (client)
@@ -3706,6 +3818,34 @@ extension Strata_Peer_V1_RemoteVolume {
             deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_FlushResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_FlushResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Exchange" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same reads, writes, discards and flushes as the calls above, many in flight on one
+        /// > long-lived stream: a node that stages the volume keeps one open per volume, so a VM's I/O
+        /// > pays neither a call's setup nor its headers per request. Each request is authorised as the
+        /// > unary calls are; replies come as each request completes (in any order), named by the id
+        /// > its request carried. The stream itself fails only for what concerns it all (the peer is
+        /// > going away); a request's own refusal is its reply's code.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Strata_Peer_V1_BlockRequest` messages.
+        ///   - serializer: A serializer for `Strata_Peer_V1_BlockRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_BlockReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func exchange<Result>(
+            request: GRPCCore.StreamingClientRequest<Strata_Peer_V1_BlockRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_BlockRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_BlockReply>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Strata_Peer_V1_BlockReply>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3929,6 +4069,43 @@ extension Strata_Peer_V1_RemoteVolume {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Exchange" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same reads, writes, discards and flushes as the calls above, many in flight on one
+        /// > long-lived stream: a node that stages the volume keeps one open per volume, so a VM's I/O
+        /// > pays neither a call's setup nor its headers per request. Each request is authorised as the
+        /// > unary calls are; replies come as each request completes (in any order), named by the id
+        /// > its request carried. The stream itself fails only for what concerns it all (the peer is
+        /// > going away); a request's own refusal is its reply's code.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Strata_Peer_V1_BlockRequest` messages.
+        ///   - serializer: A serializer for `Strata_Peer_V1_BlockRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_BlockReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func exchange<Result>(
+            request: GRPCCore.StreamingClientRequest<Strata_Peer_V1_BlockRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_BlockRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_BlockReply>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Strata_Peer_V1_BlockReply>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Strata_Peer_V1_RemoteVolume.Method.Exchange.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4097,6 +4274,38 @@ extension Strata_Peer_V1_RemoteVolume.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_FlushRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_FlushResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Exchange" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The same reads, writes, discards and flushes as the calls above, many in flight on one
+    /// > long-lived stream: a node that stages the volume keeps one open per volume, so a VM's I/O
+    /// > pays neither a call's setup nor its headers per request. Each request is authorised as the
+    /// > unary calls are; replies come as each request completes (in any order), named by the id
+    /// > its request carried. The stream itself fails only for what concerns it all (the peer is
+    /// > going away); a request's own refusal is its reply's code.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Strata_Peer_V1_BlockRequest` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func exchange<Result>(
+        request: GRPCCore.StreamingClientRequest<Strata_Peer_V1_BlockRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Strata_Peer_V1_BlockReply>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.exchange(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_BlockRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_BlockReply>(),
             options: options,
             onResponse: handleResponse
         )
@@ -4291,6 +4500,43 @@ extension Strata_Peer_V1_RemoteVolume.ClientProtocol {
             metadata: metadata
         )
         return try await self.flush(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Exchange" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The same reads, writes, discards and flushes as the calls above, many in flight on one
+    /// > long-lived stream: a node that stages the volume keeps one open per volume, so a VM's I/O
+    /// > pays neither a call's setup nor its headers per request. Each request is authorised as the
+    /// > unary calls are; replies come as each request completes (in any order), named by the id
+    /// > its request carried. The stream itself fails only for what concerns it all (the peer is
+    /// > going away); a request's own refusal is its reply's code.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func exchange<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Strata_Peer_V1_BlockRequest>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Strata_Peer_V1_BlockReply>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Strata_Peer_V1_BlockRequest>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.exchange(
             request: request,
             options: options,
             onResponse: handleResponse

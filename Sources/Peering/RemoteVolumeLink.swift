@@ -6,8 +6,9 @@ import Synchronization
 
 /// A staged volume's link to its owner on another node: what the node's block device reads and
 /// writes when the volume's writable head lives elsewhere. Calls come from FUSE worker threads,
-/// which block until the owner answers; several workers' requests travel at once over the one
-/// pooled connection to the owner (HTTP/2 streams), at most `maximumInFlight` of them.
+/// which block until the owner answers; several workers' requests travel at once, at most
+/// `maximumInFlight` of them, as messages of one long-lived stream on the one pooled connection
+/// to the owner (`RemoteIOChannel`).
 ///
 /// While the owner cannot be reached, I/O waits and is retried (every request is idempotent: a
 /// write of the same bytes at the same offset, a read, a discard, a flush); it never fails
@@ -22,8 +23,11 @@ public final class RemoteVolumeLink: Sendable {
     public let owner: PeerEndpoint
     public let epoch: UInt64
     private let sizeBytes: Atomic<UInt64>
-    private let connector: any PeerConnecting
+    let connector: any PeerConnecting
     private let inFlight: DispatchSemaphore
+    private let channel: RemoteIOChannel
+    /// Set when the owner answered UNIMPLEMENTED to the stream: its driver predates it.
+    private let streamUnsupported = Atomic<Bool>(false)
     private let unreachable = Mutex<ContinuousClock.Instant?>(nil)
 
     public static let maximumInFlight = 64
@@ -42,6 +46,7 @@ public final class RemoteVolumeLink: Sendable {
         sizeBytes = Atomic(size)
         self.connector = connector
         inFlight = DispatchSemaphore(value: Self.maximumInFlight)
+        channel = RemoteIOChannel(owner: owner, connector: connector)
     }
 
     /// Finds the node that owns `volumeID` among the peers and records this node as staging it
@@ -91,6 +96,9 @@ public final class RemoteVolumeLink: Sendable {
 
     public var size: UInt64 { sizeBytes.load(ordering: .relaxed) }
 
+    /// The volume grew on its owner (an expansion): the export above reads the new size.
+    public func resize(to size: UInt64) { sizeBytes.store(size, ordering: .relaxed) }
+
     /// Since when the owner has not answered, while it does not; nil when it does.
     public var unreachableSince: ContinuousClock.Instant? { unreachable.withLock { $0 } }
 
@@ -100,29 +108,28 @@ public final class RemoteVolumeLink: Sendable {
     // MARK: - Block I/O (blocking: called from FUSE worker threads)
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        let request = Strata_Peer_V1_ReadRequest.with { $0.session = session; $0.offset = offset; $0.length = UInt32(buffer.count) }
-        let data = try blocking { client, options in try await client.read(request, options: options).data }
-        guard data.count == buffer.count else {
-            throw PeeringError.dataLoss("the owner of volume \(volumeID) answered \(data.count) bytes for a read of \(buffer.count)")
+        let reply = try perform(.with { $0.operation = .read; $0.offset = offset; $0.length = UInt64(buffer.count) })
+        guard reply.data.count == buffer.count else {
+            throw PeeringError.dataLoss("the owner of volume \(volumeID) answered \(reply.data.count) bytes for a read of \(buffer.count)")
         }
-        data.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        reply.data.withUnsafeBytes { buffer.copyMemory(from: $0) }
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
-        let request = Strata_Peer_V1_WriteRequest.with { $0.session = session; $0.offset = offset; $0.data = Data(bytes) }
-        _ = try blocking { client, options in try await client.write(request, options: options) }
+        _ = try perform(.with { $0.operation = .write; $0.offset = offset; $0.data = Data(bytes) })
     }
 
     public func discard(at offset: UInt64, length: UInt64) throws {
-        let request = Strata_Peer_V1_DiscardRequest.with { $0.session = session; $0.offset = offset; $0.length = length }
-        _ = try blocking { client, options in try await client.discard(request, options: options) }
+        _ = try perform(.with { $0.operation = .discard; $0.offset = offset; $0.length = length })
     }
 
     /// Returns once the owner has made every write answered before it durable.
     public func flush() throws {
-        let request = Strata_Peer_V1_FlushRequest.with { $0.session = session }
-        _ = try blocking { client, options in try await client.flush(request, options: options) }
+        _ = try perform(.with { $0.operation = .flush })
     }
+
+    /// Ends the stream to the owner (the export is closed); I/O after it fails.
+    public func close() { channel.close() }
 
     /// Tells the owner this node no longer stages the volume (after the last flush).
     public func detach() async throws {
@@ -145,44 +152,88 @@ public final class RemoteVolumeLink: Sendable {
         if let error = outcome.withLock({ $0 }) { throw error }
     }
 
-    /// Runs one request on a Swift task and waits for it on this (non-cooperative) thread,
-    /// sending it again while the owner cannot be reached.
-    private func blocking<Value: Sendable>(
-        _ call: @escaping @Sendable (any Strata_Peer_V1_RemoteVolume.ClientProtocol, CallOptions) async throws -> Value
-    ) throws -> Value {
+    /// Sends one request and waits for its reply on this (non-cooperative) thread, sending it
+    /// again while the owner cannot be reached. Over the Exchange stream; over the unary calls
+    /// when the owner's driver predates it (a rolling upgrade: old and new drivers side by side).
+    private func perform(_ request: Strata_Peer_V1_BlockRequest) throws -> Strata_Peer_V1_BlockReply {
         inFlight.wait()
         defer { inFlight.signal() }
+        var request = request
+        request.session = session
+        var delay: Duration = .milliseconds(50)
+        while true {
+            let viaStream = !streamUnsupported.load(ordering: .relaxed)
+            let outcome = viaStream ? streamed(request) : unary(request)
+            switch outcome {
+            case .success(let reply):
+                unreachable.withLock { $0 = nil }
+                return reply
+            case .failure(let error) where error.code == .unimplemented && viaStream:
+                streamUnsupported.store(true, ordering: .relaxed)
+            case .failure(let error) where error.code == .aborted:
+                unreachable.withLock { $0 = nil }
+                throw VolumeFenced(volumeID: volumeID, epoch: epoch, message: error.message)
+            case .failure(let error) where error.code == .unavailable || error.code == .deadlineExceeded:
+                unreachable.withLock { since in if since == nil { since = .now } }
+                Thread.sleep(forTimeInterval: Double(delay.components.attoseconds) / 1e18 + Double(delay.components.seconds))
+                delay = min(delay * 2, .seconds(1))
+            case .failure(let error):
+                unreachable.withLock { $0 = nil }
+                throw error
+            }
+        }
+    }
+
+    /// The request on the stream; a refusal in the reply becomes the error the unary call throws.
+    private func streamed(_ request: Strata_Peer_V1_BlockRequest) -> Result<Strata_Peer_V1_BlockReply, RPCError> {
+        let reply: Strata_Peer_V1_BlockReply
+        do { reply = try channel.call(request, timeout: Self.requestTimeout) } catch { return .failure(error) }
+        guard reply.code != 0 else { return .success(reply) }
+        let code = Status.Code(rawValue: Int(reply.code)).flatMap(RPCError.Code.init) ?? .unknown
+        return .failure(RPCError(code: code, message: reply.message))
+    }
+
+    /// The request as its unary call, run on a Swift task while this thread waits.
+    private func unary(_ request: Strata_Peer_V1_BlockRequest) -> Result<Strata_Peer_V1_BlockReply, RPCError> {
         let done = DispatchSemaphore(value: 0)
-        let outcome = Mutex<Result<Value, any Error>?>(nil)
-        Task { [self] in
-            let result: Result<Value, any Error>
-            do { result = .success(try await withRetries(call)) } catch { result = .failure(error) }
+        let outcome = Mutex<Result<Strata_Peer_V1_BlockReply, RPCError>?>(nil)
+        Task { [connector, owner] in
+            let result: Result<Strata_Peer_V1_BlockReply, RPCError>
+            do {
+                result = .success(try await connector.withRemoteVolumeClient(owner) { client in
+                    try await Self.unaryCall(request, on: client)
+                })
+            } catch let error as RPCError {
+                result = .failure(error)
+            } catch {
+                result = .failure(RPCError(code: .unavailable, message: "\(error)"))
+            }
             outcome.withLock { $0 = result }
             done.signal()
         }
         done.wait()
-        return try outcome.withLock { $0! }.get()
+        return outcome.withLock { $0! }
     }
 
-    private func withRetries<Value: Sendable>(
-        _ call: @escaping @Sendable (any Strata_Peer_V1_RemoteVolume.ClientProtocol, CallOptions) async throws -> Value
-    ) async throws -> Value {
-        var delay: Duration = .milliseconds(50)
-        while true {
-            do {
-                let value = try await connector.withRemoteVolumeClient(owner) { client in
-                    try await call(client, Self.requestOptions)
-                }
-                unreachable.withLock { $0 = nil }
-                return value
-            } catch let error as RPCError where error.code == .aborted {
-                throw VolumeFenced(volumeID: volumeID, epoch: epoch, message: error.message)
-            } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
-                unreachable.withLock { since in if since == nil { since = .now } }
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(1))
-            }
+    private static func unaryCall(
+        _ request: Strata_Peer_V1_BlockRequest, on client: any Strata_Peer_V1_RemoteVolume.ClientProtocol
+    ) async throws -> Strata_Peer_V1_BlockReply {
+        let options = requestOptions
+        switch request.operation {
+        case .read:
+            let answer = try await client.read(
+                .with { $0.session = request.session; $0.offset = request.offset; $0.length = UInt32(request.length) }, options: options)
+            return .with { $0.data = answer.data }
+        case .write:
+            _ = try await client.write(.with { $0.session = request.session; $0.offset = request.offset; $0.data = request.data }, options: options)
+        case .discard:
+            _ = try await client.discard(.with { $0.session = request.session; $0.offset = request.offset; $0.length = request.length }, options: options)
+        case .flush:
+            _ = try await client.flush(.with { $0.session = request.session }, options: options)
+        case .unspecified, .UNRECOGNIZED:
+            throw RPCError(code: .invalidArgument, message: "a block request without an operation")
         }
+        return .init()
     }
 }
 

@@ -38,36 +38,51 @@ struct RemoteVolumeService: Strata_Peer_V1_RemoteVolume.SimpleServiceProtocol {
     }
 
     func read(request: Strata_Peer_V1_ReadRequest, context _: ServerContext) async throws -> Strata_Peer_V1_ReadResponse {
-        guard request.length <= Self.maximumTransfer else { throw RPCError(code: .invalidArgument, message: "length is above \(Self.maximumTransfer)") }
-        let handle = try sessions.handle(for: request.session, host: host)
-        try Self.requireRange(request.offset, UInt64(request.length), within: handle)
-        let data = try await BlockingWork.run {
-            var data = Data(count: Int(request.length))
-            try data.withUnsafeMutableBytes { try handle.read(into: $0, at: request.offset) }
-            return data
-        }
+        let data = try await BlockingWork.run { try readBlock(request.session, at: request.offset, length: UInt64(request.length)) }
         return .with { $0.data = data }
     }
 
     func write(request: Strata_Peer_V1_WriteRequest, context _: ServerContext) async throws -> Strata_Peer_V1_WriteResponse {
-        guard request.data.count <= Self.maximumTransfer else { throw RPCError(code: .invalidArgument, message: "data is above \(Self.maximumTransfer) bytes") }
-        let handle = try sessions.handle(for: request.session, host: host)
-        try Self.requireRange(request.offset, UInt64(request.data.count), within: handle)
-        try await BlockingWork.run { try request.data.withUnsafeBytes { try handle.write($0, at: request.offset) } }
+        try await BlockingWork.run { try writeBlock(request.session, request.data, at: request.offset) }
         return .init()
     }
 
     func discard(request: Strata_Peer_V1_DiscardRequest, context _: ServerContext) async throws -> Strata_Peer_V1_DiscardResponse {
-        let handle = try sessions.handle(for: request.session, host: host)
-        try Self.requireRange(request.offset, request.length, within: handle)
-        try await BlockingWork.run { try handle.discard(at: request.offset, length: request.length) }
+        try await BlockingWork.run { try discardBlock(request.session, at: request.offset, length: request.length) }
         return .init()
     }
 
     func flush(request: Strata_Peer_V1_FlushRequest, context _: ServerContext) async throws -> Strata_Peer_V1_FlushResponse {
-        let handle = try sessions.handle(for: request.session, host: host)
-        try await BlockingWork.run { try handle.flush() }
+        try await BlockingWork.run { try flushBlocks(request.session) }
         return .init()
+    }
+
+    // MARK: - The block operations (blocking), shared by the unary calls and the Exchange stream
+
+    func readBlock(_ session: Strata_Peer_V1_VolumeSession, at offset: UInt64, length: UInt64) throws -> Data {
+        guard length <= UInt64(Self.maximumTransfer) else { throw RPCError(code: .invalidArgument, message: "length is above \(Self.maximumTransfer)") }
+        let handle = try sessions.handle(for: session, host: host)
+        try Self.requireRange(offset, length, within: handle)
+        var data = Data(count: Int(length))
+        try data.withUnsafeMutableBytes { try handle.read(into: $0, at: offset) }
+        return data
+    }
+
+    func writeBlock(_ session: Strata_Peer_V1_VolumeSession, _ data: Data, at offset: UInt64) throws {
+        guard data.count <= Self.maximumTransfer else { throw RPCError(code: .invalidArgument, message: "data is above \(Self.maximumTransfer) bytes") }
+        let handle = try sessions.handle(for: session, host: host)
+        try Self.requireRange(offset, UInt64(data.count), within: handle)
+        try data.withUnsafeBytes { try handle.write($0, at: offset) }
+    }
+
+    func discardBlock(_ session: Strata_Peer_V1_VolumeSession, at offset: UInt64, length: UInt64) throws {
+        let handle = try sessions.handle(for: session, host: host)
+        try Self.requireRange(offset, length, within: handle)
+        try handle.discard(at: offset, length: length)
+    }
+
+    func flushBlocks(_ session: Strata_Peer_V1_VolumeSession) throws {
+        try sessions.handle(for: session, host: host).flush()
     }
 
     private static func requireRange(_ offset: UInt64, _ length: UInt64, within handle: VolumeHandle) throws {

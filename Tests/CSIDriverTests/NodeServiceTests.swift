@@ -252,7 +252,8 @@ struct NodeServiceTests {
             let info = try await driver.node.nodeGetInfo(.init())
             #expect(info.nodeID == InProcessDriver.nodeID)
             #expect(info.maxVolumesPerNode > 0)
-            #expect(info.accessibleTopology.segments[DriverConfiguration.topologyKey] == InProcessDriver.nodeID)
+            #expect(info.accessibleTopology.segments == [DriverConfiguration.topologyKey: InProcessDriver.nodeID],
+                    "a node without peers reports no multi-node segment: its multi-node volumes are reachable here only")
             let types = Set(try await driver.node.nodeGetCapabilities(.init()).capabilities.map(\.rpc.type))
             #expect(types == [.stageUnstageVolume, .expandVolume, .getVolumeStats, .volumeCondition, .singleNodeMultiWriter])
         }

@@ -16,57 +16,121 @@ import Testing
 struct PeerChunkIntegrityTests {
     enum Alteration: String, CaseIterable, Sendable {
         case none, flippedByte, movedExtent, droppedChunk, wrongLayerDigest
+        // Lies told consistently: the chunk's checksum and the layer's digest are computed over
+        // the altered chunks, so only the receiver's own checks of the extents can refuse them.
+        case shortChunk, misalignedExtent, duplicatedChunk, outOfRangeExtent
+
+        /// The checksums describe the altered stream.
+        var resealed: Bool {
+            switch self {
+            case .shortChunk, .misalignedExtent, .duplicatedChunk, .outOfRangeExtent: true
+            default: false
+            }
+        }
     }
 
     @Test("An altered layer stream is refused and leaves nothing; the same stream unaltered commits", arguments: Alteration.allCases)
     func alteredStreamsAreRefused(_ alteration: Alteration) async throws {
-        let a = try TemporaryDirectory(), b = try TemporaryDirectory()
-        let source = try BlockStore(directory: a.path, options: StoreOptions(backgroundFlatten: false))
-        defer { source.close() }
-        let volume = try source.createVolume(name: "golden", size: 16 << 20, clusterSize: 65536)
-        let handle = try source.open(volumeID: volume.id)
+        let golden = try GoldenSnapshot()
+        defer { golden.close() }
+        let (outcome, target) = try await golden.fetch(from: [alteration])
+        defer { target.close() }
+        if alteration == .none {
+            try outcome.get()
+            try golden.expectCopy(in: target)
+        } else {
+            #expect(throws: (any Error).self, "\(alteration) must be refused") { try outcome.get() }
+            #expect(throws: (any Error).self, "no replica of an altered stream") { try target.replicaManifest(snapshotID: golden.snapshotID) }
+            #expect(try golden.layerFiles(of: target).isEmpty, "layer files of a refused import")
+        }
+    }
+
+    @Test("A holder that lies is refused, the snapshot comes from an honest holder, and nothing of the lie is left",
+          arguments: [Alteration.flippedByte, .duplicatedChunk, .outOfRangeExtent])
+    func honestHolderAfterALyingOne(_ lie: Alteration) async throws {
+        let golden = try GoldenSnapshot()
+        defer { golden.close() }
+        let (outcome, target) = try await golden.fetch(from: [lie, .none])
+        defer { target.close() }
+        try outcome.get()
+        let manifest = try target.replicaManifest(snapshotID: golden.snapshotID)
+        let files = try golden.layerFiles(of: target)
+        let layers = Set(files.map { $0.split(separator: ".").first.map(String.init) ?? $0 })
+        #expect(layers.count == manifest.layers.count, "only the honest copy's layers are here: \(files)")
+        try golden.expectCopy(in: target)
+    }
+}
+
+/// A snapshot of 5 MiB of random data in two runs (several 1 MiB chunks), in a store of its own,
+/// fetched into a new store from in-process holders that alter what they send as asked.
+private final class GoldenSnapshot: Sendable {
+    let source: TemporaryDirectory
+    let receiver: TemporaryDirectory
+    let store: BlockStore
+    let snapshotID: String
+    let data: [UInt8]
+
+    init() throws {
+        source = try TemporaryDirectory()
+        receiver = try TemporaryDirectory()
+        store = try BlockStore(directory: source.path, options: StoreOptions(backgroundFlatten: false))
+        let volume = try store.createVolume(name: "golden", size: 16 << 20, clusterSize: 65536)
+        let handle = try store.open(volumeID: volume.id)
         var generator = SystemRandomNumberGenerator()
-        // 5 MiB in two runs: several 1 MiB chunks.
-        let data = (0..<(5 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        data = (0..<(5 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) }
         try data.withUnsafeBytes { try handle.write(UnsafeRawBufferPointer(rebasing: $0[0..<(3 << 20)]), at: 1 << 20) }
         try data.withUnsafeBytes { try handle.write(UnsafeRawBufferPointer(rebasing: $0[(3 << 20)...]), at: 8 << 20) }
         try handle.flush()
         try handle.close()
-        let snapshot = try source.createSnapshot(name: "golden-snap", of: volume.id)
-        let target = try BlockStore(directory: b.path, options: StoreOptions(backgroundFlatten: false))
-        defer { target.close() }
+        snapshotID = try store.createSnapshot(name: "golden-snap", of: volume.id).id
+    }
 
-        let transport = InProcessTransport()
-        let server = GRPCServer(transport: transport.server, services: [AlteringPeer(store: source, alteration: alteration)])
-        let client = GRPCClient(transport: transport.client)
-        var settings = PeerSettings(tlsDirectory: b.path)
-        settings.staticPeers = [PeerSettings.StaticPeer(nodeID: "node-a", address: NetworkAddress(host: "192.0.2.1", port: 9821))]
-        let directory = PeerDirectory(settings: settings, localNode: "node-b", connector: InProcessConnector(client: client))
+    func close() { store.close() }
+
+    /// Fetches the snapshot into a new store from holders asked in this order, each altering
+    /// its stream as given; answers how the fetch ended and the receiving store.
+    func fetch(from holders: [PeerChunkIntegrityTests.Alteration]) async throws -> (Result<Void, any Error>, BlockStore) {
+        let target = try BlockStore(directory: receiver.path, options: StoreOptions(backgroundFlatten: false))
+        let hosts = holders.indices.map { "192.0.2.\($0 + 1)" }
+        let transports = holders.map { _ in InProcessTransport() }
+        let servers = zip(transports, holders).map { transport, alteration in
+            GRPCServer(transport: transport.server, services: [AlteringPeer(store: store, alteration: alteration)])
+        }
+        let clients = transports.map { GRPCClient(transport: $0.client) }
+        var settings = PeerSettings(tlsDirectory: receiver.path)
+        settings.staticPeers = hosts.enumerated().map { index, host in
+            PeerSettings.StaticPeer(nodeID: "holder-\(index)", address: NetworkAddress(host: host, port: 9821))
+        }
+        let directory = PeerDirectory(
+            settings: settings, localNode: "node-b",
+            connector: InProcessConnector(clientsByHost: Dictionary(uniqueKeysWithValues: zip(hosts, clients))))
         let fetcher = ReplicaFetcher(directory: directory, metrics: NoPeerMetrics(), logger: Logger(label: "test"), store: { target })
-
+        let snapshotID = self.snapshotID
         let outcome: Result<Void, any Error> = await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await server.serve() }
-            group.addTask { try? await client.runConnections() }
+            for server in servers { group.addTask { try? await server.serve() } }
+            for client in clients { group.addTask { try? await client.runConnections() } }
             let outcome: Result<Void, any Error>
-            do { outcome = .success(try await fetcher.ensureSnapshot(snapshot.id)) } catch { outcome = .failure(error) }
-            server.beginGracefulShutdown()
-            client.beginGracefulShutdown()
+            do { outcome = .success(try await fetcher.ensureSnapshot(snapshotID)) } catch { outcome = .failure(error) }
+            for server in servers { server.beginGracefulShutdown() }
+            for client in clients { client.beginGracefulShutdown() }
             return outcome
         }
-        if alteration == .none {
-            try outcome.get()
-            let clone = try target.createVolume(name: "clone", size: 16 << 20, source: .snapshot(id: snapshot.id))
-            let copy = try target.open(volumeID: clone.id)
-            defer { try? copy.close() }
-            var read = [UInt8](repeating: 0, count: 3 << 20)
-            try read.withUnsafeMutableBytes { try copy.read(into: $0, at: 1 << 20) }
-            #expect(read == Array(data[0..<(3 << 20)]))
-        } else {
-            #expect(throws: (any Error).self, "\(alteration) must be refused") { try outcome.get() }
-            #expect(throws: (any Error).self, "no replica of an altered stream") { try target.replicaManifest(snapshotID: snapshot.id) }
-            let leftovers = try FileManager.default.contentsOfDirectory(atPath: b.path + "/layers").filter { $0.hasPrefix("layer-") }
-            #expect(leftovers.isEmpty, "layer files of a refused import: \(leftovers)")
-        }
+        return (outcome, target)
+    }
+
+    /// A clone of the copy in `target` reads back what was written.
+    func expectCopy(in target: BlockStore) throws {
+        let clone = try target.createVolume(name: "clone", size: 16 << 20, source: .snapshot(id: snapshotID))
+        let copy = try target.open(volumeID: clone.id)
+        defer { try? copy.close() }
+        var read = [UInt8](repeating: 0, count: 5 << 20)
+        try read.withUnsafeMutableBytes { try copy.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<(3 << 20)]), at: 1 << 20) }
+        try read.withUnsafeMutableBytes { try copy.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[(3 << 20)...]), at: 8 << 20) }
+        #expect(read == data, "the copy holds the snapshot's bytes")
+    }
+
+    func layerFiles(of target: BlockStore) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: receiver.path + "/layers").filter { $0.hasPrefix("layer-") }
     }
 }
 
@@ -104,6 +168,19 @@ private struct AlteringPeer: Strata_Peer_V1_Peer.SimpleServiceProtocol {
         case .movedExtent: chunks[1].extents[0].offset += 65536
         case .droppedChunk: chunks.remove(at: 1)
         case .wrongLayerDigest: chunks[chunks.count - 1].layerSha256[0] ^= 1
+        case .shortChunk: chunks[1].data.removeLast(512)
+        case .misalignedExtent: chunks[1].extents[0].offset += 512
+        case .duplicatedChunk: chunks.insert(chunks[1], at: 2)
+        case .outOfRangeExtent: chunks[1].extents[0].offset = 1 << 40
+        }
+        if alteration.resealed {
+            var resealed = PeerChecksum.LayerDigest()
+            for index in chunks.indices {
+                chunks[index].sha256 = PeerChecksum.chunkDigest(extents: chunks[index].extents, data: chunks[index].data)
+                chunks[index].layerSha256 = Data()
+                resealed.add(chunkDigest: chunks[index].sha256)
+            }
+            chunks[chunks.count - 1].layerSha256 = resealed.finalize()
         }
         for chunk in chunks { try await response.write(chunk) }
     }
@@ -147,23 +224,6 @@ private struct AlteringPeer: Strata_Peer_V1_Peer.SimpleServiceProtocol {
     func ownershipOffered(request: Strata_Peer_V1_OwnershipOfferedRequest, context: ServerContext) async throws
         -> Strata_Peer_V1_OwnershipOfferedResponse
     { throw RPCError(code: .unimplemented, message: "") }
-}
-
-/// Every peer is the one in-process server.
-private struct InProcessConnector: PeerConnecting {
-    let client: GRPCClient<InProcessTransport.Client>
-
-    func withClient<Result: Sendable>(
-        _ endpoint: PeerEndpoint, _ body: @Sendable (any Strata_Peer_V1_Peer.ClientProtocol) async throws -> Result
-    ) async throws -> Result {
-        try await body(Strata_Peer_V1_Peer.Client(wrapping: client))
-    }
-
-    func withRemoteVolumeClient<Result: Sendable>(
-        _ endpoint: PeerEndpoint, _ body: @Sendable (any Strata_Peer_V1_RemoteVolume.ClientProtocol) async throws -> Result
-    ) async throws -> Result {
-        try await body(Strata_Peer_V1_RemoteVolume.Client(wrapping: client))
-    }
 }
 
 private struct NoPeerMetrics: PeerMetricsRecorder {

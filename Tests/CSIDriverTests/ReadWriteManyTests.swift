@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
+import CSIDriver
 import CSIProto
 import Foundation
 import GRPCCore
@@ -50,7 +51,8 @@ struct ReadWriteManyTests {
         try await a.detach(golden.volumeID)
         let snapshot = try await a.controller { try await $0.createSnapshot(Requests.createSnapshot("golden-snap", of: golden.volumeID)) }.snapshot
         let disk = try await a.controller { try await $0.createVolume(Self.sharedVolume("vm-disk", snapshot: snapshot.snapshotID)) }.volume
-        #expect(disk.accessibleTopology.isEmpty, "an RWX volume is reachable from every node")
+        #expect(disk.accessibleTopology.map(\.segments) == [[DriverConfiguration.multiNodeTopologyKey: "true"]],
+                "an RWX volume is reachable from every node with peers: \(disk.accessibleTopology)")
         let again = try await a.controller { try await $0.createVolume(Self.sharedVolume("vm-disk", snapshot: snapshot.snapshotID)) }.volume
         #expect(again.volumeID == disk.volumeID, "CreateVolume is idempotent for RWX volumes")
         await #expect(throws: RPCError.self, "the same name as a single-node volume is another volume") {
@@ -86,7 +88,51 @@ struct ReadWriteManyTests {
             })
         }
         #expect(stats.hasVolumeCondition && !stats.volumeCondition.abnormal, "\(stats.volumeCondition.message)")
+        let infoB = try await b.withClient { try await Csi_V1_Node.Client(wrapping: $0).nodeGetInfo(.init()) }
+        #expect(infoB.accessibleTopology.segments == [DriverConfiguration.topologyKey: "node-b", DriverConfiguration.multiNodeTopologyKey: "true"],
+                "B's topology admits the RWX volume's: \(infoB.accessibleTopology)")
         #expect(stats.volumeCondition.message.contains("served from its owner, node node-a"), "\(stats.volumeCondition.message)")
+
+        // A VolumeSnapshot of the VM's disk, which distributed snapshotting may hand to B's
+        // csi-snapshotter: taken on A, where the volume lives, and deleted through B there too.
+        let diskSnapshot = try await b.controller {
+            try await $0.createSnapshot(Requests.createSnapshot("vm-disk-snap", of: disk.volumeID))
+        }.snapshot
+        let takenOnA = try await a.controller { try await $0.listSnapshots(.with { $0.snapshotID = diskSnapshot.snapshotID }) }
+        #expect(takenOnA.entries.count == 1, "the snapshot was taken on A, the volume's owner")
+        _ = try await b.controller { try await $0.deleteSnapshot(.with { $0.snapshotID = diskSnapshot.snapshotID }) }
+        let leftOnA = try await a.controller { try await $0.listSnapshots(.with { $0.snapshotID = diskSnapshot.snapshotID }) }
+        #expect(leftOnA.entries.isEmpty, "deleted through B, the snapshot is gone from A")
+
+        // Expanded through B's sidecars: grown on A (the owner), then each node's kubelet calls
+        // NodeExpandVolume; B's device, served from A, takes the new size, and a write past the
+        // old end on B reads back on A.
+        let grown = Self.volumeBytes + (16 << 20)
+        _ = try await b.controller {
+            try await $0.controllerExpandVolume(.with {
+                $0.volumeID = disk.volumeID
+                $0.capacityRange = .with { $0.requiredBytes = grown }
+            })
+        }
+        for node in [b, a] {
+            let expanded = try await node.withClient { client in
+                try await Csi_V1_Node.Client(wrapping: client).nodeExpandVolume(.with {
+                    $0.volumeID = disk.volumeID
+                    $0.volumePath = node.devicePath(disk.volumeID)
+                    $0.capacityRange = .with { $0.requiredBytes = grown }
+                })
+            }
+            #expect(expanded.capacityBytes == grown, "\(node.name): \(expanded.capacityBytes)")
+        }
+        for device in [deviceA, deviceB] {
+            let bytes = try Shell.run("blockdev", "--getsize64", device).trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(bytes == "\(grown)", "\(device) is \(bytes) bytes after the expansion")
+        }
+        let pastTheOldEnd = MultiNode.pattern(seed: 14, count: 64 << 10)
+        try RawDevice.write(pastTheOldEnd, to: deviceB, at: Self.volumeBytes + (4 << 20))
+        try Self.dropCache(deviceA)
+        #expect(try RawDevice.read(pastTheOldEnd.count, from: deviceA, at: Self.volumeBytes + (4 << 20)) == pastTheOldEnd,
+                "A reads what B wrote past the old end")
 
         // The migration ends: A lets go, and the volume moves to B, which serves it on.
         let layersBeforeMove = a.layerFileCount

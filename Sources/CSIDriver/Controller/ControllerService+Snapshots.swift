@@ -41,6 +41,14 @@ extension ControllerService {
     func deleteSnapshot(request: Csi_V1_DeleteSnapshotRequest, context _: ServerContext) async throws -> Csi_V1_DeleteSnapshotResponse {
         try RequestFields.requireID(request.snapshotID, field: "snapshot_id")
         let store = try context.store()
+        let heldHere = try await BlockingWork.run { try? store.snapshot(id: request.snapshotID) }
+        if heldHere?.originNode != nil || heldHere == nil,
+           try await forwardToSnapshotOrigin(request.snapshotID, request) {
+            // Taken on another node (a snapshot of a multi-node volume is taken where the volume
+            // lives, while any node's csi-snapshotter may be the one that deletes it): deleted
+            // there, which also tells every node holding a copy. A copy here goes now.
+            guard heldHere != nil else { return .init() }
+        }
         try await context.locks.withLocks([LockKey.snapshot(request.snapshotID)]) {
             try await BlockingWork.run {
                 do {

@@ -6,10 +6,12 @@ import Peering
 import PeerProto
 import SwiftProtobuf
 
-/// Controller calls about a volume whose owner is another node. A multi-node volume carries no
-/// topology, so every node's sidecars may act on it (in distributed provisioning each node's
-/// provisioner deletes the PersistentVolumes accessible from it): a node that does not hold the
-/// volume forwards the call to the node that does, which answers it as if asked directly.
+/// Controller calls about a volume whose owner is another node. A multi-node volume is
+/// accessible from every node, so every node's sidecars may act on it (in distributed
+/// provisioning each node's provisioner deletes the PersistentVolumes accessible from it; the
+/// snapshot-controller hands a snapshot to the first node the PV admits): a node that does not
+/// hold the volume (or snapshot) forwards the call to the node that does, which answers it as if
+/// asked directly.
 extension ControllerService {
     /// The owner's answer to `request`, or nil when no node holds `volumeID` (every peer said
     /// so). UNAVAILABLE when a peer that might hold it cannot be asked. Calls that were
@@ -17,21 +19,23 @@ extension ControllerService {
     func forwardToOwner<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
         of volumeID: String, method: String, _ request: Request, as _: Response.Type
     ) async throws -> Response? {
-        guard forwardsToOwner, let peers = context.peers else { return nil }
-        let owner: PeerEndpoint
-        do {
-            owner = try await RemoteVolumeLink.locateOwner(of: volumeID, directory: peers.directory)
-        } catch let error as PeeringError where error.rpcErrorCode == .notFound {
-            return nil
-        }
+        guard forwardsToOwner else { return nil }
+        return try await context.forwardToVolumeOwner(of: volumeID, method: method, request, as: Response.self)
+    }
+
+    /// Sends a DeleteSnapshot to the node that took the snapshot; false when no peer holds it
+    /// (or this call was itself forwarded, or this node has no peers).
+    func forwardToSnapshotOrigin(_ snapshotID: String, _ request: Csi_V1_DeleteSnapshotRequest) async throws -> Bool {
+        guard forwardsToOwner, let peers = context.peers,
+              let origin = try await peers.directory.locateSnapshotOrigin(snapshotID) else { return false }
         let call = Strata_Peer_V1_ForwardedCall.with { call in
-            call.method = method
+            call.method = "DeleteSnapshot"
             call.request = (try? request.serializedData()) ?? Data()
         }
-        let reply = try await peers.directory.connector.withClient(owner) { client in
+        _ = try await peers.directory.connector.withClient(origin) { client in
             try await client.forwardController(call, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
         }
-        return try Response(serializedBytes: reply.response)
+        return true
     }
 }
 
@@ -52,6 +56,8 @@ final class ForwardedControllerCalls: Sendable {
             try await answer(Csi_V1_ControllerExpandVolumeRequest.self, request, method) {
                 try await self.service.controllerExpandVolume(request: $0, context: $1)
             }
+        case "DeleteSnapshot":
+            try await answer(Csi_V1_DeleteSnapshotRequest.self, request, method) { try await self.service.deleteSnapshot(request: $0, context: $1) }
         case "ControllerGetVolume":
             try await answer(Csi_V1_ControllerGetVolumeRequest.self, request, method) { try await self.service.controllerGetVolume(request: $0, context: $1) }
         default:
@@ -71,5 +77,30 @@ final class ForwardedControllerCalls: Sendable {
             descriptor: MethodDescriptor(fullyQualifiedService: "csi.v1.Controller", method: method),
             remotePeer: "peer", localPeer: "", cancellation: ServerContext.RPCCancellationHandle())
         return try await body(request, context).serializedBytes()
+    }
+}
+
+extension DriverContext {
+    /// The answer of `volumeID`'s owner (another node) to the controller call `method`, or nil
+    /// when no node holds the volume (every peer said so) or this driver has no peers.
+    /// UNAVAILABLE when a peer that might hold it cannot be asked.
+    func forwardToVolumeOwner<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        of volumeID: String, method: String, _ request: Request, as _: Response.Type
+    ) async throws -> Response? {
+        guard let peers else { return nil }
+        let owner: PeerEndpoint
+        do {
+            owner = try await RemoteVolumeLink.locateOwner(of: volumeID, directory: peers.directory)
+        } catch let error as PeeringError where error.rpcErrorCode == .notFound {
+            return nil
+        }
+        let call = Strata_Peer_V1_ForwardedCall.with { call in
+            call.method = method
+            call.request = (try? request.serializedData()) ?? Data()
+        }
+        let reply = try await peers.directory.connector.withClient(owner) { client in
+            try await client.forwardController(call, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
+        }
+        return try Response(serializedBytes: reply.response)
     }
 }

@@ -9,10 +9,10 @@ extension DriverContext {
         .with {
             $0.volumeID = volume.id
             $0.capacityBytes = Int64(clamping: volume.size)
-            // A multi-node volume is reachable from every node (its owner serves the others), so
-            // it carries no topology: its PersistentVolume gets no node affinity, and the VM
-            // using it may be scheduled, and migrated, anywhere.
-            if !volume.multiNode { $0.accessibleTopology = [topology] }
+            // A multi-node volume is reachable from every node (its owner serves the others):
+            // its PersistentVolume's node affinity admits every node with peers, so the VM using
+            // it may be scheduled, and migrated, anywhere.
+            $0.accessibleTopology = [volume.multiNode ? multiNodeTopology : topology]
             if let source = volume.source { $0.contentSource = Self.wireSource(source) }
         }
     }

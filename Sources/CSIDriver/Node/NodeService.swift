@@ -144,7 +144,8 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
         // An unknown volume is NOT_FOUND whatever else is wrong (csi-sanity asks it with a
         // relative path): expansion acts on the volume, not at the paths.
         let store = try context.store()
-        _ = try await BlockingWork.run { try store.volume(id: request.volumeID) }
+        let servedFromOwner = stager.registry[request.volumeID]?.remoteOwner != nil
+        if !servedFromOwner { _ = try await BlockingWork.run { try store.volume(id: request.volumeID) } }
         // A request naming paths outside kubelet's directory is not kubelet's: refuse it like
         // every other node call.
         _ = try paths.requireResolved(request.volumePath, field: "volume_path")
@@ -155,8 +156,16 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
         if request.hasVolumeCapability, let reason = VolumeCapabilityRules.unsupportedReason(request.volumeCapability) {
             throw CSIError.invalidArgument(reason)
         }
-        let size = try await withVolume(request.volumeID) {
-            try stager.expand(volumeID: request.volumeID, requiredBytes: capacity.requiredBytes)
+        let size: UInt64
+        if servedFromOwner {
+            let ownerSize = try await sizeOnOwner(of: request.volumeID, atLeast: capacity.requiredBytes)
+            size = try await withVolume(request.volumeID, mustExist: false) {
+                try stager.expandRemote(volumeID: request.volumeID, to: ownerSize)
+            }
+        } else {
+            size = try await withVolume(request.volumeID) {
+                try stager.expand(volumeID: request.volumeID, requiredBytes: capacity.requiredBytes)
+            }
         }
         if capacity.limitBytes > 0, size > capacity.limitBytes {
             throw CSIError.outOfRange("the volume is \(size) bytes, above limit_bytes \(capacity.limitBytes)")
@@ -176,11 +185,31 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
         return .with {
             $0.nodeID = context.configuration.nodeID
             $0.maxVolumesPerNode = limit
-            $0.accessibleTopology = context.topology
+            $0.accessibleTopology = context.nodeTopology
         }
     }
 
     // MARK: - Helpers
+
+    /// The size of a volume served from its owner, grown there first when `requiredBytes` asks
+    /// for more (ControllerExpandVolume on the owner: idempotent, as when its own sidecar asks).
+    private func sizeOnOwner(of volumeID: String, atLeast requiredBytes: UInt64) async throws -> UInt64 {
+        let bytes: Int64?
+        if requiredBytes > 0 {
+            let request = Csi_V1_ControllerExpandVolumeRequest.with {
+                $0.volumeID = volumeID
+                $0.capacityRange = .with { $0.requiredBytes = Int64(clamping: requiredBytes) }
+            }
+            bytes = try await context.forwardToVolumeOwner(
+                of: volumeID, method: "ControllerExpandVolume", request, as: Csi_V1_ControllerExpandVolumeResponse.self)?.capacityBytes
+        } else {
+            bytes = try await context.forwardToVolumeOwner(
+                of: volumeID, method: "ControllerGetVolume", Csi_V1_ControllerGetVolumeRequest.with { $0.volumeID = volumeID },
+                as: Csi_V1_ControllerGetVolumeResponse.self)?.volume.capacityBytes
+        }
+        guard let bytes else { throw CSIError.notFound("volume \(volumeID) lives on no node any more") }
+        return UInt64(bytes)
+    }
 
     static func access(of capability: Csi_V1_VolumeCapability) -> StagedVolume.Access {
         if case .mount(let mount) = capability.accessType {

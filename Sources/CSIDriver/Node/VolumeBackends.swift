@@ -27,6 +27,8 @@ struct OpenedBackend: Sendable {
     let problem: @Sendable () -> String?
     /// Set for a volume served from another node: what an ownership handover swaps.
     var movable: MovableBackend? = nil
+    /// Set for a volume served from another node: takes the size the owner grew the volume to.
+    var resize: (@Sendable (UInt64) -> Void)? = nil
 }
 
 /// The driver's backends: the local store, or a link to the volume's owner.
@@ -52,7 +54,7 @@ final class DriverBackends: VolumeBackendProvider {
             volumeID: record.volumeID, nodeID: context.configuration.nodeID,
             owner: PeerEndpoint(host: owner.host, port: owner.port, nodeID: owner.node), epoch: owner.epoch, size: owner.size,
             connector: peers.directory.connector)
-        let movable = MovableBackend(RemoteVolumeBackend(link: link), fenced: fenced)
+        let movable = MovableBackend(RemoteVolumeBackend(link: link), close: { link.close() }, fenced: fenced)
         return OpenedBackend(
             backend: movable, close: { try movable.close() },
             release: { try link.detachWaiting() },
@@ -60,7 +62,8 @@ final class DriverBackends: VolumeBackendProvider {
                 guard movable.backend is RemoteVolumeBackend, let since = link.unreachableSince else { return nil }
                 return "the volume's owner, node \(owner.node), has not answered for \(since.duration(to: .now)); I/O waits for it"
             },
-            movable: movable)
+            movable: movable,
+            resize: { link.resize(to: $0) })
     }
 }
 

@@ -79,6 +79,23 @@ extension VolumeStager {
         return size
     }
 
+    /// A volume served from its owner grew there to `size`: the link, the export and the loop
+    /// devices over it take the new size, and so does the registry (for a restart). Block only:
+    /// a multi-node volume has no filesystem to grow.
+    func expandRemote(volumeID: String, to size: UInt64) throws -> UInt64 {
+        guard let record = registry[volumeID], record.remoteOwner != nil else {
+            throw CSIError.failedPrecondition("volume \(volumeID) is not staged on this node from another")
+        }
+        try registry.update(volumeID) { $0?.remoteOwner?.size = size }
+        guard let resize = opened.withLock({ $0[volumeID] })?.resize else { return size }
+        resize(size)
+        _ = try exporter.refreshSize(name: volumeID)
+        for attachment in try attacher.attachments(backingFile: exporter.path(of: volumeID)) {
+            _ = try attacher.refreshSize(device: attachment.device)
+        }
+        return size
+    }
+
     struct VolumeReport {
         var totalBytes: UInt64
         var availableBytes: UInt64?
