@@ -12,8 +12,9 @@
 # unstages. Prints per handover and as p50/p99/max: the I/O pause the writer saw (the longest
 # gap between completed writes from the unstage until the new owner holds the volume), the pause
 # the new owner measured (strata_handover_io_pause_seconds), and the layer bytes it received
-# (strata_peer_bytes_received_total) against the bytes allocated there once it owns it. Targets:
-# writer pause p99 <= 1 s; bytes moved <= 1.1x allocated. Exits 1 if the writer saw an I/O error.
+# (strata_peer_bytes_received_total) against the bytes allocated there once it owns it and against
+# the --fill-mib of data the volume holds. Targets: writer pause p99 <= 1 s; bytes moved <= 1.1x
+# allocated. Exits 1 if the writer saw an I/O error or a driver exited.
 # Set STRATA_CSI to use a given binary (else a release build in .build-bench). Cleans up on exit.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)

@@ -16,7 +16,8 @@ and the owner unstages, so the volume's ownership moves to the writer's node. Pe
 - the layer bytes the new owner received (strata_peer_bytes_received_total), against the bytes
   allocated in its store the moment it reports the volume its own (the volume's whole chain:
   nothing else is there; the old owner's figure before the unstage is printed too, but the
-  writer adds to it until the freeze).
+  writer adds to it until the freeze); and against FILL, the data the volume holds (the writer
+  only rewrites the filled part), which says whether what moves is the data or its history.
 
 Prints one line per handover, then p50, p99 and max, and the writer's I/O errors (must be 0).
 """
@@ -152,7 +153,7 @@ def main():
     writer = Writer(device, fill)
     results, errors = [], []
     print(f"{'#':>3} {'from':>4} {'to':>3} {'writer gap ms':>14} {'driver pause ms':>16} {'received MiB':>13} "
-          f"{'allocated MiB':>14} {'ratio':>6} {'before MiB':>11} {'handover s':>11}", flush=True)
+          f"{'allocated MiB':>14} {'ratio':>6} {'/ data':>7} {'before MiB':>11} {'handover s':>11}", flush=True)
     try:
         for number in range(1, rounds + 1):
             target = "b" if owner == "a" else "a"
@@ -182,8 +183,8 @@ def main():
             results.append({"gap": gap, "pause": pause if pauses == 1 else float("nan"), "received": received,
                             "allocated": allocated, "allocated_before": allocated_before, "seconds": owned - started})
             print(f"{number:>3} {owner:>4} {target:>3} {gap * 1000:>14.1f} {pause * 1000:>16.1f} {received / 2**20:>13.1f} "
-                  f"{allocated / 2**20:>14.1f} {received / allocated if allocated else 0:>6.3f} {allocated_before / 2**20:>11.1f} "
-                  f"{owned - started:>11.2f}", flush=True)
+                  f"{allocated / 2**20:>14.1f} {received / allocated if allocated else 0:>6.3f} {received / fill:>7.2f} "
+                  f"{allocated_before / 2**20:>11.1f} {owned - started:>11.2f}", flush=True)
             owner = target
     finally:
         writer.stop()
@@ -204,6 +205,8 @@ def main():
     summary("I/O pause measured by the driver (strata_handover_io_pause_seconds)", [r["pause"] for r in results], 1000, "ms")
     summary("layer bytes received by the new owner / allocated there once it owns the volume",
             [r["received"] / r["allocated"] for r in results if r["allocated"]], 1, "x", digits=3)
+    summary(f"layer bytes received by the new owner / the {fill >> 20} MiB of data the volume holds",
+            [r["received"] / fill for r in results], 1, "x", digits=2)
     summary("unstage to owned on the new node", [r["seconds"] for r in results], 1, "s")
     print(f"targets: writer pause p99 <= 1000 ms; bytes moved <= 1.1x allocated. writer I/O errors: {len(errors)}"
           + (f" (first: {errors[0]})" if errors else ""))
