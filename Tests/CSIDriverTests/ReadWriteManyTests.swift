@@ -273,11 +273,13 @@ struct ReadWriteManyTests {
         _ = try await b.controller { try await $0.deleteVolume(.with { $0.volumeID = disk }) }
     }
 
-    /// Waits until `node` owns `volumeID` (its volume condition no longer names another owner).
+    /// Waits until `node` owns `volumeID`: its volume condition says the volume lives there
+    /// (not only that it no longer names another owner: while that owner does not answer, the
+    /// condition is abnormal and names no owner either).
     static func waitUntilOwned(_ volumeID: String, by node: ClusterNode, timeout: Duration = .seconds(60)) async throws {
         try await waitFor("node \(node.nodeID) owning volume \(volumeID)", timeout: timeout) {
-            let message = try await volumeStats(volumeID, on: node).volumeCondition.message
-            return !message.contains("served from")
+            let condition = try await volumeStats(volumeID, on: node).volumeCondition
+            return !condition.abnormal && condition.message.contains("lives here on node \(node.nodeID)")
         }
     }
 
