@@ -88,6 +88,44 @@ struct VolumePlacementTests {
         _ = try await a.controller { try await $0.deleteVolume(.with { $0.volumeID = single }) }
     }
 
+    @Test("While the owner is down, strata ls on the node serving the volume from it says why its I/O waits; once the owner is back, nothing")
+    func ownerDownInTheCLI() async throws {
+        let cluster = try PeerCluster(nodes: ["a", "b"])
+        defer { cluster.tearDown() }
+        for node in ["a", "b"] { try cluster.start(node) }
+        let a = cluster["a"], b = cluster["b"]
+        let disk = try await a.controller { try await $0.createVolume(ReadWriteManyTests.sharedVolume("vm-disk")) }.volume.volumeID
+        // A stages it too (the VM's source), so the volume stays A's: staged on B alone, it would
+        // move to B at once.
+        _ = try await a.attach(disk, capability: ReadWriteManyTests.sharedBlock)
+        let deviceB = try await b.attach(disk, capability: ReadWriteManyTests.sharedBlock)
+
+        // A stops (SIGTERM: nothing of A's own waits on its exports; its restart re-serves them);
+        // a read on B waits for it.
+        a.stop()
+        try ReadWriteManyTests.dropCache(deviceB)
+        let waiting = ReadWriteManyTests.readInBackground(4096, from: deviceB, at: 0)
+        var problem: String?
+        try await ReadWriteManyTests.waitFor("B's CLI naming the owner that does not answer") {
+            let list = try AdminCLITests.json(try await AdminCLITests.strata(["ls", "--json"], socket: Self.adminSocket(b)))
+            problem = (list["remote_volumes"] as? [[String: Any]])?.first?["problem"] as? String
+            return problem != nil
+        }
+        #expect(problem?.contains("node-a") == true && problem?.contains("I/O waits") == true, "\(problem ?? "")")
+        let text = try await AdminCLITests.strata(["ls"], socket: Self.adminSocket(b))
+        #expect(text.output.contains("STAGED HERE FROM OTHER NODES (1)") && text.output.contains("has not answered"), "\(text.output)")
+        #expect(waiting.result == nil, "the read waits for the owner")
+
+        try cluster.start("a")
+        #expect(try await waiting.value() == Data(count: 4096))
+        let list = try AdminCLITests.json(try await AdminCLITests.strata(["ls", "--json"], socket: Self.adminSocket(b)))
+        let remote = (list["remote_volumes"] as? [[String: Any]])?.first
+        #expect(remote?["owner_node"] as? String == "node-a" && remote?["problem"] is NSNull, "\(String(describing: remote))")
+        try await b.detach(disk)
+        try await a.detach(disk)
+        _ = try await a.controller { try await $0.deleteVolume(.with { $0.volumeID = disk }) }
+    }
+
     static func adminSocket(_ node: ClusterNode) -> String { node.stateDirectory + "/admin.sock" }
 
     /// multi_node_volumes, remote_served_volumes, moving_volumes, remote_staged_volumes.
