@@ -62,7 +62,7 @@ struct VolumePlacementTests {
         #expect(try await b.metric("strata_handovers_started_total") >= 1, "a takeover the volume lock turned away is retried and counted again")
         #expect(try await b.metric("strata_handover_io_pause_seconds_count") == 1, "one takeover held the I/O once")
         let pause = try await b.metric("strata_handover_io_pause_seconds_sum")
-        #expect(pause > 0 && pause < 60, "the pause B measured: \(pause) s")
+        #expect(pause > 0, "the pause B measured is recorded (its size is the benchmark's business, not a test's)")
         #expect(try await a.metric("strata_handovers_completed_total") == 0)
 
         let ownedByB = "volume is healthy; lives on node node-b (ownership epoch 2); staged on node-b"
