@@ -221,6 +221,27 @@ struct ReadWriteManyTests {
         let deviceA = try await a.attach(shared.volumeID, capability: Self.sharedBlock)
         #expect(try RawDevice.read(4096, from: deviceA, at: 0) == Data(count: 4096), "nothing was written")
         try await a.detach(shared.volumeID)
+
+        // A NodeStage on B cut by a crash after A admitted B and before B recorded it: A counts
+        // B as a stager (so it keeps the volume), until kubelet unstages the uncertain staging
+        // on B, which tells A to forget B.
+        _ = try await Self.withRemoteVolumeClient(cluster, "a") { client in
+            try await client.attach(.with { $0.volumeID = shared.volumeID; $0.nodeID = "node-b" }, options: PeerFaultTests.quick)
+        }
+        do {
+            _ = try await a.controller { try await $0.deleteVolume(.with { $0.volumeID = shared.volumeID }) }
+            Issue.record("a volume its owner counts as staged on B was deleted")
+        } catch let error as RPCError {
+            #expect(error.code == .failedPrecondition, "\(error)")
+        }
+        let staging = b.stagingPath(shared.volumeID)
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        _ = try await b.withClient { client in
+            try await Csi_V1_Node.Client(wrapping: client).nodeUnstageVolume(.with {
+                $0.volumeID = shared.volumeID; $0.stagingTargetPath = staging
+            })
+        }
+        _ = try await a.controller { try await $0.deleteVolume(.with { $0.volumeID = shared.volumeID }) }
     }
 
     @Test("The owner goes away while B serves the volume: B's I/O waits, its condition says why, and goes on when the owner returns; B restarts and serves again")

@@ -4,6 +4,7 @@ import CSIValidation
 import GRPCCore
 import KernelFiles
 import NodeHost
+import PeerProto
 import Peering
 
 /// CSI Node: turns store volumes into block devices and mounted filesystems for kubelet.
@@ -80,10 +81,41 @@ struct NodeService: Csi_V1_Node.SimpleServiceProtocol {
     func nodeUnstageVolume(request: Csi_V1_NodeUnstageVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodeUnstageVolumeResponse {
         try RequestFields.requireID(request.volumeID, field: "volume_id")
         let stagingPath = try paths.requireResolved(request.stagingTargetPath, field: "staging_target_path")
+        if try await releasedOwnersAdmission(of: request.volumeID) { return .init() }
         try await withVolume(request.volumeID, mustExist: !stager.isStaged(request.volumeID)) {
             try stager.unstage(volumeID: request.volumeID, stagingPath: stagingPath)
         }
         return .init()
+    }
+
+    /// A NodeStage cut short (a crash between the owner's admission of this node and this node's
+    /// own record of the staging) leaves the owner counting this node as a stager, which would
+    /// keep a third node out and the volume from being deleted or moving. kubelet unstages such
+    /// an uncertain staging: for a volume this node neither stages nor holds, the owner is told
+    /// to forget this node (idempotent). True when an owner was found and told.
+    private func releasedOwnersAdmission(of volumeID: String) async throws -> Bool {
+        guard !stager.isStaged(volumeID), let peers = context.peers else { return false }
+        let store = try context.store()
+        guard try await BlockingWork.run({ (try? store.volume(id: volumeID)) == nil }) else { return false }
+        return try await context.locks.withLocks([LockKey.volume(volumeID)]) {
+            guard !stager.isStaged(volumeID) else { return false }
+            let owner: PeerEndpoint
+            do {
+                owner = try await RemoteVolumeLink.locateOwner(of: volumeID, directory: peers.directory)
+            } catch let error as PeeringError where error.rpcErrorCode == .notFound {
+                return false
+            }
+            let node = context.configuration.nodeID
+            _ = try await peers.directory.connector.withRemoteVolumeClient(owner) { client in
+                try await client.detach(
+                    .with { $0.session = .with { $0.volumeID = volumeID; $0.nodeID = node } },
+                    options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
+            }
+            context.configuration.logger.notice("told a volume's owner that this node does not stage it", metadata: [
+                "volumeId": "\(volumeID)", "owner": "\(owner.nodeID ?? owner.host)",
+            ])
+            return true
+        }
     }
 
     func nodePublishVolume(request: Csi_V1_NodePublishVolumeRequest, context _: ServerContext) async throws -> Csi_V1_NodePublishVolumeResponse {

@@ -151,19 +151,24 @@ extension VolumeStager {
     /// it fails for a reason that passes (the owner is down or busy), until the volume is here,
     /// the owner keeps it, or this node unstages it.
     func offerOwnership(_ volumeID: String) {
-        guard handOversRunning.withLock({ $0.insert(volumeID).inserted }) else { return }
-        Task {
-            defer { handOversRunning.withLock { _ = $0.remove(volumeID) } }
-            var delay: Duration = .milliseconds(200)
-            while registry[volumeID]?.remoteOwner != nil, !Task.isCancelled {
-                do {
-                    try await takeOwnership(of: volumeID)
-                    return
-                } catch {
-                    logger.warning("could not take ownership of a volume yet", metadata: ["volumeId": "\(volumeID)", "error": "\(error)"])
+        handOvers.withLock { state in
+            guard !state.stopped, state.running[volumeID] == nil else { return }
+            // Registered under the lock the task's end takes to unregister itself.
+            state.running[volumeID] = Task {
+                defer { handOvers.withLock { _ = $0.running.removeValue(forKey: volumeID) } }
+                var delay: Duration = .milliseconds(200)
+                while registry[volumeID]?.remoteOwner != nil, !Task.isCancelled {
+                    do {
+                        try await takeOwnership(of: volumeID)
+                        return
+                    } catch where !Task.isCancelled {
+                        logger.warning("could not take ownership of a volume yet", metadata: ["volumeId": "\(volumeID)", "error": "\(error)"])
+                    } catch {
+                        return
+                    }
+                    try? await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(5))
                 }
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(5))
             }
         }
     }

@@ -21,7 +21,14 @@ final class VolumeStager: Sendable {
     /// The backend of each exported volume.
     let opened = Mutex<[String: OpenedBackend]>([:])
     /// Volumes whose ownership this node is taking over now.
-    let handOversRunning = Mutex<Set<String>>([])
+    /// The takeovers running in the background, one per volume; cancelled at shutdown (a
+    /// takeover cut there resumes in the next process, as after a crash).
+    let handOvers = Mutex(HandOverTasks())
+
+    struct HandOverTasks {
+        var running: [String: Task<Void, Never>] = [:]
+        var stopped = false
+    }
     /// Holds the FUSE connection across restarts of this process, when configured.
     let keeper: FuseKeeperClient?
     /// Volumes this process will not serve, with the reason (reported as their volume
@@ -133,6 +140,11 @@ final class VolumeStager: Sendable {
     /// Stops serving staged volumes (the registry keeps them for a restart). With a keeper and
     /// volumes staged, the mount stays and the next process resumes it; otherwise it is unmounted.
     func shutDown() {
+        let takeovers = handOvers.withLock { state in
+            state.stopped = true
+            return Array(state.running.values)
+        }
+        for takeover in takeovers { takeover.cancel() }
         if keeper != nil && !registry.all.isEmpty { exporter.suspend() } else { exporter.stop() }
         for backend in opened.withLock({ opened in defer { opened = [:] }; return Array(opened.values) }) {
             try? backend.close()
