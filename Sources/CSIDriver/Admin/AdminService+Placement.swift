@@ -24,7 +24,6 @@ extension AdminService {
     /// Volumes staged on this node whose owner is another node, by id.
     func remoteVolumes() -> [Strata_Admin_V1_RemoteVolume] {
         guard let stager = context.stager else { return [] }
-        let takingOver = stager.handOversRunning.withLock { $0 }
         return stager.registry.all.compactMap { record -> Strata_Admin_V1_RemoteVolume? in
             guard let owner = record.remoteOwner else { return nil }
             return .with {
@@ -32,7 +31,7 @@ extension AdminService {
                 $0.ownerNode = owner.node
                 $0.epoch = Int64(clamping: owner.epoch)
                 $0.sizeBytes = Int64(clamping: owner.size)
-                $0.takingOver = takingOver.contains(record.volumeID)
+                $0.takingOver = stager.isTakingOver(record.volumeID)
                 $0.problem = stager.backendProblem(of: record.volumeID) ?? ""
             }
         }.sorted { $0.id < $1.id }

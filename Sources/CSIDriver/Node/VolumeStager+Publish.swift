@@ -147,11 +147,13 @@ extension VolumeStager {
     func placement(of volumeID: String) -> String? {
         guard let record = registry[volumeID] else { return nil }
         if let owner = record.remoteOwner {
-            let takingOver = handOversRunning.withLock { $0.contains(volumeID) }
-            return VolumePlacement.remoteMessage(owner: owner.node, epoch: owner.epoch, takingOver: takingOver)
+            return VolumePlacement.remoteMessage(owner: owner.node, epoch: owner.epoch, takingOver: isTakingOver(volumeID))
         }
         guard let store = try? context.store(), let volume = try? store.volume(id: volumeID), volume.multiNode else { return nil }
         let stagers = (try? store.remoteStagers(ofVolume: volumeID)) ?? []
         return VolumePlacement(volume, owner: context.nodeID, stagedOnOwner: true, remoteStagers: stagers).stagedHereMessage
     }
+
+    /// Whether a takeover of `volumeID` runs now (its owner let go, or this node asks again).
+    func isTakingOver(_ volumeID: String) -> Bool { handOvers.withLock { $0.running[volumeID] != nil } }
 }
