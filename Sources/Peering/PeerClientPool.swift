@@ -148,6 +148,22 @@ public final class PeerClientPool: PeerConnecting {
             return Array(state.clients.values)
         }
         for pooled in all { pooled.client.beginGracefulShutdown() }
-        for pooled in all { await pooled.connections.value }
+        // A graceful shutdown waits for every open stream, and a staged volume's remote-I/O
+        // stream ends only when its export closes: calls in flight get a moment to end, then
+        // the connections close under whatever is left (its I/O is sent again after a restart).
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for pooled in all { await pooled.connections.value } }
+            group.addTask {
+                try? await Task.sleep(for: Self.shutdownGrace)
+                guard !Task.isCancelled else { return }
+                for pooled in all { pooled.connections.cancel() }
+                for pooled in all { await pooled.connections.value }
+            }
+            await group.next()
+            group.cancelAll()
+        }
     }
+
+    /// How long `shutDown()` waits for calls in flight before it closes the connections.
+    static let shutdownGrace: Duration = .seconds(2)
 }

@@ -36,6 +36,7 @@ struct RemoteIOBenchmarkCommand: ParsableCommand {
         let volumeID = volume
         let link = try Self.wait { try await RemoteVolumeLink.attach(volumeID: volumeID, directory: directory).0 }
         defer {
+            link.close()
             try? link.detachWaiting()
             Self.wait { await pool.shutDown() }
         }
