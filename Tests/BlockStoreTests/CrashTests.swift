@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import StrataTestSupport
 import Testing
 @testable import BlockStore
 
@@ -42,14 +43,14 @@ import Testing
     @Test func acknowledgedWritesSurviveSIGKILL() throws {
         let executable = try Self.benchExecutable()
         var generator = SeededGenerator(seed: 0x5EED_C7A5)
-        var directory = TemporaryDirectory("strata-crash")
+        var directory = try TemporaryDirectory(.fast, label: "strata-crash")
         var model = CrashModel()
         var verifiedVolumes = 0
         var acknowledgedFlushes = 0
         for kill in 0..<Self.kills {
             if kill > 0 && kill % Self.killsPerDirectory == 0 {
                 acknowledgedFlushes += model.acknowledgedFlushes
-                directory = TemporaryDirectory("strata-crash")
+                directory = try TemporaryDirectory(.fast, label: "strata-crash")
                 model = CrashModel()
             }
             let storePath = directory.path + "/store"
