@@ -4,6 +4,7 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import StrataTestSupport
 
 /// The real `strata-csi` binary, started on a private socket and state directory.
 final class DriverProcess: @unchecked Sendable {
@@ -118,17 +119,4 @@ enum DriverProcessError: Error, CustomStringConvertible {
         case .stillRunning(let log): "strata-csi did not exit:\n\(log)"
         }
     }
-}
-
-/// A directory under /tmp removed when the value is released. Short, because socket paths are limited.
-final class TemporaryDirectory: @unchecked Sendable {
-    let path: String
-
-    init() throws {
-        var template = Array("/tmp/strata-XXXXXX".utf8CString)
-        guard let created = mkdtemp(&template) else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-        path = String(cString: created)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }
