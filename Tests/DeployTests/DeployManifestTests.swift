@@ -1,4 +1,5 @@
 import Foundation
+import StrataTestSupport
 import Testing
 
 /// deploy/ is what cluster admins apply; these tests validate it offline with
@@ -265,11 +266,6 @@ enum ManifestValidator {
     static let deployDirectory = repositoryRoot.appending(path: "deploy").resolvingSymlinksInPath()
     static let script = repositoryRoot.appending(path: "Tests/DeployTests/validate_manifests.py")
 
-    struct Run {
-        let status: Int32
-        let output: String
-    }
-
     /// The strata-csi that `swift build` put next to this test bundle, so flags are checked
     /// against the real `--help` rather than a list.
     static var builtDriverBinary: String? {
@@ -282,24 +278,14 @@ enum ManifestValidator {
         return nil
     }
 
-    static func run(deployDirectory: URL, arguments: [String] = []) throws -> Run {
+    static func run(deployDirectory: URL, arguments: [String] = []) throws -> ExternalTool.Outcome {
         let python = ProcessInfo.processInfo.environment["PYTHON3"] ?? "python3"
-        let process = Process()
-        process.executableURL = URL(filePath: "/usr/bin/env")
-        process.arguments = [python, script.path, deployDirectory.path] + arguments
         // No __pycache__ written into the source tree (parallel runs share it).
-        var environment = ProcessInfo.processInfo.environment.merging(["PYTHONDONTWRITEBYTECODE": "1"]) { _, new in new }
-        if environment["STRATA_CSI_BINARY"] == nil, let binary = builtDriverBinary {
+        var environment = ["PYTHONDONTWRITEBYTECODE": "1"]
+        if ProcessInfo.processInfo.environment["STRATA_CSI_BINARY"] == nil, let binary = builtDriverBinary {
             environment["STRATA_CSI_BINARY"] = binary
         }
-        process.environment = environment
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self))
+        return try ExternalTool.outcome(python, [script.path, deployDirectory.path] + arguments, environment: environment)
     }
 
     /// A fresh copy of deploy/ at <temporary>/<unique>/deploy: a real directory, never a link
