@@ -161,15 +161,15 @@ let package = Package(
             ]
         ),
         // The tests' one set of helpers: temporary directories, the seeded generator, the node
-        // environment check and the external-tool runner. Mount tables are read through
-        // KernelFiles' `MountTable`, the product's own reader.
+        // environment check, the external-tool runner, and where the repository and the built
+        // binaries are. Mount tables are read through KernelFiles' `MountTable`, the product's own.
         .target(name: "StrataTestSupport", dependencies: ["KernelFiles"], path: "Tests/StrataTestSupport"),
         .testTarget(
             name: "BlockStoreTests",
             dependencies: ["BlockStore", "StrataTestSupport", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .testTarget(name: "NodeHostTests", dependencies: ["NodeHost", "KernelFiles", "StrataTestSupport"]),
-        .testTarget(name: "KernelFilesTests", dependencies: ["KernelFiles"]),
+        .testTarget(name: "KernelFilesTests", dependencies: ["KernelFiles", "StrataTestSupport"]),
         .testTarget(
             name: "CSIDriverTests",
             dependencies: [

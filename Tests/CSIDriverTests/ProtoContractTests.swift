@@ -8,9 +8,7 @@ import Testing
 /// The generated code and the logging rules must follow proto/csi.proto.
 @Suite("CSI proto contract")
 struct ProtoContractTests {
-    static let protoPath = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("proto/csi.proto").path
+    static let protoPath = Repository.path("proto/csi.proto")
 
     @Test("Sources/CSIProto was generated from the current proto/csi.proto")
     func generatedCodeMatchesProto() throws {

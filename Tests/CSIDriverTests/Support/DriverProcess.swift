@@ -13,16 +13,9 @@ final class DriverProcess: @unchecked Sendable {
     let logPath: String
     private let process = Process()
 
-    /// The binary `swift build` put next to the test bundle.
-    static var binaryPath: String {
-        let testBinary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var directory = (testBinary as NSString).deletingLastPathComponent
-        // On Linux the test bundle is `<build>/StrataPackageTests.xctest`, sometimes run from inside it.
-        while !directory.isEmpty, directory != "/", !FileManager.default.isExecutableFile(atPath: directory + "/strata-csi") {
-            directory = (directory as NSString).deletingLastPathComponent
-        }
-        return directory + "/strata-csi"
-    }
+    /// The binary `swift build` put next to the test bundle (when there is none, a path that does
+    /// not exist: starting it fails).
+    static var binaryPath: String { BuildProducts.path(of: "strata-csi") ?? "/strata-csi" }
 
     /// Starts the driver and waits until its socket accepts connections.
     init(arguments extra: [String] = [], directory: TemporaryDirectory? = nil, socketName: String = "csi.sock") throws {
