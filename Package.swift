@@ -160,17 +160,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The tests' one set of helpers: temporary directories, the seeded generator, the node
+        // environment check, the external-tool runner, and where the repository and the built
+        // binaries are. Mount tables are read through KernelFiles' `MountTable`, the product's own.
+        .target(name: "StrataTestSupport", dependencies: ["KernelFiles"], path: "Tests/StrataTestSupport"),
         .testTarget(
             name: "BlockStoreTests",
-            dependencies: ["BlockStore", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["BlockStore", "StrataTestSupport", .product(name: "GRDB", package: "GRDB.swift")]
         ),
-        .testTarget(name: "NodeHostTests", dependencies: ["NodeHost", "KernelFiles"]),
-        .testTarget(name: "KernelFilesTests", dependencies: ["KernelFiles"]),
+        .testTarget(name: "NodeHostTests", dependencies: ["NodeHost", "KernelFiles", "StrataTestSupport"]),
+        .testTarget(name: "KernelFilesTests", dependencies: ["KernelFiles", "StrataTestSupport"]),
         .testTarget(
             name: "CSIDriverTests",
             dependencies: [
                 "CSIDriver", "CSIProto", "AdminProto", "PeerProto", "Peering", "CSIValidation", "BlockStore", "FuseKeeperProtocol",
-                "KernelFiles",
+                "KernelFiles", "StrataTestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -179,6 +183,6 @@ let package = Package(
             ],
             exclude: ["Interop"]
         ),
-        .testTarget(name: "DeployTests", exclude: ["validate_manifests.py", "deploycheck"]),
+        .testTarget(name: "DeployTests", dependencies: ["StrataTestSupport"], exclude: ["validate_manifests.py", "deploycheck"]),
     ]
 )

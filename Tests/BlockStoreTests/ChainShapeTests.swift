@@ -1,4 +1,5 @@
 import Foundation
+import StrataTestSupport
 import Testing
 @testable import BlockStore
 
@@ -47,7 +48,7 @@ import Testing
     }
 
     @Test func layersOfASnapshotChainAreReferencedByChildAndSnapshot() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let chain = try ThreeSnapshotChain(store)
         #expect(try store.parentLayerID(of: chain.layers[3]) == chain.layers[2])
@@ -62,7 +63,7 @@ import Testing
     }
 
     @Test func deletingFirstThenMiddleThenLastSnapshotThenTheVolume() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let chain = try ThreeSnapshotChain(store)
         try store.deleteSnapshot(id: chain.snapshots[0].id)
@@ -81,7 +82,7 @@ import Testing
     }
 
     @Test func deletingTheMiddleSnapshotKeepsItsLayerForTheOthers() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let chain = try ThreeSnapshotChain(store)
         try store.deleteSnapshot(id: chain.snapshots[1].id)
@@ -92,7 +93,7 @@ import Testing
     }
 
     @Test func deletingTheVolumeFirstKeepsItsSnapshots() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let chain = try ThreeSnapshotChain(store)
         try store.deleteVolume(id: chain.volume.id)
@@ -111,7 +112,7 @@ import Testing
     }
 
     @Test func deletingTheLeafVolumeFreesOnlyItsHead() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let chain = try ThreeSnapshotChain(store)
         let clone = try store.createVolume(name: "leaf", size: 200_000, source: .snapshot(id: chain.snapshots[2].id))
@@ -127,7 +128,7 @@ import Testing
     }
 
     @Test func aSnapshotWithClonesIsHiddenAtOnceAndFreedWithTheLastClone() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let size = 100_000
         let base = try store.createVolume(name: "base", size: UInt64(size))
@@ -169,7 +170,7 @@ import Testing
     }
 
     @Test func aCloneOfAVolumeUsesAHiddenSnapshotReleasedWithTheClone() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let source = try store.createVolume(name: "src", size: 65536 * 2)
         let original = pattern(seed: 21, count: 65536 * 2)
@@ -195,7 +196,7 @@ import Testing
     }
 
     @Test func clonesOfClonesStackTheirChains() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         var volume = try store.createVolume(name: "g0", size: 65536 * 4, clusterSize: 4096)
         var expected = [UInt8](repeating: 0, count: 65536 * 4)

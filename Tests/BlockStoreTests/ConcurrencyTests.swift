@@ -1,4 +1,5 @@
 import Foundation
+import StrataTestSupport
 import Synchronization
 import Testing
 @testable import BlockStore
@@ -7,7 +8,7 @@ import Testing
 /// taken while writes run holds each write whole or not at all, in order.
 @Suite struct ConcurrencyTests {
     @Test func partialWritesIntoOneInheritedClusterFromManyThreads() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let clusterSize = 65536
         let size = UInt64(clusterSize * 8)
@@ -48,7 +49,7 @@ import Testing
     }
 
     @Test func snapshotsTakenDuringWritesAreCrashConsistent() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let threads = 4
         let blocksPerThread = 48
@@ -96,7 +97,7 @@ import Testing
     }
 
     @Test func readersAndWritersOnManyClonesAtOnce() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let size: UInt64 = 1 << 20
         let base = try store.createVolume(name: "base", size: size, clusterSize: 16384)

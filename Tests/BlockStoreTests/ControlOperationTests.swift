@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import StrataTestSupport
 import Testing
 @testable import BlockStore
 
@@ -15,7 +16,7 @@ import Testing
     }
 
     @Test func createVolumeIsIdempotentByName() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "pvc-1", size: 1 << 30, parameters: ["fs": "ext4"])
         #expect(volume.id.hasPrefix("vol-"))
@@ -33,7 +34,7 @@ import Testing
     }
 
     @Test func invalidArgumentsAndUnknownIDs() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         expectCode(.invalidArgument) { _ = try store.createVolume(name: "", size: 1) }
         expectCode(.invalidArgument) { _ = try store.createVolume(name: "a", size: 0) }
@@ -64,7 +65,7 @@ import Testing
     }
 
     @Test func createSnapshotIsIdempotentByName() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let first = try store.createVolume(name: "a", size: 1 << 20)
         let second = try store.createVolume(name: "b", size: 1 << 20)
@@ -81,7 +82,7 @@ import Testing
     }
 
     @Test func cloneRequestsAreCheckedAgainstTheirSource() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let base = try store.createVolume(name: "base", size: 1 << 20, clusterSize: 16384)
         let snapshot = try store.createSnapshot(name: "s", of: base.id)
@@ -102,7 +103,7 @@ import Testing
 
     @Test(arguments: [1, 2, 3, 7, 0])
     func listingPagesThroughEverythingOnce(limit: Int) throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         var ids: [String] = []
         for number in 0..<7 { ids.append(try store.createVolume(name: "v\(number)", size: 1 << 20).id) }
@@ -132,7 +133,7 @@ import Testing
     }
 
     @Test func deletingAnOpenVolumeIsBusy() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 1 << 20)
         let handle = try store.open(volumeID: volume.id)
@@ -144,7 +145,7 @@ import Testing
     }
 
     @Test func aSecondStoreOnTheSameDirectoryIsBusy() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         expectCode(.busy) { _ = try BlockStore(directory: directory.path, options: testOptions()) }
         store.close()
@@ -153,7 +154,7 @@ import Testing
     }
 
     @Test func snapshotGroupsShareOnePointInTime() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volumes = try (0..<3).map { try store.createVolume(name: "v\($0)", size: 1 << 16) }
         let handles = try volumes.map { try store.open(volumeID: $0.id) }
@@ -186,7 +187,7 @@ import Testing
     }
 
     @Test func accountingFollowsWritesSnapshotsAndDeletes() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 1 << 20, clusterSize: 65536)
         let other = try store.createVolume(name: "w", size: 3 << 20)
@@ -210,7 +211,7 @@ import Testing
     }
 
     @Test func censusCountsWhatTheStoreHolds() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         #expect(try store.census() == StoreCensus(
             volumes: 0, snapshots: 0, hiddenSnapshots: 0, layers: 0, allocatedBytes: 0, provisionedBytes: 0, deepestChain: 0))
@@ -233,7 +234,7 @@ import Testing
     }
 
     @Test func anUnwrittenCloneOfATebibyteVolumeCostsAFewKilobytes() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let tebibyte: UInt64 = 1 << 40
         let base = try store.createVolume(name: "big", size: tebibyte)
@@ -264,7 +265,7 @@ import Testing
     }
 
     @Test func theHardDepthLimitStopsDeeperChains() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions(soft: 100, hard: 4))
         let volume = try store.createVolume(name: "v", size: 1 << 16)
         var snapshots: [Snapshot] = []

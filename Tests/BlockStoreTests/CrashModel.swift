@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import StrataTestSupport
 @testable import BlockStore
 
 /// What the crash test knows about a store the worker was killed in: for each volume the bytes
@@ -187,22 +188,9 @@ struct CrashModel {
     }
 }
 
-/// The worker's byte pattern (CrashPattern in Sources/strata-bench/CrashWorkerCommand.swift).
+/// The worker's byte pattern (CrashPattern in Sources/strata-bench/CrashWorkerCommand.swift):
+/// SplitMix64 from the seed itself, each word's bytes in little-endian order.
 func crashPattern(seed: UInt64, count: Int) -> [UInt8] {
-    var state = seed
-    var bytes = [UInt8](repeating: 0, count: count)
-    var index = 0
-    while index < count {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        for _ in 0..<8 where index < count {
-            bytes[index] = UInt8(truncatingIfNeeded: z)
-            z >>= 8
-            index += 1
-        }
-    }
-    return bytes
+    var generator = SeededGenerator(seed: seed)
+    return generator.bytes(count)
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import StrataTestSupport
 import Testing
 @testable import BlockStore
 
@@ -16,17 +17,10 @@ import Testing
     /// The strata-bench executable built next to this test bundle (or STRATA_BENCH).
     static func benchExecutable() throws -> String {
         if let path = ProcessInfo.processInfo.environment["STRATA_BENCH"] { return path }
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        let me = length > 0 ? String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
-        var folder = URL(fileURLWithPath: me).deletingLastPathComponent()
-        // Inside an .xctest bundle directory (macOS layout), step out of it.
-        while folder.path.contains(".xctest") { folder.deleteLastPathComponent() }
-        let candidate = folder.appendingPathComponent("strata-bench").path
-        guard FileManager.default.isExecutableFile(atPath: candidate) else {
-            throw CrashModel.Failure(description: "strata-bench not found at \(candidate); build it (swift build) or set STRATA_BENCH")
+        guard let path = BuildProducts.path(of: "strata-bench") else {
+            throw CrashModel.Failure(description: "strata-bench not found beside the test bundle; build it (swift build) or set STRATA_BENCH")
         }
-        return candidate
+        return path
     }
 
     /// Waits until the worker journaled that its workload started (or it died, or 10 s passed).
@@ -42,14 +36,14 @@ import Testing
     @Test func acknowledgedWritesSurviveSIGKILL() throws {
         let executable = try Self.benchExecutable()
         var generator = SeededGenerator(seed: 0x5EED_C7A5)
-        var directory = TemporaryDirectory("strata-crash")
+        var directory = try TemporaryDirectory(.fast, label: "strata-crash")
         var model = CrashModel()
         var verifiedVolumes = 0
         var acknowledgedFlushes = 0
         for kill in 0..<Self.kills {
             if kill > 0 && kill % Self.killsPerDirectory == 0 {
                 acknowledgedFlushes += model.acknowledgedFlushes
-                directory = TemporaryDirectory("strata-crash")
+                directory = try TemporaryDirectory(.fast, label: "strata-crash")
                 model = CrashModel()
             }
             let storePath = directory.path + "/store"

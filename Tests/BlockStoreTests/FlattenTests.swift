@@ -1,4 +1,5 @@
 import Foundation
+import StrataTestSupport
 import Synchronization
 import Testing
 @testable import BlockStore
@@ -7,7 +8,7 @@ import Testing
 /// soft depth limit, and while the volume is being written.
 @Suite struct FlattenTests {
     @Test func flatteningACloneDetachesItAndReleasesItsParents() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let size = 300_000
         let base = try store.createVolume(name: "base", size: UInt64(size), clusterSize: 16384)
@@ -46,7 +47,7 @@ import Testing
     }
 
     @Test func flatteningACloneOfAVolumeReleasesTheHiddenSnapshot() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let source = try store.createVolume(name: "src", size: 1 << 18)
         let original = pattern(seed: 31, count: 1 << 18)
@@ -67,7 +68,7 @@ import Testing
     }
 
     @Test func crossingTheSoftLimitFlattensInTheBackground() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions(soft: 3, hard: 10, background: true))
         let volume = try store.createVolume(name: "v", size: 1 << 18, clusterSize: 4096)
         var expected = [UInt8](repeating: 0, count: 1 << 18)
@@ -90,7 +91,7 @@ import Testing
     }
 
     @Test func deletingAVolumeWhileItFlattensInTheBackground() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions(soft: 2, hard: 10, background: true))
         let volume = try store.createVolume(name: "v", size: 1 << 22, clusterSize: 4096)
         let handle = try store.open(volumeID: volume.id)
@@ -111,7 +112,7 @@ import Testing
     }
 
     @Test func flattenWhileThreadsWrite() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let size = 1 << 21
         let base = try store.createVolume(name: "base", size: UInt64(size), clusterSize: 4096)

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import StrataTestSupport
 import Testing
 @testable import BlockStore
 
@@ -80,7 +81,7 @@ import Testing
     /// can fill the filesystem; skipped without root (mounting needs it).
     static func withStoreOnSmallFilesystem(_ body: (BlockStore, _ mountPoint: String) throws -> Void) throws {
         guard getuid() == 0 else { return }
-        let directory = TemporaryDirectory("strata-full", onDisk: true)
+        let directory = try TemporaryDirectory(.disk, label: "strata-full")
         let mountPoint = directory.path + "/fs"
         try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
         guard mount("tmpfs", mountPoint, "tmpfs", 0, "size=24m") == 0 else {

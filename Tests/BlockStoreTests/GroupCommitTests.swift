@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import StrataTestSupport
 import Synchronization
 import Testing
 @testable import BlockStore
@@ -82,7 +83,7 @@ import Testing
 
     @Test("concurrent creations: clones, blanks, repeats, conflicts and missing snapshots each get their own answer, and all of it survives a reopen")
     func concurrentCreations() throws {
-        let directory = TemporaryDirectory(onDisk: true)
+        let directory = try TemporaryDirectory(.disk)
         var clones: [String: String] = [:]
         do {
             let store = try BlockStore(directory: directory.path, options: testOptions())

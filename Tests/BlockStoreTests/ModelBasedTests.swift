@@ -1,4 +1,5 @@
 import Foundation
+import StrataTestSupport
 import Testing
 @testable import BlockStore
 
@@ -29,7 +30,7 @@ import Testing
     }
 
     final class Run {
-        let directory = TemporaryDirectory()
+        let directory: TemporaryDirectory
         var store: BlockStore
         var model = Model()
         var generator: SeededGenerator
@@ -37,6 +38,7 @@ import Testing
         var log: [String] = []
 
         init(seed: UInt64) throws {
+            directory = try TemporaryDirectory(.fast)
             generator = SeededGenerator(seed: seed)
             store = try BlockStore(directory: directory.path, options: Self.options)
         }

@@ -1,12 +1,13 @@
 import Foundation
 import GRDB
+import StrataTestSupport
 import Testing
 @testable import BlockStore
 
 /// The reconcile at open and what `checkConsistency` reports.
 @Suite struct RecoveryTests {
     @Test func layerFilesWithoutACatalogRowAreCollectedAtOpen() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 1 << 20)
         try store.layerDirectory.createLayer(999, clusterSize: 65536)
@@ -21,7 +22,7 @@ import Testing
     }
 
     @Test func aCatalogRowWhoseFileIsMissingIsReportedNotDropped() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 1 << 20)
         let handle = try store.open(volumeID: volume.id)
@@ -45,7 +46,7 @@ import Testing
     }
 
     @Test func filesOfALayerTheCatalogSaysHasNoneAreRemovedAtOpen() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 1 << 20)
         let head = try store.headLayerID(ofVolume: volume.id)
@@ -60,7 +61,7 @@ import Testing
     }
 
     @Test func aDirtyMapIsRecoveredAndUnmappedDataIsPunchedOut() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 1 << 20, clusterSize: 65536)
         let handle = try store.open(volumeID: volume.id)
@@ -93,7 +94,7 @@ import Testing
     }
 
     @Test func checkConsistencyReportsReferenceMismatchesAndBrokenRows() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 1 << 20)
         let snapshot = try store.createSnapshot(name: "s", of: volume.id)
@@ -117,7 +118,7 @@ import Testing
     }
 
     @Test func anOpenStoreRefusesWorkAfterClose() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 1 << 20)
         let handle = try store.open(volumeID: volume.id)

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import StrataTestSupport
 import Testing
 @testable import BlockStore
 
@@ -65,7 +66,7 @@ import Testing
     }
 
     @Test func aCloneOverAnImportedChainReadsByteExactAndWritesStayLocal() throws {
-        let a = TemporaryDirectory(), b = TemporaryDirectory()
+        let a = try TemporaryDirectory(.fast), b = try TemporaryDirectory(.fast)
         let origin = try Origin(try BlockStore(directory: a.path, options: testOptions()))
         let target = try BlockStore(directory: b.path, options: testOptions())
         let copy = try Self.replicate(origin.s2.id, from: origin.store, to: target)
@@ -101,7 +102,7 @@ import Testing
     }
 
     @Test func layersAlreadyHereAreSharedNotFetchedAgain() throws {
-        let a = TemporaryDirectory(), b = TemporaryDirectory()
+        let a = try TemporaryDirectory(.fast), b = try TemporaryDirectory(.fast)
         let origin = try Origin(try BlockStore(directory: a.path, options: testOptions()))
         let target = try BlockStore(directory: b.path, options: testOptions())
         let first = try Self.replicate(origin.s1.id, from: origin.store, to: target)
@@ -123,7 +124,7 @@ import Testing
     }
 
     @Test func aCutImportLeavesNothingWhetherDiscardedOrCrashed() throws {
-        let a = TemporaryDirectory(), b = TemporaryDirectory()
+        let a = try TemporaryDirectory(.fast), b = try TemporaryDirectory(.fast)
         let origin = try Origin(try BlockStore(directory: a.path, options: testOptions()))
         var target: BlockStore? = try BlockStore(directory: b.path, options: testOptions())
         let before = try Self.layerFileCount(b.path)
@@ -158,7 +159,7 @@ import Testing
     }
 
     @Test func copiedLayersAreFreedOnceTheReplicaAndEveryCloneAreGone() throws {
-        let a = TemporaryDirectory(), b = TemporaryDirectory()
+        let a = try TemporaryDirectory(.fast), b = try TemporaryDirectory(.fast)
         let origin = try Origin(try BlockStore(directory: a.path, options: testOptions()))
         let target = try BlockStore(directory: b.path, options: testOptions())
         let empty = try Self.layerFileCount(b.path)
@@ -178,7 +179,7 @@ import Testing
     }
 
     @Test func aPeerCloneOfAVolumeTravelsThroughAHiddenSnapshot() throws {
-        let a = TemporaryDirectory(), b = TemporaryDirectory()
+        let a = try TemporaryDirectory(.fast), b = try TemporaryDirectory(.fast)
         let origin = try Origin(try BlockStore(directory: a.path, options: testOptions()))
         let target = try BlockStore(directory: b.path, options: testOptions())
         let hidden = try origin.store.createPeerSnapshot(name: "peer:node-b:pvc-1", of: origin.volume.id)
@@ -202,7 +203,7 @@ import Testing
     }
 
     @Test func aStoreFromBeforeReplicationGivesEveryLayerAnIdentity() throws {
-        let a = TemporaryDirectory(), b = TemporaryDirectory()
+        let a = try TemporaryDirectory(.fast), b = try TemporaryDirectory(.fast)
         var store: BlockStore? = try BlockStore(directory: a.path, options: testOptions())
         let origin = try Origin(store!)
         store!.close()
@@ -227,7 +228,7 @@ import Testing
     }
 
     @Test func onlyFrozenLayersOfExistingSnapshotsAreExported() throws {
-        let a = TemporaryDirectory()
+        let a = try TemporaryDirectory(.fast)
         let origin = try Origin(try BlockStore(directory: a.path, options: testOptions()))
         let store = origin.store
         let headLayer = try store.headLayerID(ofVolume: origin.volume.id)

@@ -1,4 +1,5 @@
 import Foundation
+import StrataTestSupport
 import Testing
 @testable import BlockStore
 
@@ -10,7 +11,7 @@ import Testing
     /// (a whole cluster), cluster 7 with two whole subclusters, and subcluster 0 of cluster 9
     /// torn (its first 4 KiB of 8 KiB written: 128 KiB clusters have 8 KiB subclusters).
     private func crashedStore(boot: BootIdentity?) throws -> (TemporaryDirectory, String, written: [UInt8]) {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 2 << 20, clusterSize: 131072)
         let handle = try store.open(volumeID: volume.id)

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import StrataTestSupport
 import Testing
 @testable import BlockStore
 
@@ -7,7 +8,7 @@ import Testing
 /// stage one are remembered across a reopen, and a volume some node stages is never deleted.
 @Suite struct SharingTests {
     @Test func multiNodeIsPartOfTheVolumeAndOfIdempotency() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let shared = try store.createVolume(name: "vm-disk", size: 8 << 20, multiNode: true)
         #expect(shared.multiNode && shared.epoch == 1)
@@ -24,7 +25,7 @@ import Testing
     }
 
     @Test func remoteStagersSurviveAReopenAndBlockDeletion() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         var store: BlockStore? = try BlockStore(directory: directory.path, options: testOptions())
         let shared = try store!.createVolume(name: "vm-disk", size: 8 << 20, multiNode: true)
         let single = try store!.createVolume(name: "rwo", size: 8 << 20)
@@ -53,7 +54,7 @@ import Testing
     }
 
     @Test func aStoreFromBeforeSharingOpensWithSingleNodeVolumes() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         var store: BlockStore? = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store!.createVolume(name: "old", size: 8 << 20)
         store!.close()

@@ -1,4 +1,5 @@
 @testable import BlockStore
+import StrataTestSupport
 import Testing
 
 /// Copy-up per subcluster: a small write into an inherited cluster copies only the 4 KiB pieces
@@ -10,13 +11,14 @@ import Testing
 
     /// A store with a volume whose first 4 clusters hold `base`, snapshotted, and a clone of it.
     struct Fixture {
-        let directory = TemporaryDirectory()
+        let directory: TemporaryDirectory
         let store: BlockStore
         let base: [UInt8]
         let snapshot: Snapshot
         let clone: Volume
 
         init(size: UInt64 = 1 << 20) throws {
+            directory = try TemporaryDirectory(.fast)
             store = try BlockStore(directory: directory.path, options: testOptions())
             let volume = try store.createVolume(name: "base", size: size, clusterSize: UInt32(SubclusterTests.cluster))
             base = pattern(seed: 70, count: 4 * SubclusterTests.cluster)

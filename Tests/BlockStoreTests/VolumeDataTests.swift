@@ -1,4 +1,5 @@
 import Foundation
+import StrataTestSupport
 import Testing
 @testable import BlockStore
 
@@ -6,7 +7,7 @@ import Testing
 @Suite struct VolumeDataTests {
     @Test(arguments: [UInt32(4096), 65536, 1 << 20])
     func unalignedWritesReadBackExactly(clusterSize: UInt32) throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let size: UInt64 = 3 * UInt64(clusterSize) + 12345
         let volume = try store.createVolume(name: "v", size: size, clusterSize: clusterSize)
@@ -36,7 +37,7 @@ import Testing
     }
 
     @Test func unwrittenVolumeReadsZerosAndRangesAreChecked() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 100_000)
         let handle = try store.open(volumeID: volume.id)
@@ -55,7 +56,7 @@ import Testing
     }
 
     @Test func clonesAreIsolatedFromSiblingsAndTheirSnapshot() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let size: UInt64 = 512 * 1024
         let base = try store.createVolume(name: "base", size: size)
@@ -83,7 +84,7 @@ import Testing
     }
 
     @Test func discardOverInheritedDataReadsZerosAndHidesTheParent() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let size: UInt64 = 256 * 1024
         let base = try store.createVolume(name: "base", size: size, clusterSize: 65536)
@@ -118,7 +119,7 @@ import Testing
     }
 
     @Test func discardInAVolumeWithoutParentFreesSpace() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 1 << 20, clusterSize: 65536)
         let handle = try store.open(volumeID: volume.id)
@@ -131,7 +132,7 @@ import Testing
     }
 
     @Test func expandedRangeReadsZerosAndAcceptsWrites() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 100_000, clusterSize: 65536)
         let handle = try store.open(volumeID: volume.id)
@@ -151,7 +152,7 @@ import Testing
     }
 
     @Test func expandingAnOpenVolumeAcrossIndexChunks() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 10 << 20, clusterSize: 4096)
         let handle = try store.open(volumeID: volume.id)
@@ -172,7 +173,7 @@ import Testing
     }
 
     @Test func cloneLargerThanItsSnapshotReadsZerosBeyond() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let base = try store.createVolume(name: "base", size: 100_000, clusterSize: 65536)
         let original = pattern(seed: 6, count: 100_000)
@@ -188,7 +189,7 @@ import Testing
     }
 
     @Test func handlesOfOneVolumeShareWrites() throws {
-        let directory = TemporaryDirectory()
+        let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
         let volume = try store.createVolume(name: "v", size: 1 << 20)
         let first = try store.open(volumeID: volume.id)

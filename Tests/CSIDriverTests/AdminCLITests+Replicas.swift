@@ -2,6 +2,7 @@ import BlockStore
 @testable import CSIDriver
 import CSIValidation
 import Foundation
+import StrataTestSupport
 import Testing
 
 /// Copies held from other nodes: a replica of another store's snapshot, as the peer service

@@ -9,6 +9,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Peering
+import StrataTestSupport
 import Synchronization
 import Testing
 
@@ -22,30 +23,13 @@ struct AdminCLITests {
         (DriverProcess.binaryPath as NSString).deletingLastPathComponent + "/strata"
     }
 
-    struct Run {
-        var status: Int32
-        var output: String
-        var errors: String
-    }
-
-    static func strata(_ arguments: [String], socket: String?) async throws -> Run {
+    static func strata(_ arguments: [String], socket: String?) async throws -> ExternalTool.Outcome {
         try await BlockingWork.run {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binaryPath)
-            process.arguments = arguments + (socket.map { ["--endpoint", "unix://\($0)"] } ?? [])
-            let output = Pipe(), errors = Pipe()
-            process.standardOutput = output
-            process.standardError = errors
-            try process.run()
-            let out = output.fileHandleForReading.readDataToEndOfFile()
-            let err = errors.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return Run(status: process.terminationStatus, output: String(decoding: out, as: UTF8.self),
-                       errors: String(decoding: err, as: UTF8.self))
+            try ExternalTool.outcome(binaryPath, arguments + (socket.map { ["--endpoint", "unix://\($0)"] } ?? []), errors: .separate)
         }
     }
 
-    static func json(_ run: Run) throws -> [String: Any] {
+    static func json(_ run: ExternalTool.Outcome) throws -> [String: Any] {
         guard run.status == 0 else { throw CSIError.internalError("strata exited \(run.status): \(run.errors)") }
         return try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as! [String: Any]
     }

@@ -2,6 +2,7 @@
 import CSIProto
 import CSIValidation
 import Foundation
+import StrataTestSupport
 import Testing
 
 /// Tests/DeployTests derives what the sidecars need from Kubernetes (issue 22: a provisioner
@@ -11,8 +12,7 @@ import Testing
 /// never reason about a driver other than this one.
 @Suite("Capabilities: the deploy checks' fact file")
 struct CapabilityFactTests {
-    static let factFile = URL(filePath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appending(path: "DeployTests/deploycheck/driver_capabilities.json")
+    static let factFile = Repository.root.appending(path: "Tests/DeployTests/deploycheck/driver_capabilities.json")
 
     struct Facts: Decodable {
         struct Entry: Decodable {

@@ -6,6 +6,7 @@ import CSIProto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import StrataTestSupport
 import Testing
 
 /// The real strata-csi under a mixed workload, killed with SIGKILL at random moments, then
@@ -254,18 +255,5 @@ enum CrashWorkload {
         for volume in try await controller.listVolumes(.init()).entries {
             _ = try await controller.deleteVolume(.with { $0.volumeID = volume.volume.volumeID })
         }
-    }
-}
-
-/// A small, fixed-seed generator (SplitMix64), so a failing round can be replayed.
-struct SeededGenerator: RandomNumberGenerator, Sendable {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

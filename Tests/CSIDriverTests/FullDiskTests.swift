@@ -6,6 +6,7 @@ import BlockStore
 import CSIProto
 import Foundation
 import GRPCCore
+import StrataTestSupport
 import Testing
 
 /// Issue 7: a full disk yields RESOURCE_EXHAUSTED and a consistent store, not corruption.
@@ -28,7 +29,7 @@ struct FullDiskTests {
             #expect(!disk.isAttached, "\(disk.device) is still attached")
         }
         let storeDirectory = disk.mountPoint + "/state/store"
-        let kept = Self.pattern(seed: 7, bytes: 8 << 20)
+        let kept = pattern(seed: 7, count: 8 << 20)
         var keptID = ""
 
         try await InProcessDriver.with(configure: { $0.stateDirectory = disk.mountPoint + "/state" }) { driver in
@@ -48,7 +49,7 @@ struct FullDiskTests {
                 let handle = try store.open(volumeID: filler.volumeID)
                 openHandles.append(handle)
                 do {
-                    try Self.write(Self.pattern(seed: UInt64(fillers.count), bytes: 32 << 20), to: handle, flush: false, close: false)
+                    try Self.write(pattern(seed: UInt64(fillers.count), count: 32 << 20), to: handle, flush: false, close: false)
                     try handle.flush()
                 } catch let error as StoreError {
                     writeFailure = error
@@ -90,7 +91,7 @@ struct FullDiskTests {
             // Its data lives on in the snapshots taken while full: they go too, and with them the space.
             try Self.deleteVolumes(named: "while-full-", through: driver)
             // The volume that met the full disk is usable again at once.
-            let again = Self.pattern(seed: 42, bytes: 2 << 20)
+            let again = pattern(seed: 42, count: 2 << 20)
             try Self.write(again, to: try store.open(volumeID: fillers.last!), flush: true)
             #expect(try Self.read(fillers.last!, bytes: again.count, from: store) == again)
             for id in fillers.dropFirst() {
@@ -103,7 +104,7 @@ struct FullDiskTests {
             #expect(try Self.read(keptID, bytes: kept.count, from: store) == kept, "flushed data changed")
             // Space freed is space usable again.
             let after = try await driver.controller.createVolume(Requests.createVolume("after", bytes: 4 << 20)).volume
-            let fresh = Self.pattern(seed: 99, bytes: 4 << 20)
+            let fresh = pattern(seed: 99, count: 4 << 20)
             try Self.write(fresh, to: try store.open(volumeID: after.volumeID), flush: true)
             #expect(try Self.read(after.volumeID, bytes: fresh.count, from: store) == fresh)
             store.close()
@@ -129,7 +130,7 @@ struct FullDiskTests {
             let doomed = try setUp.createVolume(name: "doomed", size: 4 << 20)
             let snapshotted = try setUp.createVolume(name: "snapshotted", size: 4 << 20)
             let snapshot = try setUp.createSnapshot(name: "snapshot", of: snapshotted.id)
-            try Self.write(Self.pattern(seed: 5, bytes: 4 << 20), to: try setUp.open(volumeID: doomed.id), flush: true)
+            try Self.write(pattern(seed: 5, count: 4 << 20), to: try setUp.open(volumeID: doomed.id), flush: true)
             // Closing empties the catalog's log, so the next commit must grow it: the case where
             // a full disk stops a deletion.
             setUp.close()
@@ -179,20 +180,6 @@ struct FullDiskTests {
         }
         fsync(descriptor)
         return total
-    }
-
-    /// Deterministic bytes that are neither zero nor compressible.
-    static func pattern(seed: UInt64, bytes: Int) -> [UInt8] {
-        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
-        var result = [UInt8](repeating: 0, count: bytes)
-        result.withUnsafeMutableBytes { raw in
-            let words = raw.bindMemory(to: UInt64.self)
-            for index in words.indices {
-                state ^= state << 13; state ^= state >> 7; state ^= state << 17
-                words[index] = state
-            }
-        }
-        return result
     }
 
     static func write(_ data: [UInt8], to handle: VolumeHandle, flush: Bool, close: Bool = true) throws {

@@ -4,6 +4,7 @@
 import CSIProto
 import Foundation
 import GRPCCore
+import StrataTestSupport
 import Testing
 
 /// An ownership handover cut by SIGKILL of either side at a random moment: after the restart,

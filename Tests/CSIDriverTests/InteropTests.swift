@@ -1,4 +1,5 @@
 import Foundation
+import StrataTestSupport
 import Testing
 
 /// Other gRPC implementations must be able to talk to the driver: kubelet and every CSI sidecar

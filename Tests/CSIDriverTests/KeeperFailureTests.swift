@@ -3,6 +3,7 @@
 #endif
 import CSIProto
 import Foundation
+import StrataTestSupport
 import Testing
 
 /// What the keeper must not do (serve a descriptor for the wrong volume) and what its own

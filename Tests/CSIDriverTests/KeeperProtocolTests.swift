@@ -3,6 +3,7 @@
 #endif
 import Foundation
 import FuseKeeperProtocol
+import StrataTestSupport
 import Testing
 
 /// The keeper on its own: what it holds, hands back and drops, and what it refuses.
@@ -53,13 +54,9 @@ struct KeeperProtocolTests {
     @Test func aSecondKeeperOnTheSameSocketRefusesToStart() throws {
         let directory = try TemporaryDirectory()
         let keeper = try KeeperProcess(directory: directory.path)
-        let second = Process()
-        second.executableURL = URL(fileURLWithPath: (DriverProcess.binaryPath as NSString).deletingLastPathComponent + "/strata-fuse-keeper")
-        second.arguments = ["--socket", keeper.socketPath]
-        second.standardError = FileHandle.nullDevice
-        try second.run()
-        second.waitUntilExit()
-        #expect(second.terminationStatus == 1)
+        let keeperBinary = (DriverProcess.binaryPath as NSString).deletingLastPathComponent + "/strata-fuse-keeper"
+        let second = try ExternalTool.outcome(keeperBinary, ["--socket", keeper.socketPath], errors: .separate)
+        #expect(second.status == 1)
         #expect(try keeper.heldVolumes().isEmpty, "the first keeper still answers")
     }
 }

@@ -4,6 +4,7 @@
 import CSIProto
 import Foundation
 import GRPCCore
+import StrataTestSupport
 import Testing
 
 /// A real QEMU live migration of a VM whose disk is a Strata ReadWriteMany Block volume: an RWX

@@ -6,6 +6,7 @@ import FoundationNetworking
 #endif
 import GRPCCore
 import Peering
+import StrataTestSupport
 import Testing
 
 /// What an admin's Prometheus sees: the real binary, scraped over HTTP.

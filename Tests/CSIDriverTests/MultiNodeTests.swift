@@ -4,6 +4,7 @@
 import CSIProto
 import Foundation
 import GRPCCore
+import StrataTestSupport
 import Testing
 
 /// Three nodes, each a network namespace with its own real strata-csi: snapshots and volumes of
@@ -147,7 +148,7 @@ enum MultiNodeEnvironment {
             print("skipping multi-node tests: \(tool) is missing")
             return false
         }
-        guard (try? Shell.run("ip", "netns", "list")) != nil else {
+        guard (try? ExternalTool.run("ip", "netns", "list")) != nil else {
             print("skipping multi-node tests: ip netns does not work here")
             return false
         }
@@ -162,20 +163,9 @@ enum MultiNode {
         return request
     }
 
-    /// Deterministic bytes, different for every seed.
+    /// The shared deterministic bytes for a seed, as the `Data` a `SparseImage` extent holds.
     static func pattern(seed: UInt64, count: Int) -> Data {
-        var state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1
-        var data = Data(count: count)
-        data.withUnsafeMutableBytes { buffer in
-            let words = buffer.bindMemory(to: UInt64.self)
-            for index in words.indices {
-                state ^= state << 13
-                state ^= state >> 7
-                state ^= state << 17
-                words[index] = state
-            }
-        }
-        return data
+        Data(StrataTestSupport.pattern(seed: seed, count: count))
     }
 }
 

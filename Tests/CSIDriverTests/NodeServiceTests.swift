@@ -6,6 +6,7 @@ import CSIProto
 import Foundation
 import KernelFiles
 import GRPCCore
+import StrataTestSupport
 import Testing
 
 /// The node path for real: FUSE export, loop devices, mkfs, mounts and binds, through the CSI

@@ -4,6 +4,7 @@ import GRPCCore
 import GRPCInProcessTransport
 import Logging
 import PeerProto
+import StrataTestSupport
 import Testing
 @testable import Peering
 

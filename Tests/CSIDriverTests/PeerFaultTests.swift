@@ -6,6 +6,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import PeerProto
+import StrataTestSupport
 import Testing
 
 /// The peer protocol under attack and under failure: strangers are refused, hostile requests

@@ -3,6 +3,7 @@
 #endif
 import CSIProto
 import Foundation
+import StrataTestSupport
 import Testing
 
 /// A restart of the node plugin under running pods: an ext4 volume and a block volume, each

@@ -2,14 +2,13 @@ import CSIProto
 import Foundation
 import PeerProto
 @testable import CSIDriver
+import StrataTestSupport
 import Testing
 
 /// The generated code and the logging rules must follow proto/csi.proto.
 @Suite("CSI proto contract")
 struct ProtoContractTests {
-    static let protoPath = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("proto/csi.proto").path
+    static let protoPath = Repository.path("proto/csi.proto")
 
     @Test("Sources/CSIProto was generated from the current proto/csi.proto")
     func generatedCodeMatchesProto() throws {
@@ -57,14 +56,6 @@ struct ProtoContractTests {
     }
 
     static func sha256(ofFile path: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
-        process.arguments = [path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return String(output.prefix(64))
+        String(try ExternalTool.outcome("/usr/bin/sha256sum", [path], errors: .separate).output.prefix(64))
     }
 }

@@ -2,6 +2,7 @@
 @preconcurrency import Glibc
 #endif
 import Foundation
+import StrataTestSupport
 import Testing
 
 /// Proves the QEMU live-migration harness itself, on storage that is trivially shared (one loop

@@ -7,6 +7,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import PeerProto
+import StrataTestSupport
 import Testing
 
 /// ReadWriteMany Block volumes across nodes, as a KubeVirt live migration uses them: the volume
@@ -30,7 +31,7 @@ struct ReadWriteManyTests {
 
     /// Drops the device's page cache, so that reads see what the other node wrote (QEMU opens
     /// these devices with O_DIRECT; the test's plain reads go through the cache).
-    static func dropCache(_ device: String) throws { try Shell.run("blockdev", "--flushbufs", device) }
+    static func dropCache(_ device: String) throws { try ExternalTool.run("blockdev", "--flushbufs", device) }
 
     @Test("A's RWX Block volume served on B: each node reads the other's writes, a third node is refused, deleted through any node")
     func servedOnTwoNodes() async throws {
@@ -125,7 +126,7 @@ struct ReadWriteManyTests {
             #expect(expanded.capacityBytes == grown, "\(node.name): \(expanded.capacityBytes)")
         }
         for device in [deviceA, deviceB] {
-            let bytes = try Shell.run("blockdev", "--getsize64", device).trimmingCharacters(in: .whitespacesAndNewlines)
+            let bytes = try ExternalTool.run("blockdev", "--getsize64", device).trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(bytes == "\(grown)", "\(device) is \(bytes) bytes after the expansion")
         }
         let pastTheOldEnd = MultiNode.pattern(seed: 14, count: 64 << 10)

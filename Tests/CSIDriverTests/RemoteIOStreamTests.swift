@@ -4,6 +4,7 @@ import Foundation
 import GRPCCore
 import GRPCInProcessTransport
 import PeerProto
+import StrataTestSupport
 import Synchronization
 import Testing
 @testable import Peering

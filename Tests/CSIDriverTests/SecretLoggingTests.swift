@@ -5,6 +5,7 @@ import CSIProto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import StrataTestSupport
 import Testing
 
 /// Issue 2: a csi_secret value never appears in the log, even at debug level where request

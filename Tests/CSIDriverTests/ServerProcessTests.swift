@@ -4,6 +4,7 @@
 import CSIProto
 import Foundation
 import GRPCCore
+import StrataTestSupport
 import Testing
 
 /// The driver as an operator runs it: the real binary on a real socket.

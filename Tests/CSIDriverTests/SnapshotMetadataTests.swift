@@ -4,6 +4,7 @@ import CSIProto
 import Foundation
 import GRPCCore
 import Peering
+import StrataTestSupport
 import Testing
 
 /// CSI SnapshotMetadata over the real socket, against what the snapshots hold: bytes written,

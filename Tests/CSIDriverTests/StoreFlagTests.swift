@@ -4,6 +4,7 @@
 import CSIProto
 import Foundation
 import GRPCCore
+import StrataTestSupport
 import Testing
 
 /// The store's policies are the operator's to set: the flags must reach the store.

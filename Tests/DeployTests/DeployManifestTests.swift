@@ -1,4 +1,5 @@
 import Foundation
+import StrataTestSupport
 import Testing
 
 /// deploy/ is what cluster admins apply; these tests validate it offline with
@@ -15,7 +16,7 @@ import Testing
     /// forever for a VolumeAttachment informer its role did not allow. The same deploy/ with a
     /// driver advertising that again must fail, naming the sidecar, the verb and the resource.
     @Test func attachCapabilityNeedsVolumeAttachmentAccess() throws {
-        let facts = ManifestValidator.repositoryRoot.appending(path: "Tests/DeployTests/deploycheck/driver_capabilities.json")
+        let facts = Repository.root.appending(path: "Tests/DeployTests/deploycheck/driver_capabilities.json")
         var table = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: facts)) as? [String: Any])
         var controller = try #require(table["controller"] as? [[String: Any]])
         controller.append(["capability": "PUBLISH_UNPUBLISH_VOLUME", "when": ["modes": ["controller", "all"]]])
@@ -259,47 +260,18 @@ struct Breakage: CustomStringConvertible, Sendable {
 
 /// Runs Tests/DeployTests/validate_manifests.py with the python3 on PATH (or $PYTHON3).
 enum ManifestValidator {
-    /// The repository root: this file is Tests/DeployTests/DeployManifestTests.swift.
-    static let repositoryRoot = URL(filePath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static let deployDirectory = repositoryRoot.appending(path: "deploy").resolvingSymlinksInPath()
-    static let script = repositoryRoot.appending(path: "Tests/DeployTests/validate_manifests.py")
+    static let deployDirectory = Repository.root.appending(path: "deploy").resolvingSymlinksInPath()
+    static let script = Repository.root.appending(path: "Tests/DeployTests/validate_manifests.py")
 
-    struct Run {
-        let status: Int32
-        let output: String
-    }
-
-    /// The strata-csi that `swift build` put next to this test bundle, so flags are checked
-    /// against the real `--help` rather than a list.
-    static var builtDriverBinary: String? {
-        let testBinary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var directory = (testBinary as NSString).deletingLastPathComponent
-        while !directory.isEmpty, directory != "/" {
-            if FileManager.default.isExecutableFile(atPath: directory + "/strata-csi") { return directory + "/strata-csi" }
-            directory = (directory as NSString).deletingLastPathComponent
-        }
-        return nil
-    }
-
-    static func run(deployDirectory: URL, arguments: [String] = []) throws -> Run {
+    static func run(deployDirectory: URL, arguments: [String] = []) throws -> ExternalTool.Outcome {
         let python = ProcessInfo.processInfo.environment["PYTHON3"] ?? "python3"
-        let process = Process()
-        process.executableURL = URL(filePath: "/usr/bin/env")
-        process.arguments = [python, script.path, deployDirectory.path] + arguments
         // No __pycache__ written into the source tree (parallel runs share it).
-        var environment = ProcessInfo.processInfo.environment.merging(["PYTHONDONTWRITEBYTECODE": "1"]) { _, new in new }
-        if environment["STRATA_CSI_BINARY"] == nil, let binary = builtDriverBinary {
+        var environment = ["PYTHONDONTWRITEBYTECODE": "1"]
+        // The strata-csi of this build, so flags are checked against the real `--help` rather than a list.
+        if ProcessInfo.processInfo.environment["STRATA_CSI_BINARY"] == nil, let binary = BuildProducts.path(of: "strata-csi") {
             environment["STRATA_CSI_BINARY"] = binary
         }
-        process.environment = environment
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self))
+        return try ExternalTool.outcome(python, [script.path, deployDirectory.path] + arguments, environment: environment)
     }
 
     /// A fresh copy of deploy/ at <temporary>/<unique>/deploy: a real directory, never a link

@@ -1,12 +1,12 @@
 import Foundation
+import StrataTestSupport
 import Testing
 
 /// No Foundation whole-file read names a /proc or /sys path anywhere in Sources or Tests: those
 /// reads stop at the first short read, which a seq_file always gives (see `KernelFile`).
 @Suite("KernelFile rule: /proc and /sys are read through KernelFile only")
 struct KernelFileRuleTests {
-    static let root = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let root = Repository.root
 
     /// The calls that read a whole file through Foundation, as they start in source.
     static let wholeFileReads = ["contentsOfFile:", "contentsOf:", "contents(atPath:"]

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KernelFiles
+import StrataTestSupport
 import Testing
 
 @testable import NodeHost
@@ -59,7 +60,7 @@ extension DeviceTests {
                 #expect(status.st_mode & S_IFMT == S_IFBLK)
                 #expect(status.st_rdev == (try Syscall.status(of: device)).st_rdev)
 
-                let data = DeviceIO.pattern(count: 1 << 20, seed: 31)
+                let data = pattern(seed: 31, count: 1 << 20)
                 try DeviceIO.write(data, to: target, at: 4 << 20, direct: true)
                 #expect(try DeviceIO.read(device, at: 4 << 20, count: data.count, direct: true) == data)
                 #expect(backend.bytes(at: 4 << 20, count: data.count) == data)

@@ -4,17 +4,6 @@ import NodeHost
 
 /// Raw reads and writes on device nodes and files, buffered or O_DIRECT, for the tests.
 enum DeviceIO {
-    /// Deterministic bytes that differ per offset and seed, so misplaced blocks are caught.
-    static func pattern(count: Int, seed: UInt64) -> [UInt8] {
-        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
-        return (0..<count).map { _ in
-            state ^= state << 13
-            state ^= state >> 7
-            state ^= state << 17
-            return UInt8(truncatingIfNeeded: state)
-        }
-    }
-
     static func open(_ path: String, write: Bool, direct: Bool) throws -> Int32 {
         let flags = (write ? O_RDWR : O_RDONLY) | (direct ? strata_o_direct() : 0) | O_CLOEXEC
         let fd = Glibc.open(path, flags)

@@ -1,11 +1,12 @@
 import Glibc
+import StrataTestSupport
 import Testing
 
 @testable import NodeHost
 
 /// Every test that creates mounts or loop devices lives under this one serialized suite:
 /// they share the machine's loop devices and mount table.
-@Suite(.serialized, .enabled(if: NodeEnvironment.canRunDeviceTests, NodeEnvironment.skipReason))
+@Suite(.serialized, .enabled(if: NodeEnvironment.available, NodeEnvironment.skipReason))
 struct DeviceTests {}
 
 extension DeviceTests {
@@ -19,13 +20,13 @@ extension DeviceTests {
                 #expect(try fixture.mounter.blockDeviceSize(device: device) == 64 * Self.mebibyte)
 
                 // O_DIRECT: straight to the backend.
-                let direct = DeviceIO.pattern(count: 3 * Int(Self.mebibyte), seed: 1)
+                let direct = pattern(seed: 1, count: 3 * Int(Self.mebibyte))
                 try DeviceIO.write(direct, to: device, at: 5 * Self.mebibyte, direct: true)
                 #expect(backend.bytes(at: 5 * Self.mebibyte, count: direct.count) == direct)
                 #expect(try DeviceIO.read(device, at: 5 * Self.mebibyte, count: direct.count, direct: true) == direct)
 
                 // Buffered, unaligned in the file: reaches the backend once synced.
-                let buffered = DeviceIO.pattern(count: 1_000_000, seed: 2)
+                let buffered = pattern(seed: 2, count: 1_000_000)
                 let flushesBefore = backend.flushCount.load(ordering: .relaxed)
                 try DeviceIO.write(buffered, to: device, at: 20 * Self.mebibyte + 512, direct: false, sync: true)
                 #expect(backend.bytes(at: 20 * Self.mebibyte + 512, count: buffered.count) == buffered)
@@ -33,12 +34,12 @@ extension DeviceTests {
                 #expect(backend.flushCount.load(ordering: .relaxed) > flushesBefore, "fsync on the device must reach backend.flush")
 
                 // Written behind the kernel's back, read through O_DIRECT: no stale cache in between.
-                let behind = DeviceIO.pattern(count: 65536, seed: 3)
+                let behind = pattern(seed: 3, count: 65536)
                 backend.store(behind, at: 40 * Self.mebibyte)
                 #expect(try DeviceIO.read(device, at: 40 * Self.mebibyte, count: behind.count, direct: true) == behind)
 
                 // The last block, and nothing past the end.
-                let tail = DeviceIO.pattern(count: 4096, seed: 4)
+                let tail = pattern(seed: 4, count: 4096)
                 try DeviceIO.write(tail, to: device, at: 64 * Self.mebibyte - 4096, direct: true)
                 #expect(backend.bytes(at: 64 * Self.mebibyte - 4096, count: 4096) == tail)
                 #expect(try DeviceIO.read(device, at: 64 * Self.mebibyte, count: 4096, direct: true).isEmpty)
@@ -51,7 +52,7 @@ extension DeviceTests {
         func discardReachesBackend() throws {
             try NodeFixture.run { fixture in
                 let (backend, _, device) = try fixture.exportAndAttach("discard", size: 32 * Self.mebibyte)
-                let data = DeviceIO.pattern(count: 4 * Int(Self.mebibyte), seed: 5)
+                let data = pattern(seed: 5, count: 4 * Int(Self.mebibyte))
                 try DeviceIO.write(data, to: device, at: 0, direct: true)
                 try Command.check("blkdiscard", ["-o", "\(Self.mebibyte)", "-l", "\(2 * Self.mebibyte)", device])
                 let discarded = backend.discards.withLock { $0.reduce(0) { $0 + $1.length } }

@@ -1,6 +1,7 @@
 import CFuse3
 import Foundation
 import Glibc
+import StrataTestSupport
 import Testing
 
 @testable import NodeHost
@@ -36,7 +37,7 @@ extension DeviceTests {
             try NodeFixture.run { fixture in
                 let backend = MemoryBackend(size: Self.size)
                 let file = try fixture.exporter.add(name: "io", backend: backend)
-                let data = DeviceIO.pattern(count: 300_000, seed: 11)
+                let data = pattern(seed: 11, count: 300_000)
                 try DeviceIO.write(data, to: file, at: 12_345, direct: false)
                 #expect(backend.bytes(at: 12_345, count: data.count) == data)
                 #expect(try DeviceIO.read(file, at: 12_345, count: data.count, direct: true) == data)
@@ -73,7 +74,7 @@ extension DeviceTests {
             try NodeFixture.run { fixture in
                 let backend = MemoryBackend(size: Self.size)
                 let file = try fixture.exporter.add(name: "big", backend: backend)
-                let data = DeviceIO.pattern(count: 4 << 20, seed: 12)
+                let data = pattern(seed: 12, count: 4 << 20)
                 try DeviceIO.write(data, to: file, at: 0, direct: true)
                 #expect(try DeviceIO.read(file, at: 0, count: 4 << 20, direct: true) == data)
                 #expect(backend.largestWrite.load(ordering: .relaxed) == 1 << 20)

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KernelFiles
+import StrataTestSupport
 import Testing
 
 @testable import NodeHost
@@ -25,7 +26,7 @@ extension DeviceTests {
                 try mounter.mount(source: device, target: staging, fsType: fsType.rawValue, options: ["noatime"], readOnly: false)
                 #expect(try mounter.mountInfo(for: staging)?.source == device)
                 #expect(try MountTable.mounts(at: staging).count == 1, "mounting twice must not stack mounts")
-                let data = DeviceIO.pattern(count: 3 << 20, seed: 21)
+                let data = pattern(seed: 21, count: 3 << 20)
                 try FileManager.default.createDirectory(atPath: "\(staging)/dir", withIntermediateDirectories: true)
                 try DeviceIO.writeFile("\(staging)/dir/data.bin", data)
                 try DeviceIO.writeFile("\(staging)/hello.txt", Array("hello strata\n".utf8))
@@ -59,7 +60,7 @@ extension DeviceTests {
         func foreignDataIsNotBlank() throws {
             try NodeFixture.run { fixture in
                 let (backend, _, device) = try fixture.exportAndAttach("foreign", size: 64 << 20)
-                let junk = DeviceIO.pattern(count: 4096, seed: 22)
+                let junk = pattern(seed: 22, count: 4096)
                 try DeviceIO.write(junk, to: device, at: 8192, direct: true)
                 #expect(try fixture.mounter.probeFilesystem(device: device) == "unknown data")
                 #expect { try fixture.mounter.format(device: device, fsType: .ext4, options: []) } throws: {
@@ -91,7 +92,7 @@ extension DeviceTests {
                 try mounter.format(device: device, fsType: fsType, options: [])
                 let staging = fixture.path("staging/grow")
                 try mounter.mount(source: device, target: staging, fsType: fsType.rawValue, options: [], readOnly: false)
-                let data = DeviceIO.pattern(count: 1 << 20, seed: 23)
+                let data = pattern(seed: 23, count: 1 << 20)
                 try DeviceIO.writeFile("\(staging)/before.bin", data)
                 let before = try mounter.filesystemStats(path: staging)
 
@@ -115,7 +116,7 @@ extension DeviceTests {
                     #expect(after.totalBytes >= before.totalBytes + Self.size * 9 / 10)
                     #expect(after.availableBytes > before.availableBytes + Self.size * 8 / 10)
                     // The new space is usable: more than the old free space fits now.
-                    let block = DeviceIO.pattern(count: 1 << 20, seed: 24)
+                    let block = pattern(seed: 24, count: 1 << 20)
                     let blocks = Int(before.availableBytes >> 20) + 16
                     try DeviceIO.writeFile("\(staging)/after.bin", repeating: block, count: blocks)
                     #expect(try DeviceIO.read("\(staging)/after.bin", at: UInt64(blocks - 1) << 20, count: 1 << 20, direct: false) == block)

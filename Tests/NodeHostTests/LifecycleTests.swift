@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Glibc
+import StrataTestSupport
 import Synchronization
 import Testing
 
@@ -75,7 +76,7 @@ extension DeviceTests {
                 let device = try attacher.attach(file: file, readOnly: false, directIO: true)
                 #expect(device.hasPrefix(devices + "/loop"))
                 #expect(try Syscall.status(of: "\(devices)/loop-control").st_mode & S_IFMT == S_IFCHR)
-                let data = DeviceIO.pattern(count: 65536, seed: 41)
+                let data = pattern(seed: 41, count: 65536)
                 try DeviceIO.write(data, to: device, at: 0, direct: true)
                 #expect(backend.bytes(at: 0, count: data.count) == data)
                 #expect(try attacher.detach(device: device))
@@ -115,7 +116,7 @@ extension DeviceTests {
         func stopWhileAttached() throws {
             try NodeFixture.run { fixture in
                 let (_, _, device) = try fixture.exportAndAttach("held", size: 16 << 20)
-                try DeviceIO.write(DeviceIO.pattern(count: 4096, seed: 51), to: device, at: 0, direct: true)
+                try DeviceIO.write(pattern(seed: 51, count: 4096), to: device, at: 0, direct: true)
                 fixture.exporter.stop()
                 #expect(!fixture.exporter.isServing)
                 #expect(try !fixture.mounter.isMountPoint(fixture.exporter.mountPoint), "the mount is detached lazily")
@@ -132,7 +133,7 @@ extension DeviceTests {
                 try mounter.format(device: device, fsType: .ext4, options: [])
                 let staging = fixture.path("staging/vol")
                 try mounter.mount(source: device, target: staging, fsType: "ext4", options: [], readOnly: false)
-                let data = DeviceIO.pattern(count: 2 << 20, seed: 61)
+                let data = pattern(seed: 61, count: 2 << 20)
                 try DeviceIO.writeFile("\(staging)/kept.bin", data)
                 let deadFilesystem = try #require(first.filesystemDevice)
 

@@ -1,4 +1,5 @@
 import Glibc
+import StrataTestSupport
 import Testing
 
 @testable import NodeHost
@@ -30,7 +31,7 @@ extension DeviceTests {
                 #expect(try attacher.detach(stale))
 
                 #expect(try attacher.device(backingFile: fileB) == reused, "B's loop device was cut")
-                let bytes = DeviceIO.pattern(count: 1 << 20, seed: 7)
+                let bytes = pattern(seed: 7, count: 1 << 20)
                 try DeviceIO.write(bytes, to: reused, at: 0, direct: true, sync: true)
                 #expect(try DeviceIO.read(reused, at: 0, count: bytes.count, direct: true) == bytes)
 

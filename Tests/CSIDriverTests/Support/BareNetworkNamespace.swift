@@ -2,6 +2,7 @@
 @preconcurrency import Glibc
 #endif
 import Foundation
+import StrataTestSupport
 
 /// An empty network namespace (only loopback, down), named under /run/netns: stands in for a
 /// node of PeerCluster where a test needs processes started "on a node" but no network between

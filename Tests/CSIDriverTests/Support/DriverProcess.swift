@@ -4,6 +4,7 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import StrataTestSupport
 
 /// The real `strata-csi` binary, started on a private socket and state directory.
 final class DriverProcess: @unchecked Sendable {
@@ -12,16 +13,9 @@ final class DriverProcess: @unchecked Sendable {
     let logPath: String
     private let process = Process()
 
-    /// The binary `swift build` put next to the test bundle.
-    static var binaryPath: String {
-        let testBinary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var directory = (testBinary as NSString).deletingLastPathComponent
-        // On Linux the test bundle is `<build>/StrataPackageTests.xctest`, sometimes run from inside it.
-        while !directory.isEmpty, directory != "/", !FileManager.default.isExecutableFile(atPath: directory + "/strata-csi") {
-            directory = (directory as NSString).deletingLastPathComponent
-        }
-        return directory + "/strata-csi"
-    }
+    /// The binary `swift build` put next to the test bundle (when there is none, a path that does
+    /// not exist: starting it fails).
+    static var binaryPath: String { BuildProducts.path(of: "strata-csi") ?? "/strata-csi" }
 
     /// Starts the driver and waits until its socket accepts connections.
     init(arguments extra: [String] = [], directory: TemporaryDirectory? = nil, socketName: String = "csi.sock") throws {
@@ -118,17 +112,4 @@ enum DriverProcessError: Error, CustomStringConvertible {
         case .stillRunning(let log): "strata-csi did not exit:\n\(log)"
         }
     }
-}
-
-/// A directory under /tmp removed when the value is released. Short, because socket paths are limited.
-final class TemporaryDirectory: @unchecked Sendable {
-    let path: String
-
-    init() throws {
-        var template = Array("/tmp/strata-XXXXXX".utf8CString)
-        guard let created = mkdtemp(&template) else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-        path = String(cString: created)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import StrataTestSupport
 
 /// A GOPATH-mode Go workspace in a temporary directory (there is no module proxy here), built
 /// against Debian's Go packages in /usr/share/gocode.

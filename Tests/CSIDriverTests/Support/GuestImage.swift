@@ -2,6 +2,7 @@
 @preconcurrency import Glibc
 #endif
 import Foundation
+import StrataTestSupport
 
 /// The kernel and initramfs a QEMU test guest boots: built (once, then cached in .build-guest/)
 /// by scripts/guest/build-guest.sh from Debian's cloud kernel, busybox-static and the disk

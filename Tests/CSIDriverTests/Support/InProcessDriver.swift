@@ -6,6 +6,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import StrataTestSupport
 import Synchronization
 
 /// A `DriverServer` running inside the test process on a real socket, so tests can call it over

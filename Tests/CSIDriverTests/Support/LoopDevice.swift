@@ -3,6 +3,7 @@
 #endif
 import Foundation
 import KernelFiles
+import StrataTestSupport
 
 /// A loop device over a sparse image file of its own, with nothing on it: a raw block device for
 /// tests that need one without Strata (the QEMU harness's shared disk). `tearDown()` detaches it

@@ -2,6 +2,7 @@
 @preconcurrency import Glibc
 #endif
 import Foundation
+import StrataTestSupport
 
 /// A small ext4 filesystem in an image file, on a loop device of its own, mounted under a
 /// temporary directory. `tearDown()` unmounts it and detaches the device; call it in a `defer`.

@@ -1,3 +1,5 @@
+import StrataTestSupport
+
 /// A second opinion on the mount table from tools that read /proc/self/mountinfo to its end
 /// (`wc -c`, `grep -c`), printed beside a failed mount check: when the table is larger than what
 /// our reader saw, or grep finds a mount our reader missed, the reader is wrong, not the mounts.

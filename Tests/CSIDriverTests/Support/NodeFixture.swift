@@ -5,53 +5,7 @@ import CSIProto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import KernelFiles
 import Testing
-
-/// Whether this machine can run the node path for real: root, FUSE and loop devices.
-enum NodeEnvironment {
-    static var missing: String? {
-        if geteuid() != 0 { return "node tests need root (mount, loop devices)" }
-        if !FileManager.default.fileExists(atPath: "/dev/fuse") { return "node tests need /dev/fuse" }
-        if !FileManager.default.fileExists(atPath: "/dev/loop-control") { return "node tests need loop devices (/dev/loop-control)" }
-        return nil
-    }
-
-    static var available: Bool {
-        if let missing { print("skipping node tests: \(missing)") }
-        return missing == nil
-    }
-
-    /// ext4 grows online only with CAP_SYS_RESOURCE, which some sandboxes withhold even from root.
-    static var hasSysResource: Bool {
-        guard let status = try? KernelFile.read("/proc/self/status"),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
-              let mask = UInt64(line.split(separator: "\t").last ?? "", radix: 16)
-        else { return false }
-        return mask & (1 << 24) != 0
-    }
-
-    /// Mount points and loop devices that mention `path`: what a test must leave none of.
-    static func leftovers(under path: String) -> [String] {
-        var found: [String] = []
-        for mount in (try? MountTable.read()) ?? [] where mount.mountPoint.contains(path) || mount.source.contains(path) {
-            found.append("mount: \(mount.mountPoint) (\(mount.fsType) from \(mount.source))")
-        }
-        for (device, backing) in loopBackingFiles() where backing.contains(path) {
-            found.append("loop device \(device) → \(backing)")
-        }
-        return found
-    }
-
-    /// Every bound loop device (loopN) with the backing file sysfs shows for it.
-    static func loopBackingFiles() -> [(device: String, backing: String)] {
-        let blocks = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/block")) ?? []
-        return blocks.filter { $0.hasPrefix("loop") }.sorted().compactMap { device in
-            guard let backing = try? KernelFile.readTrimmed("/sys/block/\(device)/loop/backing_file") else { return nil }
-            return (device, backing)
-        }
-    }
-}
 
 /// Paths laid out as kubelet lays them out, and the calls kubelet makes, for one volume.
 struct KubeletVolume {

@@ -9,6 +9,7 @@ import FoundationNetworking
 #endif
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import StrataTestSupport
 import Synchronization
 
 /// Several nodes on one machine: a network namespace per node, joined by veth pairs to a bridge
@@ -49,8 +50,12 @@ final class PeerCluster: @unchecked Sendable {
     /// /24 some other process put on the host already is skipped.
     private static let allocations = Mutex<Int>(Int.random(in: 0..<250))
 
+    private struct NoFreeSubnet: Error, CustomStringConvertible {
+        var description: String { "no free /24 in 198.18.0.0/16 for a test cluster" }
+    }
+
     private static func allocateNetwork() throws -> (tag: String, subnet: Int) {
-        let used = (try? Shell.run("ip", "-o", "addr", "show")) ?? ""
+        let used = (try? ExternalTool.run("ip", "-o", "addr", "show")) ?? ""
         for _ in 0..<250 {
             let number = allocations.withLock { value -> Int in
                 defer { value += 1 }
@@ -60,39 +65,39 @@ final class PeerCluster: @unchecked Sendable {
             guard !used.contains("198.18.\(subnet).") else { continue }
             return (String(format: "%04x", (Int(getpid()) &* 31 &+ number) & 0xFFFF), subnet)
         }
-        throw ShellError(description: "no free /24 in 198.18.0.0/16 for a test cluster")
+        throw NoFreeSubnet()
     }
 
     private func setUpNetwork() throws {
-        try Shell.run("ip", "netns", "add", hub)
-        try Shell.run("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
-        try Shell.run("ip", "-n", hub, "link", "set", "br0", "up")
+        try ExternalTool.run("ip", "netns", "add", hub)
+        try ExternalTool.run("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
+        try ExternalTool.run("ip", "-n", hub, "link", "set", "br0", "up")
         for (index, node) in names.enumerated() {
             let inside = "s\(tag)\(index)n", outside = "s\(tag)\(index)b"
-            try Shell.run("ip", "netns", "add", namespace(node))
-            try Shell.run("ip", "link", "add", inside, "type", "veth", "peer", "name", outside)
-            try Shell.run("ip", "link", "set", inside, "netns", namespace(node))
-            try Shell.run("ip", "link", "set", outside, "netns", hub)
-            try Shell.run("ip", "-n", namespace(node), "addr", "add", "\(address(node))/24", "dev", inside)
-            try Shell.run("ip", "-n", namespace(node), "link", "set", inside, "up")
-            try Shell.run("ip", "-n", namespace(node), "link", "set", "lo", "up")
-            try Shell.run("ip", "-n", hub, "link", "set", outside, "master", "br0")
-            try Shell.run("ip", "-n", hub, "link", "set", outside, "up")
+            try ExternalTool.run("ip", "netns", "add", namespace(node))
+            try ExternalTool.run("ip", "link", "add", inside, "type", "veth", "peer", "name", outside)
+            try ExternalTool.run("ip", "link", "set", inside, "netns", namespace(node))
+            try ExternalTool.run("ip", "link", "set", outside, "netns", hub)
+            try ExternalTool.run("ip", "-n", namespace(node), "addr", "add", "\(address(node))/24", "dev", inside)
+            try ExternalTool.run("ip", "-n", namespace(node), "link", "set", inside, "up")
+            try ExternalTool.run("ip", "-n", namespace(node), "link", "set", "lo", "up")
+            try ExternalTool.run("ip", "-n", hub, "link", "set", outside, "master", "br0")
+            try ExternalTool.run("ip", "-n", hub, "link", "set", outside, "up")
         }
         // The test's own way in: a veth from the host to the bridge.
         let host = "s\(tag)hh", hubSide = "s\(tag)hb"
-        try Shell.run("ip", "link", "add", host, "type", "veth", "peer", "name", hubSide)
-        try Shell.run("ip", "link", "set", hubSide, "netns", hub)
-        try Shell.run("ip", "-n", hub, "link", "set", hubSide, "master", "br0")
-        try Shell.run("ip", "-n", hub, "link", "set", hubSide, "up")
-        try Shell.run("ip", "addr", "add", "198.18.\(subnet).254/24", "dev", host)
-        try Shell.run("ip", "link", "set", host, "up")
+        try ExternalTool.run("ip", "link", "add", host, "type", "veth", "peer", "name", hubSide)
+        try ExternalTool.run("ip", "link", "set", hubSide, "netns", hub)
+        try ExternalTool.run("ip", "-n", hub, "link", "set", hubSide, "master", "br0")
+        try ExternalTool.run("ip", "-n", hub, "link", "set", hubSide, "up")
+        try ExternalTool.run("ip", "addr", "add", "198.18.\(subnet).254/24", "dev", host)
+        try ExternalTool.run("ip", "link", "set", host, "up")
     }
 
     private func tearDownNetwork() {
-        _ = try? Shell.run("ip", "link", "del", "s\(tag)hh")
-        for node in names { _ = try? Shell.run("ip", "netns", "del", namespace(node)) }
-        _ = try? Shell.run("ip", "netns", "del", hub)
+        _ = try? ExternalTool.run("ip", "link", "del", "s\(tag)hh")
+        for node in names { _ = try? ExternalTool.run("ip", "netns", "del", namespace(node)) }
+        _ = try? ExternalTool.run("ip", "netns", "del", hub)
     }
 
     static func makeCertificates(in base: String) throws {
@@ -103,9 +108,9 @@ final class PeerCluster: @unchecked Sendable {
         try "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:strata-node\n".write(toFile: leafExtensions, atomically: true, encoding: .utf8)
         for (folder, caName) in [("tls", "strata-test-ca"), ("foreign", "someone-else-ca")] {
             let dir = "\(base)/\(folder)"
-            try Shell.run("openssl", ["req", "-x509"] + curve + ["-keyout", "\(dir)/ca.key", "-out", "\(dir)/ca.crt", "-days", "2", "-subj", "/CN=\(caName)"])
-            try Shell.run("openssl", ["req"] + curve + ["-keyout", "\(dir)/tls.key", "-out", "\(dir)/tls.csr", "-subj", "/CN=strata-node"])
-            try Shell.run("openssl", "x509", "-req", "-in", "\(dir)/tls.csr", "-CA", "\(dir)/ca.crt", "-CAkey", "\(dir)/ca.key",
+            try ExternalTool.run("openssl", ["req", "-x509"] + curve + ["-keyout", "\(dir)/ca.key", "-out", "\(dir)/ca.crt", "-days", "2", "-subj", "/CN=\(caName)"])
+            try ExternalTool.run("openssl", ["req"] + curve + ["-keyout", "\(dir)/tls.key", "-out", "\(dir)/tls.csr", "-subj", "/CN=strata-node"])
+            try ExternalTool.run("openssl", "x509", "-req", "-in", "\(dir)/tls.csr", "-CA", "\(dir)/ca.crt", "-CAkey", "\(dir)/ca.key",
                           "-CAcreateserial", "-out", "\(dir)/tls.crt", "-days", "2", "-extfile", leafExtensions)
         }
     }
@@ -130,7 +135,7 @@ final class PeerCluster: @unchecked Sendable {
         for node in nodes.values { node.stop() }
         // A driver killed with volumes staged leaves its mounts: lazily unmount what remains, newest first.
         for mount in ((try? MountTable.read()) ?? []).reversed() where mount.mountPoint.hasPrefix(directory.path + "/") {
-            _ = try? Shell.run("umount", "-l", mount.mountPoint)
+            _ = try? ExternalTool.run("umount", "-l", mount.mountPoint)
         }
         tearDownNetwork()
     }
@@ -282,31 +287,4 @@ final class ClusterNode: @unchecked Sendable {
             _ = try await node.nodeUnstageVolume(.with { $0.volumeID = volumeID; $0.stagingTargetPath = stagingPath(volumeID) })
         }
     }
-}
-
-/// Runs a command and fails with its output if it fails.
-enum Shell {
-    @discardableResult
-    static func run(_ executable: String, _ arguments: String...) throws -> String { try run(executable, arguments) }
-
-    @discardableResult
-    static func run(_ executable: String, _ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/env")
-        process.arguments = executable.hasPrefix("/") ? arguments : [executable] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw ShellError(description: "\(executable) \(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): \(output)")
-        }
-        return output
-    }
-}
-
-struct ShellError: Error, CustomStringConvertible {
-    let description: String
 }

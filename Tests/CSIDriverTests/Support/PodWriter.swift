@@ -2,6 +2,7 @@
 @preconcurrency import Glibc
 #endif
 import Foundation
+import StrataTestSupport
 
 /// A process standing for a pod's workload: it writes a verifiable pattern through a volume,
 /// reads back what it wrote, and journals every write that completed and every fsync that
@@ -70,9 +71,7 @@ final class PodWriter: @unchecked Sendable {
     /// scripts/bench/pod-writer.py, shared with scripts/bench-restart.sh.
     static var script: String {
         get throws {
-            let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                .deletingLastPathComponent().deletingLastPathComponent()
-            return try String(contentsOf: repository.appendingPathComponent("scripts/bench/pod-writer.py"), encoding: .utf8)
+            try String(contentsOf: Repository.root.appendingPathComponent("scripts/bench/pod-writer.py"), encoding: .utf8)
         }
     }
 }

@@ -5,6 +5,7 @@ import BlockStore
 import CSIProto
 import Foundation
 import GRPCCore
+import StrataTestSupport
 import Testing
 
 /// A node for restart tests: the real strata-csi (restarted at will with the same flags), a
@@ -99,16 +100,8 @@ final class RestartedNode: @unchecked Sendable {
         let contents = try Self.contents(of: volumeID, storeDirectory: storeDirectory, count: bytes)
         FileManager.default.createFile(atPath: image, contents: Data(contents))
         defer { try? FileManager.default.removeItem(atPath: image) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/sbin/e2fsck")
-        process.arguments = ["-fn", image]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+        let check = try ExternalTool.outcome("/sbin/e2fsck", ["-fn", image])
+        return (check.status, check.output)
     }
 
     func stop() { driver.stop() }
