@@ -2,6 +2,7 @@ import BlockStore
 @testable import CSIDriver
 import CSIProto
 import Foundation
+import StrataTestSupport
 import Testing
 
 /// A volume mid-handover, as its old owner reports it: frozen for the node taking it over (the

@@ -1,6 +1,7 @@
 import CSIProto
 import Foundation
 import GRPCCore
+import StrataTestSupport
 import Testing
 
 /// Where a ReadWriteMany volume lives, said by every report an admin reads: the CSI volume
