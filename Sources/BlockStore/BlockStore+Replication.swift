@@ -126,7 +126,7 @@ extension BlockStore {
         let traits = VolumeTraits(parameters: parameters, multiNode: multiNode)
         try Self.validateName(name)
         guard Identifier.isSnapshotID(replicaID) else { throw StoreError.notFound("replica \(replicaID)") }
-        return try controlLock.withLock { _ in
+        let volume = try controlLock.withLock { _ in
             try throwIfClosed()
             return try catalog.write { db in
                 // Taken over already (a retry after a crash): the volume is here under its own id.
@@ -154,6 +154,11 @@ extension BlockStore {
                 return try makeVolume(try db.volumeRow(id: volumeID)!, db)
             }
         }
+        // Each ownership handover adds the layers it copied to the volume's chain: past the soft
+        // limit the chain is flattened like any other, or a volume that keeps following its VM
+        // would reach the hard limit and could not move again.
+        scheduleFlattenIfDeep(volume)
+        return volume
     }
 
     /// A hidden snapshot of a volume for another node to clone it from, idempotent by `name` (the

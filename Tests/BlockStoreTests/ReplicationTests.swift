@@ -61,6 +61,26 @@ import Testing
         }
     }
 
+    @Test("A volume adopted from a replica past the soft depth limit is flattened in the background and keeps its data")
+    func adoptedDeepVolumeIsFlattened() throws {
+        let a = try TemporaryDirectory(.fast), b = try TemporaryDirectory(.fast)
+        let source = try BlockStore(directory: a.path, options: testOptions())
+        defer { source.close() }
+        let origin = try Origin(source)
+        let target = try BlockStore(directory: b.path, options: testOptions(soft: 2, background: true))
+        defer { target.close() }
+        try Self.replicate(origin.s2.id, from: source, to: target)
+        let adopted = try target.createVolumeFromReplica(
+            name: "golden", size: origin.volume.size, replicaID: origin.s2.id, recordedSource: nil, multiNode: true,
+            adopting: AdoptedVolume(volumeID: origin.volume.id, epoch: 2))
+        #expect(adopted.chainDepth > 2, "the adopted chain starts past the soft limit (depth \(adopted.chainDepth))")
+        target.waitForBackgroundWork()
+        let flattened = try target.volume(id: origin.volume.id)
+        #expect(flattened.chainDepth == 1, "depth \(flattened.chainDepth) after the background flatten")
+        #expect(flattened.epoch == 2)
+        #expect(try target.contents(ofVolume: origin.volume.id) == origin.s2Contents)
+    }
+
     static func layerFileCount(_ directory: String) throws -> Int {
         try FileManager.default.contentsOfDirectory(atPath: directory + "/layers").filter { $0.hasPrefix("layer-") }.count
     }
