@@ -77,8 +77,15 @@ private final class GoldenSnapshot: Sendable {
         store = try BlockStore(directory: source.path, options: StoreOptions(backgroundFlatten: false))
         let volume = try store.createVolume(name: "golden", size: 16 << 20, clusterSize: 65536)
         let handle = try store.open(volumeID: volume.id)
+        // Filled a word at a time: byte by byte, a debug build spent seconds here on a
+        // cooperative thread per case, long enough (with every case at once in a whole run) to
+        // starve the in-process peer past its call deadline.
         var generator = SystemRandomNumberGenerator()
-        data = (0..<(5 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        var bytes = [UInt8](repeating: 0, count: 5 << 20)
+        bytes.withUnsafeMutableBytes { raw in
+            for offset in stride(from: 0, to: raw.count, by: 8) { raw.storeBytes(of: generator.next(), toByteOffset: offset, as: UInt64.self) }
+        }
+        data = bytes
         try data.withUnsafeBytes { try handle.write(UnsafeRawBufferPointer(rebasing: $0[0..<(3 << 20)]), at: 1 << 20) }
         try data.withUnsafeBytes { try handle.write(UnsafeRawBufferPointer(rebasing: $0[(3 << 20)...]), at: 8 << 20) }
         try handle.flush()

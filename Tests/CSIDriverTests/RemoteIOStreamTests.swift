@@ -137,7 +137,12 @@ struct RemoteIOStreamTests {
                         while true {
                             let length = 4096 << Int(generator.next() % 7)
                             guard offset + length <= (thread + 1) * region else { break }
-                            let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+                            var bytes = [UInt8](repeating: 0, count: length)
+                            bytes.withUnsafeMutableBytes { raw in
+                                for offset in stride(from: 0, to: length, by: 8) {
+                                    raw.storeBytes(of: generator.next(), toByteOffset: offset, as: UInt64.self)
+                                }
+                            }
                             try bytes.withUnsafeBytes { try link.write($0, at: UInt64(offset)) }
                             pieces.append((UInt64(offset), bytes))
                             offset += length + 4096
