@@ -16,7 +16,7 @@ trap 'rm -rf "$logs"' EXIT
 
 # The failed tests and their recorded issues, from a run's log.
 failures() {
-    grep -E -A6 '✘|recorded an issue|error:|Fatal error' "$1" | cut -c1-400 | tail -n 150
+    grep -E -A12 '✘|recorded an issue|error:|Fatal error' "$1" | cut -c1-400 | tail -n 150
 }
 
 suite() { swift test --skip-build "$@"; }

@@ -137,8 +137,10 @@ final class QemuGuest: @unchecked Sendable {
         // shows up, the boot chatter that slows TCG down does not). `no_timer_check`: on a loaded
         // host the emulated CPU is too slow for the kernel's IO-APIC timer test, which then
         // panics ("IO-APIC + timer doesn't work"); `panic=-1` with -no-reboot ends QEMU instead
-        // of hanging.
-        let commandLine = ["console=ttyS0", "panic=-1", "no_timer_check", "quiet", "strata.blocks=\(workload.blocks)",
+        // of hanging. `loglevel=5` instead of `quiet`: the boot stays short, but a kernel BUG's
+        // stack trace (printed at warning level) reaches the console and a failure's log tail
+        // (one guest once hung after a migration with only "BUG: scheduling while atomic").
+        let commandLine = ["console=ttyS0", "panic=-1", "no_timer_check", "loglevel=5", "strata.blocks=\(workload.blocks)",
                            "strata.report_every=\(workload.reportEvery)", "strata.verify_every=\(workload.verifyEvery)",
                            "strata.write_delay_us=\(workload.writeDelayMicroseconds)"].joined(separator: " ")
         let policy = configuration.errorPolicy.rawValue
