@@ -43,30 +43,10 @@ for anchor in tcp-anchor.sh tls-anchor.sh; do
     [ -x "$anchors/$anchor" ] || { echo "bench-peer.sh: $anchors/$anchor is missing (--anchors DIR)" >&2; exit 1; }
 done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/strata-bench-peer.XXXXXX")
-tag=$(printf '%04x' $((RANDOM)))
-subnet=$((RANDOM % 250 + 1))
-ns_a=spb${tag}a ns_b=spb${tag}b
-addr_a=198.19.$subnet.1 addr_b=198.19.$subnet.2
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    grep " $work" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    ip netns del "$ns_a" 2>/dev/null || true
-    ip netns del "$ns_b" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-release() { # product → path of its release binary, built when needed
-    (cd "$repo" && swift build -c release --scratch-path .build-bench --product "$1" >&2)
-    echo "$(cd "$repo" && swift build -c release --scratch-path .build-bench --show-bin-path)/$1"
-}
-binary=${STRATA_CSI:-$(release strata-csi)}
+. "$repo/scripts/bench/two-nodes.sh"
+two_nodes_begin peer spb
 bench=${STRATA_BENCH:-}
-if [ "$requests" -gt 0 ] && [ -z "$bench" ]; then bench=$(release strata-bench); fi
+if [ "$requests" -gt 0 ] && [ -z "$bench" ]; then bench=$(release_binary strata-bench); fi
 
 echo "anchors ($allocated_mib MiB each)..." >&2
 tcp_line=$("$anchors/tcp-anchor.sh" "$allocated_mib")
@@ -75,40 +55,9 @@ anchor_rate() { sed -n 's/.* \([0-9][0-9]*\) MiB\/s$/\1/p' <<<"$1"; }
 tcp_rate=$(anchor_rate "$tcp_line")
 tls_rate=$(anchor_rate "$tls_line")
 
-ip netns add "$ns_a"
-ip netns add "$ns_b"
-ip link add "spb${tag}x" type veth peer name "spb${tag}y"
-ip link set "spb${tag}x" netns "$ns_a"
-ip link set "spb${tag}y" netns "$ns_b"
-ip -n "$ns_a" addr add "$addr_a/24" dev "spb${tag}x"
-ip -n "$ns_b" addr add "$addr_b/24" dev "spb${tag}y"
-for ns in "$ns_a" "$ns_b"; do ip -n "$ns" link set lo up; done
-ip -n "$ns_a" link set "spb${tag}x" up
-ip -n "$ns_b" link set "spb${tag}y" up
-
-tls=$work/tls
-mkdir -p "$tls"
-curve=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-openssl req -x509 "${curve[@]}" -keyout "$tls/ca.key" -out "$tls/ca.crt" -days 1 -subj /CN=bench-ca 2>/dev/null
-openssl req "${curve[@]}" -keyout "$tls/tls.key" -out "$tls/tls.csr" -subj /CN=bench-node 2>/dev/null
-printf 'extendedKeyUsage=serverAuth,clientAuth\n' > "$tls/leaf.ext"
-openssl x509 -req -in "$tls/tls.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial -out "$tls/tls.crt" \
-    -days 1 -extfile "$tls/leaf.ext" 2>/dev/null
-
-start_node() { # name namespace address peer-name peer-address
-    mkdir -p "$work/$1"
-    nsenter --net="/run/netns/$2" "$binary" --endpoint "unix://$work/$1/csi.sock" --state-dir "$work/$1/state" \
-        --nodeid "node-$1" --kubelet-dir "$work/$1/kubelet" --log-level warning \
-        --peer-listen "$3:9821" --peer "node-$4=$5:9821" --peer-tls-dir "$tls" >"$work/$1/driver.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 600); do
-        [ -S "$work/$1/csi.sock" ] && break
-        sleep 0.05
-    done
-    sleep 0.5
-}
-start_node a "$ns_a" "$addr_a" b "$addr_b"
-start_node b "$ns_b" "$addr_b" a "$addr_a"
+two_nodes_up
+start_node a "$ns_a" "$addr_a" b "$addr_b" --log-level warning
+start_node b "$ns_b" "$addr_b" a "$addr_a" --log-level warning
 
 size=$((size_mib << 20))
 allocated=$((allocated_mib << 20))
@@ -118,7 +67,7 @@ snapshot=$(python3 "$repo/scripts/bench/peerbench.py" golden "$repo/proto" "$wor
 sync
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-tx_bytes() { ip -n "$ns_a" -s -j link show "spb${tag}x" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["tx"]["bytes"])'; }
+tx_bytes() { ip -n "$ns_a" -s -j link show "${veth_prefix}x" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["tx"]["bytes"])'; }
 pid_a=${pids[0]} pid_b=${pids[1]}
 cpu_a=$(cpu_ticks "$pid_a") cpu_b=$(cpu_ticks "$pid_b") tx=$(tx_bytes)
 if [ -n "$perf_dir" ]; then

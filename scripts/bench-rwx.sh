@@ -29,70 +29,20 @@ for tool in fio socat openssl; do
     command -v "$tool" >/dev/null || { echo "$tool is missing: scripts/install-deps.sh installs it" >&2; exit 1; }
 done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/strata-bench-rwx.XXXXXX")
-tag=$(printf '%04x' $((RANDOM)))
-subnet=$((RANDOM % 250 + 1))
-ns_a=srb${tag}a ns_b=srb${tag}b
-addr_a=198.19.$subnet.1 addr_b=198.19.$subnet.2
-pids=()
 volume=
-cleanup() {
-    if [ -n "$volume" ]; then
-        for node in b a; do
-            python3 "$repo/scripts/bench/peerbench.py" detach "$repo/proto" "$work/$node/csi.sock" "$work/$node/kubelet" "$volume" 2>/dev/null || true
-        done
-    fi
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    grep " $work" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    ip netns del "$ns_a" 2>/dev/null || true
-    ip netns del "$ns_b" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [ -n "${STRATA_CSI:-}" ]; then
-    binary=$STRATA_CSI
-else
-    (cd "$repo" && swift build -c release --scratch-path .build-bench --product strata-csi >&2)
-    binary="$(cd "$repo" && swift build -c release --scratch-path .build-bench --show-bin-path)/strata-csi"
-fi
-
-ip netns add "$ns_a"
-ip netns add "$ns_b"
-ip link add "srb${tag}x" type veth peer name "srb${tag}y"
-ip link set "srb${tag}x" netns "$ns_a"
-ip link set "srb${tag}y" netns "$ns_b"
-ip -n "$ns_a" addr add "$addr_a/24" dev "srb${tag}x"
-ip -n "$ns_b" addr add "$addr_b/24" dev "srb${tag}y"
-for ns in "$ns_a" "$ns_b"; do ip -n "$ns" link set lo up; done
-ip -n "$ns_a" link set "srb${tag}x" up
-ip -n "$ns_b" link set "srb${tag}y" up
-
-tls=$work/tls
-mkdir -p "$tls"
-curve=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-openssl req -x509 "${curve[@]}" -keyout "$tls/ca.key" -out "$tls/ca.crt" -days 1 -subj /CN=bench-ca 2>/dev/null
-openssl req "${curve[@]}" -keyout "$tls/tls.key" -out "$tls/tls.csr" -subj /CN=bench-node 2>/dev/null
-printf 'extendedKeyUsage=serverAuth,clientAuth\n' > "$tls/leaf.ext"
-openssl x509 -req -in "$tls/tls.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial -out "$tls/tls.crt" \
-    -days 1 -extfile "$tls/leaf.ext" 2>/dev/null
-
-start_node() { # name namespace address peer-name peer-address
-    mkdir -p "$work/$1"
-    nsenter --net="/run/netns/$2" "$binary" --endpoint "unix://$work/$1/csi.sock" --state-dir "$work/$1/state" \
-        --nodeid "node-$1" --kubelet-dir "$work/$1/kubelet" --log-level warning \
-        --peer-listen "$3:9821" --peer "node-$4=$5:9821" --peer-tls-dir "$tls" >"$work/$1/driver.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 600); do
-        [ -S "$work/$1/csi.sock" ] && break
-        sleep 0.05
+# The volume is unstaged on both nodes before the drivers stop (two-nodes.sh's clean-up).
+before_cleanup() {
+    [ -n "$volume" ] || return 0
+    for node in b a; do
+        python3 "$repo/scripts/bench/peerbench.py" detach "$repo/proto" "$work/$node/csi.sock" "$work/$node/kubelet" "$volume" 2>/dev/null || true
     done
-    sleep 0.5
 }
-start_node a "$ns_a" "$addr_a" b "$addr_b"
-start_node b "$ns_b" "$addr_b" a "$addr_a"
+. "$repo/scripts/bench/two-nodes.sh"
+two_nodes_begin rwx srb
+
+two_nodes_up
+start_node a "$ns_a" "$addr_a" b "$addr_b" --log-level warning
+start_node b "$ns_b" "$addr_b" a "$addr_a" --log-level warning
 
 bench() { python3 "$repo/scripts/bench/peerbench.py" "$@"; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
