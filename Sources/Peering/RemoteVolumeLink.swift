@@ -142,14 +142,7 @@ public final class RemoteVolumeLink: Sendable {
     /// `detach()` for a caller on a blocking thread; the owner's refusal or absence is thrown
     /// (UNAVAILABLE while it cannot be reached: the caller retries later).
     public func detachWaiting() throws {
-        let done = DispatchSemaphore(value: 0)
-        let outcome = Mutex<(any Error)?>(nil)
-        Task { [self] in
-            do { try await detach() } catch { outcome.withLock { $0 = error } }
-            done.signal()
-        }
-        done.wait()
-        if let error = outcome.withLock({ $0 }) { throw error }
+        try WaitingThread.run { [self] in try await detach() }.get()
     }
 
     /// Sends one request and waits for its reply on this (non-cooperative) thread, sending it
@@ -195,24 +188,9 @@ public final class RemoteVolumeLink: Sendable {
 
     /// The request as its unary call, run on a Swift task while this thread waits.
     private func unary(_ request: Strata_Peer_V1_BlockRequest) -> Result<Strata_Peer_V1_BlockReply, RPCError> {
-        let done = DispatchSemaphore(value: 0)
-        let outcome = Mutex<Result<Strata_Peer_V1_BlockReply, RPCError>?>(nil)
-        Task { [connector, owner] in
-            let result: Result<Strata_Peer_V1_BlockReply, RPCError>
-            do {
-                result = .success(try await connector.withRemoteVolumeClient(owner) { client in
-                    try await Self.unaryCall(request, on: client)
-                })
-            } catch let error as RPCError {
-                result = .failure(error)
-            } catch {
-                result = .failure(RPCError(code: .unavailable, message: "\(error)"))
-            }
-            outcome.withLock { $0 = result }
-            done.signal()
-        }
-        done.wait()
-        return outcome.withLock { $0! }
+        WaitingThread.run { [connector, owner] in
+            try await connector.withRemoteVolumeClient(owner) { client in try await Self.unaryCall(request, on: client) }
+        }.mapError { $0 as? RPCError ?? RPCError(code: .unavailable, message: "\($0)") }
     }
 
     private static func unaryCall(

@@ -138,16 +138,7 @@ struct RemoteIOBenchmarkCommand: ParsableCommand {
 
     /// Runs `body` on a Swift task and waits for it on this thread.
     private static func wait<Value: Sendable>(_ body: @escaping @Sendable () async throws -> Value) throws -> Value {
-        let done = DispatchSemaphore(value: 0)
-        let outcome = Mutex<Result<Value, any Error>?>(nil)
-        Task {
-            let result: Result<Value, any Error>
-            do { result = .success(try await body()) } catch { result = .failure(error) }
-            outcome.withLock { $0 = result }
-            done.signal()
-        }
-        done.wait()
-        return try outcome.withLock { $0! }.get()
+        try WaitingThread.run(body).get()
     }
 
     private static func wait(_ body: @escaping @Sendable () async -> Void) {

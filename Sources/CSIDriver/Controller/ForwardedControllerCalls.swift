@@ -28,13 +28,7 @@ extension ControllerService {
     func forwardToSnapshotOrigin(_ snapshotID: String, _ request: Csi_V1_DeleteSnapshotRequest) async throws -> Bool {
         guard forwardsToOwner, let peers = context.peers,
               let origin = try await peers.directory.locateSnapshotOrigin(snapshotID) else { return false }
-        let call = Strata_Peer_V1_ForwardedCall.with { call in
-            call.method = "DeleteSnapshot"
-            call.request = (try? request.serializedData()) ?? Data()
-        }
-        _ = try await peers.directory.connector.withClient(origin) { client in
-            try await client.forwardController(call, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
-        }
+        _ = try await context.forward(method: "DeleteSnapshot", request, to: origin, as: Csi_V1_DeleteSnapshotResponse.self)
         return true
     }
 }
@@ -94,11 +88,19 @@ extension DriverContext {
         } catch let error as PeeringError where error.rpcErrorCode == .notFound {
             return nil
         }
+        return try await forward(method: method, request, to: owner, as: Response.self)
+    }
+
+    /// The controller call `method` as the node at `endpoint` answers it (ForwardController).
+    func forward<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        method: String, _ request: Request, to endpoint: PeerEndpoint, as _: Response.Type
+    ) async throws -> Response {
+        guard let peers else { throw CSIError.failedPrecondition("this driver has no peer settings to reach node \(endpoint)") }
         let call = Strata_Peer_V1_ForwardedCall.with { call in
             call.method = method
             call.request = (try? request.serializedData()) ?? Data()
         }
-        let reply = try await peers.directory.connector.withClient(owner) { client in
+        let reply = try await peers.directory.connector.withClient(endpoint) { client in
             try await client.forwardController(call, options: PeerClientPool.options(timeout: PeerClientPool.unaryTimeout))
         }
         return try Response(serializedBytes: reply.response)
