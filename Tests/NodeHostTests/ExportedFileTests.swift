@@ -8,7 +8,7 @@ import Testing
 
 extension DeviceTests {
     /// The FUSE file itself, without a loop device on top.
-    @Suite struct ExportedFiles {
+    @Suite(.blockingTolerant) struct ExportedFiles {
         static let size: UInt64 = 8 << 20
 
         @Test("exports appear as root-only regular files as large as their backend")
@@ -45,26 +45,30 @@ extension DeviceTests {
                 #expect(try DeviceIO.read(file, at: Self.size - 100, count: 4096, direct: false).count == 100)
                 #expect(try DeviceIO.read(file, at: Self.size, count: 4096, direct: false).isEmpty)
 
-                let fd = try DeviceIO.open(file, write: true, direct: false)
-                defer { close(fd) }
-                var byte: UInt8 = 1
-                #expect(pwrite(fd, &byte, 1, off_t(Self.size)) == -1 && errno == ENOSPC, "writing past the end must fail")
-                #expect(ftruncate(fd, off_t(Self.size / 2)) == -1 && errno == EPERM, "shrinking must be refused")
-                #expect(ftruncate(fd, off_t(Self.size * 2)) == -1 && errno == EPERM, "growing by truncate must be refused")
-                #expect(ftruncate(fd, off_t(Self.size)) == 0, "a no-op truncate is fine")
-                #expect(fsync(fd) == 0)
-                #expect(backend.flushCount.load(ordering: .relaxed) >= 1)
+                // Closed at the end of this block, before the export is removed (an open file
+                // keeps it busy); closed once: a second close(2) of the number can close a
+                // descriptor another thread opened meanwhile (it once closed an NIO socket).
+                do {
+                    let fd = try DeviceIO.open(file, write: true, direct: false)
+                    defer { close(fd) }
+                    var byte: UInt8 = 1
+                    #expect(pwrite(fd, &byte, 1, off_t(Self.size)) == -1 && errno == ENOSPC, "writing past the end must fail")
+                    #expect(ftruncate(fd, off_t(Self.size / 2)) == -1 && errno == EPERM, "shrinking must be refused")
+                    #expect(ftruncate(fd, off_t(Self.size * 2)) == -1 && errno == EPERM, "growing by truncate must be refused")
+                    #expect(ftruncate(fd, off_t(Self.size)) == 0, "a no-op truncate is fine")
+                    #expect(fsync(fd) == 0)
+                    #expect(backend.flushCount.load(ordering: .relaxed) >= 1)
 
-                // Punching a hole is a discard; the range reads as zeros.
-                let punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-                #expect(strata_fallocate(fd, punch, 65536, 131072) == 0)
-                #expect(backend.discards.withLock { $0.map(\.offset) } == [65536])
-                #expect(try DeviceIO.read(file, at: 65536, count: 131072, direct: false).allSatisfy { $0 == 0 })
-                // Zeroing writes zeros; extending the file is refused.
-                #expect(strata_fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 200_000, 50_000) == 0)
-                #expect(backend.bytes(at: 200_000, count: 50_000).allSatisfy { $0 == 0 })
-                #expect(strata_fallocate(fd, 0, off_t(Self.size) - 10, 100) == -1 && errno == EFBIG)
-                close(fd)
+                    // Punching a hole is a discard; the range reads as zeros.
+                    let punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+                    #expect(strata_fallocate(fd, punch, 65536, 131072) == 0)
+                    #expect(backend.discards.withLock { $0.map(\.offset) } == [65536])
+                    #expect(try DeviceIO.read(file, at: 65536, count: 131072, direct: false).allSatisfy { $0 == 0 })
+                    // Zeroing writes zeros; extending the file is refused.
+                    #expect(strata_fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 200_000, 50_000) == 0)
+                    #expect(backend.bytes(at: 200_000, count: 50_000).allSatisfy { $0 == 0 })
+                    #expect(strata_fallocate(fd, 0, off_t(Self.size) - 10, 100) == -1 && errno == EFBIG)
+                }
                 try fixture.exporter.remove(name: "io")
             }
         }
