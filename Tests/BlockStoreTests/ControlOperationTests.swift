@@ -5,7 +5,7 @@ import Testing
 @testable import BlockStore
 
 /// Create, look up, list, expand and delete: idempotency, errors and accounting.
-@Suite struct ControlOperationTests {
+@Suite(.blockingTolerant) struct ControlOperationTests {
     func expectCode(_ code: StoreError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) {
         do {
             try body()

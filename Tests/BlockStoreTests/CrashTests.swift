@@ -9,7 +9,7 @@ import Testing
 /// flush acknowledged reads back, nothing appears that no write put there, snapshots are exact,
 /// and the catalog and the files agree, whether the reopen plays the same boot or a reboot.
 /// STRATA_LONG=1 kills ten times as often.
-@Suite(.serialized) struct CrashTests {
+@Suite(.serialized, .blockingTolerant) struct CrashTests {
     static let kills = ProcessInfo.processInfo.environment["STRATA_KILLS"].flatMap { Int($0) } ?? (ProcessInfo.processInfo.environment["STRATA_LONG"] == "1" ? 2000 : 200)
     /// Kills between fresh directories; in between the worker continues on what survived.
     static let killsPerDirectory = 25

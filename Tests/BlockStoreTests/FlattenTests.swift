@@ -6,7 +6,7 @@ import Testing
 
 /// Flatten copies what a volume inherits into its own head, by hand, in the background past the
 /// soft depth limit, and while the volume is being written.
-@Suite struct FlattenTests {
+@Suite(.blockingTolerant) struct FlattenTests {
     @Test func flatteningACloneDetachesItAndReleasesItsParents() throws {
         let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())

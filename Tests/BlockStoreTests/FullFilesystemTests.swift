@@ -6,7 +6,7 @@ import Testing
 
 /// A head that cannot be made durable (the filesystem is full) fails the snapshot, flatten or
 /// close that needed it, and leaves the volume usable once there is room again.
-@Suite struct FullFilesystemTests {
+@Suite(.blockingTolerant) struct FullFilesystemTests {
     @Test("a snapshot that finds the filesystem full fails with noSpace, and the next one works")
     func snapshotOnFullFilesystem() throws {
         try Self.withStoreOnSmallFilesystem { store, mountPoint in

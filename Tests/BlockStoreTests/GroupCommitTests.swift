@@ -7,7 +7,7 @@ import Testing
 
 /// Creations that arrive together share a transaction; each still succeeds or fails on its own,
 /// and a success is reported only once it is committed.
-@Suite struct GroupCommitTests {
+@Suite(.blockingTolerant) struct GroupCommitTests {
     @Test("changes queued behind a commit go together, in groups of at most largestGroup; a failing one is rolled back alone")
     func grouping() throws {
         let database = try DatabaseQueue()

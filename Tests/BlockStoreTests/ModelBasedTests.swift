@@ -5,7 +5,7 @@ import Testing
 
 /// Thousands of random operations, each seed replayable, with every read compared byte for byte
 /// against an in-memory model of every volume and snapshot.
-@Suite struct ModelBasedTests {
+@Suite(.blockingTolerant) struct ModelBasedTests {
     /// The model: what every volume and snapshot must read as.
     struct Model {
         struct VolumeState {

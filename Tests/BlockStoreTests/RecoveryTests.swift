@@ -5,7 +5,7 @@ import Testing
 @testable import BlockStore
 
 /// The reconcile at open and what `checkConsistency` reports.
-@Suite struct RecoveryTests {
+@Suite(.blockingTolerant) struct RecoveryTests {
     @Test func layerFilesWithoutACatalogRowAreCollectedAtOpen() throws {
         let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())

@@ -6,7 +6,7 @@ import Testing
 
 /// Copying snapshots between stores through the export and import interface, as the peer
 /// service does between nodes (without the network).
-@Suite struct ReplicationTests {
+@Suite(.blockingTolerant) struct ReplicationTests {
     /// Copies a snapshot of `source` into `target` through the public interface; `stopAfter`
     /// extents of the first missing layer cuts the copy (returns the unfinished import).
     @discardableResult

@@ -6,7 +6,7 @@ import Testing
 /// A process killed while a filesystem above it stays mounted (a node plugin restarted under a
 /// running pod): writes it completed but never flushed are still in the page cache and must be
 /// kept; after a reboot they are punched as before.
-@Suite struct SameBootRecoveryTests {
+@Suite(.blockingTolerant) struct SameBootRecoveryTests {
     /// A volume with a flushed cluster 0, then a crash that left cluster 5 written but unmapped
     /// (a whole cluster), cluster 7 with two whole subclusters, and subcluster 0 of cluster 9
     /// torn (its first 4 KiB of 8 KiB written: 128 KiB clusters have 8 KiB subclusters).

@@ -6,7 +6,7 @@ import Testing
 
 /// Multi-node volumes in the store: the flag is part of a volume's identity, other nodes that
 /// stage one are remembered across a reopen, and a volume some node stages is never deleted.
-@Suite struct SharingTests {
+@Suite(.blockingTolerant) struct SharingTests {
     @Test func multiNodeIsPartOfTheVolumeAndOfIdempotency() throws {
         let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())

@@ -5,7 +5,7 @@ import Testing
 /// Copy-up per subcluster: a small write into an inherited cluster copies only the 4 KiB pieces
 /// it touches, and the rest of the cluster keeps coming from below, at any depth, across
 /// reopen, crash recovery, discard and flatten.
-@Suite struct SubclusterTests {
+@Suite(.blockingTolerant) struct SubclusterTests {
     static let cluster = 65536
     static let subcluster = 4096
 

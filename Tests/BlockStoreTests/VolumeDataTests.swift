@@ -4,7 +4,7 @@ import Testing
 @testable import BlockStore
 
 /// Data written through the store reads back byte-exact, at any alignment and through clones.
-@Suite struct VolumeDataTests {
+@Suite(.blockingTolerant) struct VolumeDataTests {
     @Test(arguments: [UInt32(4096), 65536, 1 << 20])
     func unalignedWritesReadBackExactly(clusterSize: UInt32) throws {
         let directory = try TemporaryDirectory(.fast)

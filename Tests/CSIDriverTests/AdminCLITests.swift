@@ -16,7 +16,7 @@ import Testing
 /// The real `strata` binary against a driver serving a golden image's family: a golden snapshot,
 /// three clones, a snapshot of one clone and a clone of that (depth 3), while a clone is being
 /// written and read.
-@Suite("strata CLI over the admin socket", .serialized)
+@Suite("strata CLI over the admin socket", .serialized, .blockingTolerant)
 struct AdminCLITests {
     /// The CLI `swift build` put beside the test bundle.
     static var binaryPath: String {

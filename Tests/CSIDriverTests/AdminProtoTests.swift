@@ -1,8 +1,9 @@
 import AdminProto
 import Foundation
+import StrataTestSupport
 import Testing
 
-@Suite("Admin proto contract")
+@Suite("Admin proto contract", .blockingTolerant)
 struct AdminProtoTests {
     @Test("Sources/AdminProto was generated from the current proto/admin.proto")
     func generatedCodeMatchesProto() throws {

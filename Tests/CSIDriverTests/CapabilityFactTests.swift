@@ -10,7 +10,7 @@ import Testing
 /// Tests/DeployTests/deploycheck/driver_capabilities.json. This keeps that file the driver's
 /// own answer, for every profile, mode and --controller-expansion, so the deploy checks can
 /// never reason about a driver other than this one.
-@Suite("Capabilities: the deploy checks' fact file")
+@Suite("Capabilities: the deploy checks' fact file", .blockingTolerant)
 struct CapabilityFactTests {
     static let factFile = Repository.root.appending(path: "Tests/DeployTests/deploycheck/driver_capabilities.json")
 

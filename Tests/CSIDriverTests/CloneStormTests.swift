@@ -4,10 +4,11 @@ import CSIProto
 import Foundation
 import GRPCCore
 import Synchronization
+import StrataTestSupport
 import Testing
 
 /// The golden-image pattern as CDI drives it: a storm of clones of one snapshot.
-@Suite("Controller: clone storm")
+@Suite("Controller: clone storm", .blockingTolerant)
 struct CloneStormTests {
     struct Outcome: Sendable {
         let index: Int

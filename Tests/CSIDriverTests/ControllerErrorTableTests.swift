@@ -1,11 +1,12 @@
 @testable import CSIDriver
 import CSIProto
 import GRPCCore
+import StrataTestSupport
 import Testing
 
 /// The error rows of the CSI spec's tables (and the required-field checks) for every controller
 /// RPC: each answered with the spec's code, and nothing created along the way.
-@Suite("Controller: error codes")
+@Suite("Controller: error codes", .blockingTolerant)
 struct ControllerErrorTableTests {
     /// What each row may refer to: an existing volume and snapshot.
     struct Fixture: Sendable {

@@ -3,9 +3,10 @@ import BlockStore
 import CSIProto
 import Foundation
 import GRPCCore
+import StrataTestSupport
 import Testing
 
-@Suite("Controller: snapshots and clones")
+@Suite("Controller: snapshots and clones", .blockingTolerant)
 struct ControllerSnapshotTests {
     @Test("CreateSnapshot is ready at once, idempotent by name, ALREADY_EXISTS for another source")
     func createSnapshot() async throws {

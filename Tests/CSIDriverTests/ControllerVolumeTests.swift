@@ -2,9 +2,10 @@ import BlockStore
 @testable import CSIDriver
 import CSIProto
 import GRPCCore
+import StrataTestSupport
 import Testing
 
-@Suite("Controller: volumes")
+@Suite("Controller: volumes", .blockingTolerant)
 struct ControllerVolumeTests {
     @Test("Capabilities list exactly what is implemented")
     func capabilities() async throws {

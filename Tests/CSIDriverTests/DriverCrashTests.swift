@@ -12,7 +12,7 @@ import Testing
 /// The real strata-csi under a mixed workload, killed with SIGKILL at random moments, then
 /// restarted: what it acknowledged must still be true, what it did not must be finishable by
 /// a retry, and nothing may leak. 100 kills here; `STRATA_LONG=1` makes it 1,000.
-@Suite("Driver crash and restart", .serialized, .enabled(if: NodeEnvironment.available))
+@Suite("Driver crash and restart", .serialized, .enabled(if: NodeEnvironment.available), .blockingTolerant)
 struct DriverCrashTests {
     static var kills: Int { ProcessInfo.processInfo.environment["STRATA_LONG"] == "1" ? 1000 : 100 }
 

@@ -11,7 +11,7 @@ import Testing
 
 /// Issue 7: a full disk yields RESOURCE_EXHAUSTED and a consistent store, not corruption.
 /// The driver's state directory is a 64 MiB ext4 filesystem on a loop device, filled for real.
-@Suite("Full disk")
+@Suite("Full disk", .blockingTolerant)
 struct FullDiskTests {
     static let chunk = 1 << 20
 

@@ -3,9 +3,10 @@ import BlockStore
 import CSIProto
 import Foundation
 import GRPCCore
+import StrataTestSupport
 import Testing
 
-@Suite("GroupController")
+@Suite("GroupController", .blockingTolerant)
 struct GroupControllerTests {
     @Test("A group snapshot captures every volume at one point, idempotently, and is deleted as a whole")
     func lifecycle() async throws {

@@ -6,12 +6,13 @@ import CSIProto
 import CSIValidation
 import Foundation
 import GRPCCore
+import StrataTestSupport
 import Testing
 
 /// Malformed and hostile requests to every service: each gets the CSI spec's code and a message
 /// that says what is wrong, the driver keeps serving, and nothing is created, mounted or written.
 /// The rows are in the `HostileInputTests+…Rows.swift` files, one per service area.
-@Suite("Hostile input", .serialized)
+@Suite("Hostile input", .serialized, .blockingTolerant)
 struct HostileInputTests {
     /// Real objects the rows point at, so that each row differs from a valid call in one way only.
     struct Fixture: Sendable {

@@ -4,7 +4,7 @@ import Testing
 
 /// Other gRPC implementations must be able to talk to the driver: kubelet and every CSI sidecar
 /// use grpc-go; tooling often uses Python's grpcio.
-@Suite("Interop with other gRPC implementations", .serialized)
+@Suite("Interop with other gRPC implementations", .serialized, .blockingTolerant)
 struct InteropTests {
     struct GoClientSummary: Decodable {
         let calls: Int

@@ -9,7 +9,7 @@ import Testing
 /// What the keeper must not do (serve a descriptor for the wrong volume) and what its own
 /// crash costs (the volumes it held are cut at the driver's next restart, reported abnormal,
 /// and come back when their pods restart).
-@Suite("FUSE keeper failures", .serialized, .enabled(if: NodeEnvironment.available))
+@Suite("FUSE keeper failures", .serialized, .enabled(if: NodeEnvironment.available), .blockingTolerant)
 struct KeeperFailureTests {
     static let patternBytes = 1 << 20
 

@@ -7,7 +7,7 @@ import StrataTestSupport
 import Testing
 
 /// The keeper on its own: what it holds, hands back and drops, and what it refuses.
-@Suite("strata-fuse-keeper protocol", .serialized, .enabled(if: NodeEnvironment.available))
+@Suite("strata-fuse-keeper protocol", .serialized, .enabled(if: NodeEnvironment.available), .blockingTolerant)
 struct KeeperProtocolTests {
     @Test func holdsListsAndDropsDescriptors() throws {
         let directory = try TemporaryDirectory()

@@ -12,7 +12,7 @@ import Testing
 /// and published on node B for the incoming QEMU, the migration driven through QMP as libvirt
 /// does it, then A unpublished and unstaged as the kubelet does when the source pod ends. The
 /// guest writes numbered, checksummed blocks with O_DIRECT (cache=none) and reads them back.
-@Suite("Live migration on Strata", .serialized, .enabled(if: NodeEnvironment.available && MultiNodeEnvironment.available))
+@Suite("Live migration on Strata", .serialized, .enabled(if: NodeEnvironment.available && MultiNodeEnvironment.available), .blockingTolerant)
 struct LiveMigrationTests {
     static let diskBytes: Int64 = 64 << 20
     /// 2048 blocks of 4 KiB: the first 8 MiB of the disk; the golden image's data lies beyond.

@@ -10,7 +10,7 @@ import StrataTestSupport
 import Testing
 
 /// What an admin's Prometheus sees: the real binary, scraped over HTTP.
-@Suite("Metrics")
+@Suite("Metrics", .blockingTolerant)
 struct MetricsTests {
     @Test("--metrics-address serves every call by method and gRPC code, its duration, and what the store holds")
     func scrape() async throws {

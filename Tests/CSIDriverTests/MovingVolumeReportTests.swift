@@ -8,7 +8,7 @@ import Testing
 /// A volume mid-handover, as its old owner reports it: frozen for the node taking it over (the
 /// store's state between the owner's freeze and the new owner's release, which a real handover
 /// passes through in milliseconds), set up directly in the store so each report can be read in it.
-@Suite("Moving volume reports")
+@Suite("Moving volume reports", .blockingTolerant)
 struct MovingVolumeReportTests {
     @Test("Frozen for node-b: the conditions, strata ls/tree/df and the census say it is moving, from where to where, at which epoch")
     func frozenForItsNextOwner() async throws {

@@ -9,7 +9,7 @@ import Testing
 
 /// Three nodes, each a network namespace with its own real strata-csi: snapshots and volumes of
 /// one node cloned on the others, through the peer protocol's sparse layer transfer.
-@Suite("Multi-node clones", .serialized, .enabled(if: NodeEnvironment.available && MultiNodeEnvironment.available))
+@Suite("Multi-node clones", .serialized, .enabled(if: NodeEnvironment.available && MultiNodeEnvironment.available), .blockingTolerant)
 struct MultiNodeTests {
     static let volumeBytes: Int64 = 256 << 20
 

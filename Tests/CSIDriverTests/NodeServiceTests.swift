@@ -11,7 +11,7 @@ import Testing
 
 /// The node path for real: FUSE export, loop devices, mkfs, mounts and binds, through the CSI
 /// Node RPCs exactly as kubelet calls them. Serialized: they share the kernel's loop devices.
-@Suite("Node service on real devices", .serialized, .enabled(if: NodeEnvironment.available))
+@Suite("Node service on real devices", .serialized, .enabled(if: NodeEnvironment.available), .blockingTolerant)
 struct NodeServiceTests {
     @Test("Filesystem volumes: files survive snapshot and clone; clones and the snapshot stay independent", arguments: ["ext4", "xfs"])
     func filesystemLifecycle(fsType: String) async throws {

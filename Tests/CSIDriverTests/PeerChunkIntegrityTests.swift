@@ -13,7 +13,7 @@ import Testing
 /// must be refused (DATA_LOSS from the fetch) and leave no replica; the same stream unaltered
 /// commits byte-exact. In process (no root, no network): the checks are the fetcher's, whatever
 /// the transport.
-@Suite("Peer chunk integrity")
+@Suite("Peer chunk integrity", .blockingTolerant)
 struct PeerChunkIntegrityTests {
     enum Alteration: String, CaseIterable, Sendable {
         case none, flippedByte, movedExtent, droppedChunk, wrongLayerDigest

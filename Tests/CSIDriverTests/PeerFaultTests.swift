@@ -11,7 +11,7 @@ import Testing
 
 /// The peer protocol under attack and under failure: strangers are refused, hostile requests
 /// learn nothing, and a clone completes from whichever holder is reachable.
-@Suite("Peer faults", .serialized, .enabled(if: NodeEnvironment.available && MultiNodeEnvironment.available))
+@Suite("Peer faults", .serialized, .enabled(if: NodeEnvironment.available && MultiNodeEnvironment.available), .blockingTolerant)
 struct PeerFaultTests {
     /// A client of node `node`'s peer port with the certificate in `folder` (nil: none at all).
     static func withPeerClient<Result: Sendable>(

@@ -11,7 +11,7 @@ import Testing
 /// killed at random moments and started again with the same flags. With the keeper, the
 /// writers see no error and lose nothing; without it, the same test shows today's failure.
 /// 100 restarts (STRATA_LONG=1: 1,000) with SIGKILL, a quarter as many with SIGTERM.
-@Suite("Node plugin restart under running I/O", .serialized, .enabled(if: NodeEnvironment.available))
+@Suite("Node plugin restart under running I/O", .serialized, .enabled(if: NodeEnvironment.available), .blockingTolerant)
 struct PluginRestartTests {
     static var kills: Int {
         let environment = ProcessInfo.processInfo.environment

@@ -6,7 +6,7 @@ import StrataTestSupport
 import Testing
 
 /// The generated code and the logging rules must follow proto/csi.proto.
-@Suite("CSI proto contract")
+@Suite("CSI proto contract", .blockingTolerant)
 struct ProtoContractTests {
     static let protoPath = Repository.path("proto/csi.proto")
 

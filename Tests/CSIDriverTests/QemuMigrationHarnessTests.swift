@@ -10,7 +10,7 @@ import Testing
 /// reads back checksummed blocks migrates to a second QEMU and goes on there with every block
 /// intact; a cancelled migration leaves it running on the source; and the workload does notice
 /// a block changed under it, so "no ERROR line" means something.
-@Suite("QEMU migration harness", .serialized)
+@Suite("QEMU migration harness", .serialized, .blockingTolerant)
 struct QemuMigrationHarnessTests {
     /// 2048 blocks of 4 KiB (8 MiB of the 64 MiB disk): rounds come around quickly, so blocks are
     /// rewritten, and a read-back pass every 500 writes stays cheap under TCG.

@@ -14,7 +14,7 @@ import Testing
 /// lives on node A, node B stages it too and serves a real block device whose I/O goes to A,
 /// each node sees the other's writes, a third node is refused, and the volume is deleted
 /// through any node's controller.
-@Suite("ReadWriteMany Block", .serialized, .enabled(if: NodeEnvironment.available && MultiNodeEnvironment.available))
+@Suite("ReadWriteMany Block", .serialized, .enabled(if: NodeEnvironment.available && MultiNodeEnvironment.available), .blockingTolerant)
 struct ReadWriteManyTests {
     static let volumeBytes: Int64 = 64 << 20
 

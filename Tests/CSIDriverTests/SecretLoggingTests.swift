@@ -11,7 +11,7 @@ import Testing
 /// Issue 2: a csi_secret value never appears in the log, even at debug level where request
 /// bodies are logged, and never comes back in an error message. Proven on the real binary,
 /// over its socket, with the secret in every `secrets` map of every RPC that has one.
-@Suite("Secrets are never logged")
+@Suite("Secrets are never logged", .blockingTolerant)
 struct SecretLoggingTests {
     /// Distinctive and plain (no character JSON would escape), so a leak would show verbatim.
     static let secret = "StrataSecretValue7c41e09b"

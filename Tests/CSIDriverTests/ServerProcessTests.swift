@@ -8,7 +8,7 @@ import StrataTestSupport
 import Testing
 
 /// The driver as an operator runs it: the real binary on a real socket.
-@Suite("strata-csi process")
+@Suite("strata-csi process", .blockingTolerant)
 struct ServerProcessTests {
     @Test("Identity answers over the socket")
     func identity() async throws {

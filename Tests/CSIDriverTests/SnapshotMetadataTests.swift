@@ -11,7 +11,7 @@ import Testing
 /// overwritten and discarded through a staged block device, a flatten and an expansion between
 /// snapshots, and every answer compared with a byte-by-byte comparison of the snapshots read
 /// through clones, at 4 KiB (the subcluster size of the default 64 KiB clusters).
-@Suite("SnapshotMetadata: allocated and changed blocks", .serialized)
+@Suite("SnapshotMetadata: allocated and changed blocks", .serialized, .blockingTolerant)
 struct SnapshotMetadataTests {
     static let block = 4096
     static let mebibyte = 1 << 20

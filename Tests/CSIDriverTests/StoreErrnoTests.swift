@@ -4,11 +4,12 @@
 import BlockStore
 @testable import CSIDriver
 @testable import NodeHost
+import StrataTestSupport
 import Testing
 
 /// What the filesystem above a staged volume sees when the store fails an I/O: the errno that
 /// says why (a full pool is ENOSPC), not EIO for everything.
-@Suite("Store errors at the kernel boundary")
+@Suite("Store errors at the kernel boundary", .blockingTolerant)
 struct StoreErrnoTests {
     @Test("each store error reaches the kernel as its errno", arguments: [
         (StoreError.Code.noSpace, ENOSPC),

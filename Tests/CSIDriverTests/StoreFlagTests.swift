@@ -8,7 +8,7 @@ import StrataTestSupport
 import Testing
 
 /// The store's policies are the operator's to set: the flags must reach the store.
-@Suite("Store flags")
+@Suite("Store flags", .blockingTolerant)
 struct StoreFlagTests {
     @Test("--chain-depth-hard-limit refuses the snapshot that would go past it with RESOURCE_EXHAUSTED")
     func hardChainDepthLimit() async throws {

@@ -5,7 +5,7 @@ import Testing
 /// deploy/ is what cluster admins apply; these tests validate it offline with
 /// validate_manifests.py (Kubernetes schemas plus the cross-references that break an install
 /// silently), and prove the validator notices each kind of mistake it is meant to catch.
-@Suite struct DeployManifestTests {
+@Suite(.blockingTolerant) struct DeployManifestTests {
     @Test func deployDirectoryValidates() throws {
         let run = try ManifestValidator.run(deployDirectory: ManifestValidator.deployDirectory)
         #expect(run.status == 0, "validate_manifests.py failed:\n\(run.output)")

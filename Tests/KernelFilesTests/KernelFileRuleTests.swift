@@ -4,7 +4,7 @@ import Testing
 
 /// No Foundation whole-file read names a /proc or /sys path anywhere in Sources or Tests: those
 /// reads stop at the first short read, which a seq_file always gives (see `KernelFile`).
-@Suite("KernelFile rule: /proc and /sys are read through KernelFile only")
+@Suite("KernelFile rule: /proc and /sys are read through KernelFile only", .blockingTolerant)
 struct KernelFileRuleTests {
     static let root = Repository.root
 

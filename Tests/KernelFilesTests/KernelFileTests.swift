@@ -1,9 +1,10 @@
 import Foundation
 import Glibc
 import KernelFiles
+import StrataTestSupport
 import Testing
 
-@Suite("KernelFile: reads /proc and /sys files to their end")
+@Suite("KernelFile: reads /proc and /sys files to their end", .blockingTolerant)
 struct KernelFileTests {
     /// A FIFO behaves as a seq_file does for the point that matters: its first read returns less
     /// than asked although more follows. Foundation's whole-file read stops there (the cause of

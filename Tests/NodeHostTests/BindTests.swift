@@ -7,7 +7,7 @@ import Testing
 @testable import NodeHost
 
 extension DeviceTests {
-    @Suite struct Binds {
+    @Suite(.blockingTolerant) struct Binds {
         static let size: UInt64 = 320 << 20
 
         @Test("a staged filesystem bound read-write and read-only to two targets")

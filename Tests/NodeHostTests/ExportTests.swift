@@ -6,11 +6,11 @@ import Testing
 
 /// Every test that creates mounts or loop devices lives under this one serialized suite:
 /// they share the machine's loop devices and mount table.
-@Suite(.serialized, .enabled(if: NodeEnvironment.available, NodeEnvironment.skipReason))
+@Suite(.serialized, .enabled(if: NodeEnvironment.available, NodeEnvironment.skipReason), .blockingTolerant)
 struct DeviceTests {}
 
 extension DeviceTests {
-    @Suite struct Export {
+    @Suite(.blockingTolerant) struct Export {
         static let mebibyte: UInt64 = 1 << 20
 
         @Test("raw bytes through the loop device reach the backend and come back", arguments: [true, false])

@@ -7,7 +7,7 @@ import Testing
 @testable import NodeHost
 
 extension DeviceTests {
-    @Suite struct Filesystems {
+    @Suite(.blockingTolerant) struct Filesystems {
         /// mkfs.xfs refuses filesystems under 300 MB.
         static let size: UInt64 = 320 << 20
 

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Glibc
 import KernelFiles
+import StrataTestSupport
 import Testing
 
 @testable import NodeHost
@@ -11,7 +12,7 @@ extension DeviceTests {
     /// lowest-first. An exporter's stop must abort its own connection, never the one that has
     /// its number now: here a FUSE mount of another mount namespace, as another container's
     /// would be, which our mountinfo never shows.
-    @Suite struct FuseAbort {
+    @Suite(.blockingTolerant) struct FuseAbort {
         @Test("stop aborts its own connection, not another namespace's mount that took its number")
         func stopSparesReusedConnectionNumber() throws {
             // fusectl is mounted where this test can see it, not over the host's own directory.

@@ -1,12 +1,13 @@
 import Foundation
 import Glibc
 import KernelFiles
+import StrataTestSupport
 import Testing
 
 @testable import NodeHost
 
 /// Parsing and validation that need no devices.
-@Suite struct UnitTests {
+@Suite(.blockingTolerant) struct UnitTests {
     @Test("export names must be one safe path component", arguments: [
         "", ".", "..", "a/b", "/a", "a\u{0}b", "x..y", "new\nline", "tab\t", String(repeating: "n", count: 256),
     ])
