@@ -1,4 +1,5 @@
 import Foundation
+import StrataTestSupport
 import Logging
 @testable import BlockStore
 
@@ -58,20 +59,11 @@ extension BlockStore {
     }
 }
 
-/// Runs `body` on `count` threads at once and rethrows the first error.
+/// Runs `body` on `count` threads at once and rethrows the first error (threads of their own:
+/// see `OwnThreads`).
 func concurrently(_ count: Int, _ body: @escaping @Sendable (Int) throws -> Void) throws {
-    let errors = NSLock()
-    nonisolated(unsafe) var firstError: (any Error)?
-    DispatchQueue.concurrentPerform(iterations: count) { index in
-        do {
-            try body(index)
-        } catch {
-            errors.lock()
-            if firstError == nil { firstError = error }
-            errors.unlock()
-        }
-    }
-    if let firstError { throw firstError }
+    let outcomes = OwnThreads.run(count) { index in Result { try body(index) } }
+    for outcome in outcomes { try outcome.get() }
 }
 
 extension StoreError.Code {

@@ -14,7 +14,7 @@ import Testing
 /// matched by id; a stream that breaks with requests on it; an owner that refuses; an owner whose
 /// driver predates the stream. In process (no root, no network): the subject is the link's and
 /// the owner service's logic; the multi-node suites run it over mutual TLS between namespaces.
-@Suite("Remote I/O stream")
+@Suite("Remote I/O stream", .blockingTolerant)
 struct RemoteIOStreamTests {
     @Test("Writes from 16 threads at once read back byte-exact through the link and on the owner's store, over one stream")
     func concurrentRequestsShareOneStream() async throws {
@@ -55,7 +55,7 @@ struct RemoteIOStreamTests {
             let stale = RemoteVolumeLink(
                 volumeID: link.volumeID, nodeID: "node-b", owner: link.owner, epoch: volume.epoch + 1, size: link.size, connector: link.connector)
             defer { stranger.close(); stale.close() }
-            let outcomes = await Self.onWorkerThread { () -> [String] in
+            let outcomes = try await Self.onWorkerThread { () -> [String] in
                 let block = [UInt8](repeating: 0xEE, count: 4096)
                 var seen: [String] = []
                 for link in [stranger, stale] {
@@ -178,16 +178,9 @@ struct RemoteIOStreamTests {
     }
 
     /// Runs blocking link calls on a Dispatch thread, as FUSE worker threads make them.
+    /// A FUSE worker's thread (one of its own: see `OwnThreads`).
     static func onWorkerThread<Value: Sendable>(_ body: @escaping @Sendable () throws -> Value) async throws -> Value {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
-        }
-    }
-
-    static func onWorkerThread<Value: Sendable>(_ body: @escaping @Sendable () -> Value) async -> Value {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: body()) }
-        }
+        try await OwnThreads.run(body)
     }
 }
 

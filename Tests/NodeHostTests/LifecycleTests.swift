@@ -9,7 +9,7 @@ import Testing
 
 extension DeviceTests {
     /// Idempotency of attach and detach, device discovery, and what survives an exporter's end.
-    @Suite struct Lifecycle {
+    @Suite(.blockingTolerant) struct Lifecycle {
         static let size: UInt64 = 320 << 20
 
         @Test("attach and detach are idempotent and attachments are found again by file")
@@ -47,16 +47,14 @@ extension DeviceTests {
                 let names = (0..<4).map { "concurrent-\($0)" }
                 var files: [String] = []
                 for name in names { files.append(try fixture.exporter.add(name: name, backend: MemoryBackend(size: 8 << 20))) }
-                let results = Mutex<[Int: Result<String, NodeHostError>]>([:])
                 let attacher = fixture.attacher, sharedFiles = files
-                DispatchQueue.concurrentPerform(iterations: files.count) { index in
-                    let outcome = Result { try attacher.attach(file: sharedFiles[index], readOnly: false, directIO: true) }
+                let outcomes = OwnThreads.run(files.count) { index in
+                    Result { try attacher.attach(file: sharedFiles[index], readOnly: false, directIO: true) }
                         .mapError { $0 as? NodeHostError ?? NodeHostError(.systemCall, "\($0)") }
-                    results.withLock { $0[index] = outcome }
                 }
                 var attached: [String] = []
                 for index in files.indices {
-                    let device = try results.withLock { $0[index]! }.get()
+                    let device = try outcomes[index].get()
                     #expect(try attacher.device(backingFile: files[index]) == device)
                     attached.append(device)
                 }
