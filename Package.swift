@@ -75,6 +75,7 @@ let package = Package(
             name: "Peering",
             dependencies: [
                 "BlockStore", "PeerProto",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "Crypto", package: "swift-crypto"),

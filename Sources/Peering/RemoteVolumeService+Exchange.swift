@@ -4,8 +4,8 @@ import GRPCCore
 import PeerProto
 
 /// The owner's side of the Exchange stream: the stager's block requests, many in flight on one
-/// stream, each run as its unary call would be (same authorisation, same checks) on Dispatch's
-/// pool, and answered as it completes. Nothing per request touches the cooperative threads but
+/// stream, each run as its unary call would be (same authorisation, same checks) on the block
+/// I/O threads (BlockingWork), and answered as it completes. Nothing per request touches the cooperative threads but
 /// reading the request and writing the reply.
 extension RemoteVolumeService {
     /// Requests of one stream being served at once; later ones wait to be read (HTTP/2 flow
@@ -28,7 +28,7 @@ extension RemoteVolumeService {
                 for try await request in requests {
                     await limit.acquire()
                     outstanding.enter()
-                    DispatchQueue.global().async {
+                    BlockingWork.submitBlockIO {
                         sink.yield(answer(request))
                         limit.release()
                         outstanding.leave()
