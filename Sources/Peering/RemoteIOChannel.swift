@@ -39,6 +39,9 @@ final class RemoteIOChannel: Sendable {
         var stream: OpenStream?
         var waiting: [UInt64: (generation: UInt64, waiter: Waiter)] = [:]
         var closed = false
+        /// The owner answered UNIMPLEMENTED: its driver predates the stream. Kept, so that
+        /// callers arriving after that answer learn it at once instead of each asking again.
+        var unsupported: RPCError?
     }
 
     private let state = Mutex(State())
@@ -57,6 +60,7 @@ final class RemoteIOChannel: Sendable {
         let waiter = Waiter()
         let (sink, generation, id) = try state.withLock { state throws(RPCError) in
             guard !state.closed else { throw RPCError(code: .unavailable, message: "the link to \(owner) is closed") }
+            if let unsupported = state.unsupported { throw unsupported }
             let stream = state.stream ?? openStream(&state)
             let id = state.nextID
             state.nextID &+= 1
@@ -138,6 +142,7 @@ final class RemoteIOChannel: Sendable {
     /// call opens a new stream.
     private func fail(_ generation: UInt64, with error: RPCError) {
         let failed = state.withLock { state -> [Waiter] in
+            if error.code == .unimplemented { state.unsupported = error }
             if state.stream?.generation == generation {
                 state.stream?.sink.finish()
                 state.stream = nil
