@@ -6,7 +6,7 @@ import Testing
 
 /// Many threads at once: copy-ups of one cluster do not lose each other's bytes, and a snapshot
 /// taken while writes run holds each write whole or not at all, in order.
-@Suite struct ConcurrencyTests {
+@Suite(.blockingTolerant) struct ConcurrencyTests {
     @Test func partialWritesIntoOneInheritedClusterFromManyThreads() throws {
         let directory = try TemporaryDirectory(.fast)
         let store = try BlockStore(directory: directory.path, options: testOptions())
@@ -59,9 +59,15 @@ import Testing
         let handle = try store.open(volumeID: volume.id)
         let finished = Atomic<Int>(0)
         let snapshotIDs = Mutex<[String]>([])
+        // The writers wait half-way for the first snapshot, so at least one is taken while they
+        // write: on a busy machine they could otherwise finish before this thread takes any.
+        let firstSnapshotTaken = Atomic<Bool>(false)
         let writer = Thread {
             try? concurrently(threads) { thread in
                 for index in 0..<blocksPerThread {
+                    if index == blocksPerThread / 2 {
+                        while !firstSnapshotTaken.load(ordering: .acquiring) { usleep(200) }
+                    }
                     let offset = (thread * blocksPerThread + index) * block
                     try handle.write(pattern(seed: UInt64(offset + 1), count: block), at: UInt64(offset))
                 }
@@ -73,6 +79,7 @@ import Testing
         while finished.load(ordering: .acquiring) == 0 {
             let snapshot = try store.createSnapshot(name: "s\(number)", of: volume.id)
             snapshotIDs.withLock { $0.append(snapshot.id) }
+            firstSnapshotTaken.store(true, ordering: .releasing)
             number += 1
         }
         #expect(number > 0)
