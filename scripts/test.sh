@@ -19,7 +19,12 @@ failures() {
     grep -E -A12 '✘|recorded an issue|error:|Fatal error' "$1" | cut -c1-400 | tail -n 150
 }
 
-suite() { swift test --skip-build "$@"; }
+# Test cases run side by side, at most STRATA_TEST_PARALLELISM (8) at a time: without a bound,
+# Swift Testing starts every case of the suite at once, and a hundred drivers, FUSE exports and
+# QEMU guests on two cores turn timeouts meant for one slow machine into failures.
+suite() {
+    swift test --skip-build --experimental-maximum-parallelization-width "${STRATA_TEST_PARALLELISM:-8}" "$@"
+}
 
 # A failure fails the script. A failed run is run once more, whole, only to say which kind it is:
 # BROKEN (it failed again) or FLAKY (it passed the second time: a race in the test or in the
