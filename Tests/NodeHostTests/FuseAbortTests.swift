@@ -10,10 +10,10 @@ import Testing
 extension DeviceTests {
     /// FUSE connection numbers (fusectl's names, the mounts' device numbers) are reused
     /// lowest-first. An exporter's stop must abort its own connection, never the one that has
-    /// its number now: here a FUSE mount of another mount namespace, as another container's
-    /// would be, which our mountinfo never shows.
+    /// its number now: here a FUSE mount our mountinfo never lists (detached, kept alive by a
+    /// descriptor), as another container's would be.
     @Suite(.blockingTolerant) struct FuseAbort {
-        @Test("stop aborts its own connection, not another namespace's mount that took its number")
+        @Test("stop aborts its own connection, not a hidden mount that took its number")
         func stopSparesReusedConnectionNumber() throws {
             // fusectl is mounted where this test can see it, not over the host's own directory.
             let fusectl = "\(NodeFixture.base)/fusectl-\(getpid())"
@@ -46,17 +46,18 @@ extension DeviceTests {
                 _ = umount2(exporter.mountPoint, Int32(MNT_FORCE))
                 _ = umount2(exporter.mountPoint, Int32(MNT_DETACH))
 
-                // Another mount namespace mounts FUSE; if our number is free, it gets it.
+                // Another FUSE mount our mountinfo does not show; if our number is free, it gets it.
                 let source = fixture.path("other-source")
                 let target = fixture.path("other-mount")
                 try Syscall.makeDirectories(source)
                 try Syscall.makeDirectories(target)
-                                var other = try OtherNamespaceMount(source: source, target: target)
+                var other = try HiddenFuseMount(source: source, target: target)
                 for _ in 0..<10 where other.connectionNumber != number && access("\(fusectl)/\(number)", F_OK) != 0 {
                     other.stop()
-                    other = try OtherNamespaceMount(source: source, target: target)
+                    other = try HiddenFuseMount(source: source, target: target)
                 }
                 defer { other.stop() }
+                #expect(other.connectionNumber != nil, "bindfs never mounted \(target)")
 
                 // Our stop, with the worker still busy: it must abort our connection only.
                 let stopped = DispatchSemaphore(value: 0)
@@ -66,7 +67,7 @@ extension DeviceTests {
                 backend.gate.signal()
                 #expect(stopped.wait(timeout: .now() + 15) == .success, "stop did not return")
 
-                #expect(other.isServing, "the other namespace's FUSE mount (connection \(other.connectionNumber), ours was \(number)) was aborted")
+                #expect(other.isServing, "the hidden FUSE mount (connection \(other.connectionNumber), ours was \(number)) was aborted")
             }
         }
     }
@@ -90,28 +91,38 @@ final class GatedBackend: BlockBackend, @unchecked Sendable {
     func flush() throws {}
 }
 
-/// A FUSE mount (bindfs in the foreground) in a mount namespace of its own: invisible in ours.
-struct OtherNamespaceMount {
+/// A live FUSE mount that no mountinfo lists: bindfs (in the foreground) mounts it here, a
+/// descriptor pins its filesystem, and the mount is detached at once, as another container's
+/// mount is invisible to us. Not a mount namespace of its own (`unshare --mount`): a new mount
+/// namespace starts with a copy of every mount of ours, other tests' ext4 staging mounts
+/// included, and holds their filesystems alive after those tests unmount them; their last
+/// journal writes then reached exports already stopped (a whole run's PluginRestartTests found
+/// its filesystem with an unreplayed journal, "Aborting journal" in dmesg).
+struct HiddenFuseMount {
     let process = Process()
     let target: String
+    /// Its connection number (nil when bindfs never mounted).
+    let connectionNumber: UInt32?
+    private let pin: Int32
 
     init(source: String, target: String) throws {
         self.target = target
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
-        process.arguments = ["--mount", "--propagation", "private", "bindfs", "-f", source, target]
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/bindfs")
+        process.arguments = ["-f", source, target]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        for _ in 0..<100 where connectionNumber == nil { usleep(50_000) }
-    }
-
-    /// Its connection number, read inside its namespace (nil until mounted).
-    var connectionNumber: UInt32? {
-        guard process.isRunning,
-              let output = try? Command.check("nsenter", ["--target", "\(process.processIdentifier)", "--mount", "stat", "-c", "%Hd:%Ld", target]),
-              case let parts = output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":").compactMap({ UInt32($0) }),
-              parts.count == 2, parts[0] == 0 else { return nil }
-        return (parts[0] << 20) | parts[1]
+        var number: UInt32?
+        for _ in 0..<100 {
+            if let mount = try? MountTable.mounts(at: target).last, mount.fsType.hasPrefix("fuse") {
+                number = (mount.major << 20) | mount.minor
+                break
+            }
+            usleep(50_000)
+        }
+        connectionNumber = number
+        pin = number == nil ? -1 : open(target, Syscall.pathOnly | O_DIRECTORY)
+        if number != nil { _ = umount2(target, Int32(MNT_DETACH)) }
     }
 
     /// Whether its server still runs: an aborted connection ends bindfs's loop, and bindfs.
@@ -121,9 +132,9 @@ struct OtherNamespaceMount {
     }
 
     func stop() {
-        // SIGKILL: its namespace, and the mount with it, go when it does.
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
+        if pin >= 0 { close(pin) }
+        _ = umount2(target, Int32(MNT_DETACH))
     }
 }
-
