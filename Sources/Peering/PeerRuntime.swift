@@ -12,6 +12,8 @@ public final class PeerRuntime: Sendable {
     public let fetcher: ReplicaFetcher
     public let janitor: ReplicaJanitor
     let sends: SendSlots
+    /// Who may do block I/O on which volume here, and the handles it goes through.
+    let sessions = RemoteSessions()
     let metrics: any PeerMetricsRecorder
     let logger: Logger
 
@@ -59,8 +61,16 @@ public final class PeerRuntime: Sendable {
         await pool.shutDown()
     }
 
+    /// Stops serving other nodes' block I/O on this node's volumes (UNAVAILABLE from now on:
+    /// they wait and ask the next process) once the requests running have finished. The driver
+    /// calls it before it lets its volumes and its store go, so that a restart of an owner is
+    /// a pause to the other node, never an error. Blocks; idempotent.
+    public func stopServingVolumes() {
+        sessions.stopServing()
+    }
+
     private func serve(host: any HandOverHost) async throws {
-        let sessions = RemoteSessions()
+        let sessions = self.sessions
         defer { sessions.closeAll() }
         try await withThrowingTaskGroup(of: Void.self) { group in
             if let address = settings.listenAddress {

@@ -61,28 +61,31 @@ struct RemoteVolumeService: Strata_Peer_V1_RemoteVolume.SimpleServiceProtocol {
 
     func readBlock(_ session: Strata_Peer_V1_VolumeSession, at offset: UInt64, length: UInt64) throws -> Data {
         guard length <= UInt64(Self.maximumTransfer) else { throw RPCError(code: .invalidArgument, message: "length is above \(Self.maximumTransfer)") }
-        let handle = try sessions.handle(for: session, host: host)
-        try Self.requireRange(offset, length, within: handle)
-        var data = Data(count: Int(length))
-        try data.withUnsafeMutableBytes { try handle.read(into: $0, at: offset) }
-        return data
+        return try sessions.withHandle(for: session, host: host) { handle in
+            try Self.requireRange(offset, length, within: handle)
+            var data = Data(count: Int(length))
+            try data.withUnsafeMutableBytes { try handle.read(into: $0, at: offset) }
+            return data
+        }
     }
 
     func writeBlock(_ session: Strata_Peer_V1_VolumeSession, _ data: Data, at offset: UInt64) throws {
         guard data.count <= Self.maximumTransfer else { throw RPCError(code: .invalidArgument, message: "data is above \(Self.maximumTransfer) bytes") }
-        let handle = try sessions.handle(for: session, host: host)
-        try Self.requireRange(offset, UInt64(data.count), within: handle)
-        try data.withUnsafeBytes { try handle.write($0, at: offset) }
+        try sessions.withHandle(for: session, host: host) { handle in
+            try Self.requireRange(offset, UInt64(data.count), within: handle)
+            try data.withUnsafeBytes { try handle.write($0, at: offset) }
+        }
     }
 
     func discardBlock(_ session: Strata_Peer_V1_VolumeSession, at offset: UInt64, length: UInt64) throws {
-        let handle = try sessions.handle(for: session, host: host)
-        try Self.requireRange(offset, length, within: handle)
-        try handle.discard(at: offset, length: length)
+        try sessions.withHandle(for: session, host: host) { handle in
+            try Self.requireRange(offset, length, within: handle)
+            try handle.discard(at: offset, length: length)
+        }
     }
 
     func flushBlocks(_ session: Strata_Peer_V1_VolumeSession) throws {
-        try sessions.handle(for: session, host: host).flush()
+        try sessions.withHandle(for: session, host: host) { try $0.flush() }
     }
 
     private static func requireRange(_ offset: UInt64, _ length: UInt64, within handle: VolumeHandle) throws {
@@ -107,35 +110,45 @@ final class RemoteSessions: Sendable {
     private struct State {
         var admitted: [String: Admitted] = [:]
         var handles: [String: VolumeHandle] = [:]
+        /// Block requests running on a handle right now.
+        var running = 0
+        /// The driver is stopping: block requests are answered UNAVAILABLE, and no handle opens.
+        var stopping = false
     }
 
     private let state = Mutex(State())
 
-    /// The handle to serve `session` with, or why not: PERMISSION_DENIED for a node the catalog
-    /// does not record as staging the volume, ABORTED for a stale epoch (the volume was frozen
-    /// for another owner: the asker retries with that owner, never here).
-    func handle(for session: Strata_Peer_V1_VolumeSession, host: any RemoteStagingHost) throws -> VolumeHandle {
+    /// Runs `body` with the handle to serve `session` with, or throws why not: PERMISSION_DENIED
+    /// for a node the catalog does not record as staging the volume, ABORTED for a stale epoch
+    /// (the volume was frozen for another owner: the asker retries with that owner, never here),
+    /// UNAVAILABLE once the driver stops (the asker waits and asks the next process).
+    func withHandle<Value>(
+        for session: Strata_Peer_V1_VolumeSession, host: any RemoteStagingHost, _ body: (VolumeHandle) throws -> Value
+    ) throws -> Value {
         try PeerRequestRules.requireID(session.volumeID, field: "volume_id")
         try PeerRequestRules.requireNode(session.nodeID)
         let volumeID = session.volumeID
-        let (entry, handle) = try state.withLock { state -> (Admitted, VolumeHandle?) in
-            if let known = state.admitted[volumeID] { return (known, state.handles[volumeID]) }
-            let loaded = try Self.reload(volumeID, into: &state, host: host)
-            return (loaded, state.handles[volumeID])
+        let handle = try state.withLock { state -> VolumeHandle in
+            guard !state.stopping else { throw Self.stoppingError(host) }
+            let entry = try state.admitted[volumeID] ?? Self.reload(volumeID, into: &state, host: host)
+            guard entry.nodes.contains(session.nodeID), let handle = state.handles[volumeID] else {
+                throw RPCError(code: .permissionDenied, message: "node \(session.nodeID) does not stage volume \(volumeID) here")
+            }
+            guard session.epoch == entry.epoch else {
+                throw RPCError(code: .aborted, message: "epoch \(session.epoch) of volume \(volumeID) is stale; it is at \(entry.epoch)")
+            }
+            state.running += 1
+            return handle
         }
-        guard entry.nodes.contains(session.nodeID), let handle else {
-            throw RPCError(code: .permissionDenied, message: "node \(session.nodeID) does not stage volume \(volumeID) here")
-        }
-        guard session.epoch == entry.epoch else {
-            throw RPCError(code: .aborted, message: "epoch \(session.epoch) of volume \(volumeID) is stale; it is at \(entry.epoch)")
-        }
-        return handle
+        defer { state.withLock { $0.running -= 1 } }
+        return try body(handle)
     }
 
     /// Reads `volumeID`'s stagers again (an Attach or Detach changed them), opening its handle
     /// for the first one and closing it when none is left (so that the volume can be deleted).
     func refresh(_ volumeID: String, host: any RemoteStagingHost) {
         state.withLock { state in
+            guard !state.stopping else { return }
             if (try? Self.reload(volumeID, into: &state, host: host)) == nil {
                 state.admitted[volumeID] = nil
                 try? state.handles.removeValue(forKey: volumeID)?.close()
@@ -155,10 +168,29 @@ final class RemoteSessions: Sendable {
         return loaded
     }
 
+    /// Stops serving block I/O before the driver lets its volumes go (an upgrade or a restart):
+    /// requests from now on are answered UNAVAILABLE, which the stagers wait out and send again
+    /// to the next process, and the ones running finish on open handles (up to `timeout`). Then
+    /// every handle closes. Without this, requests met handles the shutdown had just closed, and
+    /// the other node's device failed a write with EIO on a mere restart of the owner.
+    func stopServing(timeout: Duration = .seconds(10)) {
+        state.withLock { $0.stopping = true }
+        let deadline = ContinuousClock.now + timeout
+        while state.withLock({ $0.running }) > 0, ContinuousClock.now < deadline { usleep(1_000) }
+        closeAll()
+    }
+
+    private static func stoppingError(_ host: any RemoteStagingHost) -> RPCError {
+        RPCError(code: .unavailable, message: "node \(host.nodeID) is stopping; ask again when it is back")
+    }
+
     /// Closes every handle (the driver is stopping).
     func closeAll() {
         let handles = state.withLock { state in
-            defer { state = State() }
+            defer {
+                state.handles = [:]
+                state.admitted = [:]
+            }
             return Array(state.handles.values)
         }
         for handle in handles { try? handle.close() }

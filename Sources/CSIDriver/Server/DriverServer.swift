@@ -117,8 +117,10 @@ public final class DriverServer: Sendable {
         defer {
             if listener.ownership.ownsSocketFile { unlink(endpoint.path) }
             if let admin, admin.listener.ownership.ownsSocketFile { unlink(admin.listener.endpoint.path) }
-            // Staged volumes cannot outlive the process serving them: stop their export cleanly,
-            // then release the store (and its lock) for whoever opens it next.
+            // Other nodes' I/O on volumes owned here pauses first (it waits for the next process),
+            // then staged volumes, which cannot outlive the process serving them, stop their
+            // export cleanly, and the store (and its lock) is released for whoever opens it next.
+            context.peers?.stopServingVolumes()
             stager?.shutDown()
             context.storeWillClose()?.close()
         }
