@@ -30,22 +30,32 @@ struct BlockingTolerantRuleTests {
         #expect(Self.suiteDeclarations(in: "@Suite struct A {}") == ["@Suite"])
         #expect(Self.suiteDeclarations(in: "@Suite(\"B\", .serialized) struct B {}") == ["@Suite(\"B\", .serialized)"])
         #expect(Self.suiteDeclarations(in: "@Suite(\"C\", .blockingTolerant)\nstruct C {}").allSatisfy { $0.contains(".blockingTolerant") })
+        #expect(Self.suiteDeclarations(in: "  @Suite(\"D\",\n         .blockingTolerant) struct D {}") == ["@Suite(\"D\",\n         .blockingTolerant)"])
     }
 
-    /// Each `@Suite` attribute with its arguments, as written (single line).
+    /// Each `@Suite` attribute that starts a line, with its arguments as written (they may run
+    /// over several lines).
     static func suiteDeclarations(in text: String) -> [String] {
-        text.split(separator: "\n").compactMap { line -> String? in
-            let trimmed = line.drop(while: { $0 == " " })
-            guard trimmed.hasPrefix("@Suite") else { return nil }
-            let attribute = trimmed.prefix(while: { $0 != "\n" })
-            if attribute.dropFirst("@Suite".count).first == "(" {
-                var depth = 0
-                for index in attribute.indices {
-                    if attribute[index] == "(" { depth += 1 }
-                    if attribute[index] == ")" { depth -= 1; if depth == 0 { return String(attribute[...index]) } }
+        var declarations: [String] = []
+        var lineStart = text.startIndex
+        while lineStart < text.endIndex {
+            let lineEnd = text[lineStart...].firstIndex(of: "\n") ?? text.endIndex
+            let trimmed = text[lineStart..<lineEnd].drop(while: { $0 == " " })
+            if trimmed.hasPrefix("@Suite") {
+                let afterName = text.index(trimmed.startIndex, offsetBy: "@Suite".count)
+                var declaration = "@Suite"
+                if afterName < text.endIndex, text[afterName] == "(" {
+                    var depth = 0
+                    for index in text[afterName...].indices {
+                        if text[index] == "(" { depth += 1 }
+                        if text[index] == ")" { depth -= 1 }
+                        if depth == 0 { declaration = String(text[trimmed.startIndex...index]); break }
+                    }
                 }
+                declarations.append(declaration)
             }
-            return "@Suite"
+            lineStart = lineEnd < text.endIndex ? text.index(after: lineEnd) : text.endIndex
         }
+        return declarations
     }
 }
