@@ -7,29 +7,33 @@ import StrataTestSupport
 import Synchronization
 import Testing
 
-/// The owner of an RWX Block volume restarted (an upgrade, SIGTERM) and crashed (SIGKILL) while
-/// it serves the volume to itself and to another node: with the keeper, a restart is as invisible
-/// to a volume served to another node as to a local one. Node A owns the volume and stages it
-/// (the VM's source side), node B stages it too (its I/O goes to A); a writer on each node
-/// writes and fsyncs its own slots while A's driver goes down and comes back. Neither writer may
-/// see an error, and afterwards each node reads every slot as its last acknowledged write.
-@Suite("Owner restarts under I/O on two nodes", .serialized, .enabled(if: NodeEnvironment.available && MultiNodeEnvironment.available),
+/// Either node of an RWX Block volume restarted (an upgrade, SIGTERM) and crashed (SIGKILL)
+/// while both serve it: with the keeper, a restart is as invisible to a volume served to or from
+/// another node as to a local one. Node A owns the volume and stages it (the VM's source side),
+/// node B stages it too (its I/O goes to A); a writer on each node writes and fsyncs its own
+/// slots while one node's driver goes down and comes back. Neither writer may see an error, and
+/// afterwards each node reads every slot as its last acknowledged write.
+@Suite("Restarts of either node under I/O on an RWX volume", .serialized, .enabled(if: NodeEnvironment.available && MultiNodeEnvironment.available),
        .blockingTolerant)
-struct OwnerRestartTests {
+struct ReadWriteManyRestartTests {
     static let slotBytes = 64 << 10
     static let slotsPerNode = 64
 
-    @Test("SIGTERM and SIGKILL of the owner with its keeper: the writers on both nodes see no error and every acknowledged write reads back on both")
-    func ownerRestartsUnderIO() async throws {
-        // The keeper outlives the drivers: torn down after them, it lets their connections go.
+    @Test("SIGTERM and SIGKILL of one node's driver, with its keeper: the writers on both nodes see no error and every acknowledged write reads back on both",
+          arguments: ["a", "b"])
+    func restartsUnderIO(restarted: String) async throws {
+        // The keepers outlive the drivers: torn down after them, they let their connections go.
         let keeperDirectory = try TemporaryDirectory(label: "keeper")
-        let keeper = try KeeperProcess(directory: keeperDirectory.path)
-        defer { keeper.kill(SIGTERM) }
+        let keepers = try ["a", "b"].map { node in
+            try FileManager.default.createDirectory(atPath: keeperDirectory.path + "/" + node, withIntermediateDirectories: true)
+            return try KeeperProcess(directory: keeperDirectory.path + "/" + node)
+        }
+        defer { for keeper in keepers { keeper.kill(SIGTERM) } }
         let cluster = try PeerCluster(nodes: ["a", "b"])
         defer { cluster.tearDown() }
-        let keeperFlags = ["--fuse-keeper-socket", keeper.socketPath]
-        try cluster.start("a", extra: keeperFlags)
-        try cluster.start("b")
+        let keeperFlags = ["a": ["--fuse-keeper-socket", keepers[0].socketPath], "b": ["--fuse-keeper-socket", keepers[1].socketPath]]
+        try cluster.start("a", extra: keeperFlags["a"]!)
+        try cluster.start("b", extra: keeperFlags["b"]!)
         let disk = try await cluster["a"].controller {
             try await $0.createVolume(ReadWriteManyTests.sharedVolume("restarted-owner"))
         }.volume.volumeID
@@ -45,8 +49,8 @@ struct OwnerRestartTests {
         for (round, signal) in Array(repeating: [SIGTERM, SIGKILL], count: 4).joined().enumerated() {
             usleep(UInt32.random(in: 0...300_000, using: &random))
             let before = (writerA.completed, writerB.completed)
-            if signal == SIGTERM { cluster["a"].stop() } else { cluster["a"].kill() }
-            try cluster.start("a", extra: keeperFlags)
+            if signal == SIGTERM { cluster[restarted].stop() } else { cluster[restarted].kill() }
+            try cluster.start(restarted, extra: keeperFlags[restarted]!)
             let flowing = writerA.waitForProgress(beyond: before.0 + 3) && writerB.waitForProgress(beyond: before.1 + 3)
             #expect(flowing, "round \(round) (signal \(signal)): I/O did not resume on both nodes")
             #expect(writerA.errors.isEmpty && writerB.errors.isEmpty,
@@ -56,7 +60,7 @@ struct OwnerRestartTests {
         writerA.stop()
         writerB.stop()
         #expect(writerA.errors.isEmpty && writerB.errors.isEmpty, "A \(writerA.errors.prefix(3)), B \(writerB.errors.prefix(3))")
-        print("owner restarts: \(writerA.completed) writes on A, \(writerB.completed) on B, longest wait \(max(writerA.longestWait, writerB.longestWait)) s")
+        print("restarts of node \(restarted): \(writerA.completed) writes on A, \(writerB.completed) on B, longest wait \(max(writerA.longestWait, writerB.longestWait)) s")
 
         // Each node reads every slot of both writers as its last acknowledged write.
         for device in [deviceA, deviceB] {
@@ -71,12 +75,12 @@ struct OwnerRestartTests {
 
         try await cluster["b"].detach(disk)
         try await cluster["a"].detach(disk)
-        #expect(try keeper.heldVolumes().isEmpty, "the keeper still holds descriptors after both unstaged")
+        for keeper in keepers { #expect(try keeper.heldVolumes().isEmpty, "a keeper still holds descriptors after both nodes unstaged") }
         _ = try await cluster["a"].controller { try await $0.deleteVolume(.with { $0.volumeID = disk }) }
     }
 }
 
-extension OwnerRestartTests {
+extension ReadWriteManyRestartTests {
     /// The last warnings and errors of both drivers' logs, for a failure's message.
     static func complaints(_ cluster: PeerCluster) -> String {
         ["a", "b"].map { node in
