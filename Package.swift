@@ -60,10 +60,12 @@ let package = Package(
         // seq_file) and of the mount table: Glibc only, shared by the store, the node code and
         // the tests.
         .target(name: "KernelFiles"),
+        // Open flags Swift's Glibc module leaves out (O_DIRECT is behind _GNU_SOURCE): a header only.
+        .systemLibrary(name: "CGlibcFlags"),
         .target(
             name: "BlockStore",
             dependencies: [
-                "KernelFiles",
+                "KernelFiles", "CGlibcFlags",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -98,6 +98,17 @@ final class LayerWriter {
     /// A copied layer's data is sent to the disk every this many bytes while it arrives, so
     /// that `finish()`'s fdatasync does not write the whole layer after the transfer.
     static let writebackBytes = 8 << 20
+    /// The data file opened again for direct I/O (nil where the filesystem refuses it, or once a
+    /// direct write was refused). A copied layer is written once and read later by clones: going
+    /// past the page cache spares the copy into it (on a VM whose memory was never touched, the
+    /// largest cost of a transfer on the receiving node: 47% of its CPU in a profile) and the
+    /// eviction of pages running volumes use; the final fdatasync then has only metadata to write.
+    private var direct: SystemFile?
+    /// Where bytes are copied for a direct write (direct I/O needs an aligned address); one
+    /// buffer, reused, since a layer is written by one caller at a time.
+    private var directBuffer: UnsafeMutableRawBufferPointer?
+    static let directAlignment = 4096
+    static let directBufferBytes = 1 << 20
 
     init(store: BlockStore, size: UInt64, clusterSize: UInt32) throws {
         layerID = store.allocateLayerID()
@@ -108,6 +119,7 @@ final class LayerWriter {
             store.removeLayerFiles([layerID])
             throw error
         }
+        direct = SystemFile.openForDirectWrites(store.layerDirectory.dataPath(layerID))
         self.clusterSize = UInt64(clusterSize)
         subclusters = Subclusters(clusterSize: Int(clusterSize))
         limit = (size + UInt64(clusterSize) - 1) / UInt64(clusterSize) * UInt64(clusterSize)
@@ -138,12 +150,7 @@ final class LayerWriter {
         guard UInt64(bytes.count) == extent.length else {
             throw StoreError(.invalidArgument, "extent \(extent.offset)+\(extent.length) came with \(bytes.count) bytes")
         }
-        try files.data.write(bytes, at: extent.offset)
-        unsubmittedBytes += bytes.count
-        if unsubmittedBytes >= Self.writebackBytes {
-            files.data.startWriteback()
-            unsubmittedBytes = 0
-        }
+        try writeData(bytes, at: extent.offset)
         var offset = extent.offset
         while offset < extent.offset + extent.length {
             let cluster = Int(offset / clusterSize)
@@ -160,6 +167,40 @@ final class LayerWriter {
             mask |= bit
             entries[cluster] = mask == subclusters.fullMask ? MapEntry(.data) : MapEntry(.partial, subclusterMask: mask)
             offset += UInt64(subclusters.size)
+        }
+    }
+
+    /// Writes data bytes directly where they are aligned and the filesystem allows it, else
+    /// through the page cache with writeback started every `writebackBytes`.
+    private func writeData(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        let alignment = Self.directAlignment
+        if direct != nil, offset % UInt64(alignment) == 0, bytes.count % alignment == 0 {
+            let buffer = directBuffer ?? UnsafeMutableRawBufferPointer.allocate(byteCount: Self.directBufferBytes, alignment: alignment)
+            directBuffer = buffer
+            var done = 0
+            while done < bytes.count, let file = direct {
+                let count = min(buffer.count, bytes.count - done)
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[done..<done + count]))
+                if try !file.writeDirect(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), at: offset + UInt64(done)) {
+                    file.close()
+                    direct = nil
+                    break
+                }
+                done += count
+            }
+            if done == bytes.count { return }
+            try bufferedWrite(UnsafeRawBufferPointer(rebasing: bytes[done...]), at: offset + UInt64(done))
+            return
+        }
+        try bufferedWrite(bytes, at: offset)
+    }
+
+    private func bufferedWrite(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        try files.data.write(bytes, at: offset)
+        unsubmittedBytes += bytes.count
+        if unsubmittedBytes >= Self.writebackBytes {
+            files.data.startWriteback()
+            unsubmittedBytes = 0
         }
     }
 
@@ -181,6 +222,10 @@ final class LayerWriter {
     func close() {
         guard !closed else { return }
         closed = true
+        direct?.close()
+        direct = nil
+        directBuffer?.deallocate()
+        directBuffer = nil
         files.close()
     }
 

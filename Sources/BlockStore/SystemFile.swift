@@ -1,3 +1,4 @@
+import CGlibcFlags
 import Glibc
 
 /// A raw file descriptor with the few system calls the store needs: positioned I/O that retries
@@ -13,6 +14,30 @@ package struct SystemFile: Sendable, Hashable {
         let fd = retryingEINTR { Glibc.open(path, flags, 0o600) }
         guard fd >= 0 else { throw StoreError.system("open \(path)", errno: errno) }
         return SystemFile(descriptor: fd)
+    }
+
+    /// Opens `path` for writes with O_DIRECT (past the page cache); nil where the filesystem
+    /// refuses direct I/O.
+    static func openForDirectWrites(_ path: String) -> SystemFile? {
+        let fd = retryingEINTR { Glibc.open(path, O_WRONLY | O_CLOEXEC | strata_glibc_o_direct()) }
+        return fd >= 0 ? SystemFile(descriptor: fd) : nil
+    }
+
+    /// Writes `bytes` through a descriptor opened by `openForDirectWrites`; the address, offset
+    /// and length must suit the device's alignment. False, with nothing written, when the kernel
+    /// refuses them (EINVAL): the caller writes through the page cache instead.
+    func writeDirect(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws -> Bool {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EINVAL && done == 0 { return false }
+                throw StoreError.system("pwrite (direct)", errno: errno)
+            }
+            done += n
+        }
+        return true
     }
 
     package func close() {
