@@ -41,7 +41,12 @@ struct HandOverCrashTests {
             try cluster.start(victim)
 
             let owner = cluster["b"], previous = cluster["a"]
-            try await ReadWriteManyTests.waitUntilOwned(disk, by: owner)
+            do {
+                try await ReadWriteManyTests.waitUntilOwned(disk, by: owner)
+            } catch {
+                Issue.record("round \(round) (\(victim) killed): the handover did not finish\n\(cluster.complaints())")
+                throw error
+            }
             try ReadWriteManyTests.dropCache(deviceB)
             try image.verify(deviceB, "round \(round) (\(victim) killed): the acknowledged write")
             let late = SparseImage.Extent(offset: 12 << 20, data: MultiNode.pattern(seed: 1000 + UInt64(round), count: 64 << 10))

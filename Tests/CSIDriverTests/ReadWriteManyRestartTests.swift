@@ -54,7 +54,7 @@ struct ReadWriteManyRestartTests {
             let flowing = writerA.waitForProgress(beyond: before.0 + 3) && writerB.waitForProgress(beyond: before.1 + 3)
             #expect(flowing, "round \(round) (signal \(signal)): I/O did not resume on both nodes")
             #expect(writerA.errors.isEmpty && writerB.errors.isEmpty,
-                    "round \(round) (signal \(signal)): A \(writerA.errors.prefix(3)), B \(writerB.errors.prefix(3))\n\(Self.complaints(cluster))")
+                    "round \(round) (signal \(signal)): A \(writerA.errors.prefix(3)), B \(writerB.errors.prefix(3))\n\(cluster.complaints())")
             if !flowing || !writerA.errors.isEmpty || !writerB.errors.isEmpty { break }
         }
         writerA.stop()
@@ -77,16 +77,6 @@ struct ReadWriteManyRestartTests {
         try await cluster["a"].detach(disk)
         for keeper in keepers { #expect(try keeper.heldVolumes().isEmpty, "a keeper still holds descriptors after both nodes unstaged") }
         _ = try await cluster["a"].controller { try await $0.deleteVolume(.with { $0.volumeID = disk }) }
-    }
-}
-
-extension ReadWriteManyRestartTests {
-    /// The last warnings and errors of both drivers' logs, for a failure's message.
-    static func complaints(_ cluster: PeerCluster) -> String {
-        ["a", "b"].map { node in
-            let lines = cluster[node].log.split(separator: "\n").filter { $0.contains(" warning ") || $0.contains(" error ") }
-            return "node \(node):\n" + lines.suffix(8).joined(separator: "\n")
-        }.joined(separator: "\n")
     }
 }
 

@@ -130,6 +130,15 @@ final class PeerCluster: @unchecked Sendable {
 
     subscript(node: String) -> ClusterNode { nodes[node]! }
 
+    /// The last notices, warnings and errors of each node's log (every run of its driver), for a failure's
+    /// message.
+    func complaints(last count: Int = 12) -> String {
+        nodes.keys.sorted().map { name in
+            let lines = nodes[name]!.log.split(separator: "\n").filter { $0.contains(" notice ") || $0.contains(" warning ") || $0.contains(" error ") || $0.contains(" critical ") }
+            return "node \(name):\n" + lines.suffix(count).joined(separator: "\n")
+        }.joined(separator: "\n")
+    }
+
     /// Stops every driver, removes what they staged, and the namespaces.
     func tearDown() {
         for node in nodes.values { node.stop() }
