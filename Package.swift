@@ -177,7 +177,7 @@ let package = Package(
             name: "CSIDriverTests",
             dependencies: [
                 "CSIDriver", "CSIProto", "AdminProto", "PeerProto", "Peering", "CSIValidation", "BlockStore", "FuseKeeperProtocol",
-                "KernelFiles", "StrataTestSupport",
+                "KernelFiles", "NodeHost", "StrataTestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
