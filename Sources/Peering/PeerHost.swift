@@ -78,7 +78,8 @@ public protocol HandOverHost: RemoteStagingHost {
     /// The staging node's side: `owner` no longer stages the volume; take it over (in the
     /// background: the hint's sender does not wait).
     func ownershipOffered(_ volumeID: String, by owner: String)
-    /// The owner's side, periodically: volumes frozen for a node that now owns them (its release
-    /// was lost to a crash) are deleted here; `stagerForgotten` as for `releaseHandedOver`.
+    /// The owner's side, at start and periodically: volumes frozen for a node that now owns them
+    /// (its release was lost to a crash) are deleted here, and volumes let go but not yet taken
+    /// over (the hint was lost) are offered again; `stagerForgotten` as for `releaseHandedOver`.
     func tidyHandedOver(stagerForgotten: @escaping @Sendable (String) -> Void) async
 }

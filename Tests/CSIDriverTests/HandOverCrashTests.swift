@@ -63,4 +63,40 @@ struct HandOverCrashTests {
         let leftovers = NodeEnvironment.leftovers(under: cluster.directory.path).filter { $0.hasPrefix("mount") && !$0.contains("/state/exports") }
         #expect(leftovers.isEmpty, "\(leftovers)")
     }
+
+    /// The owner's unstage sends the other stager a hint to take the volume over; a hint lost
+    /// (the owner killed before it went out, or, as here, the stager cut off the network at that
+    /// moment) must not leave the volume on a node that no longer stages it for good.
+    @Test("A hint to take a volume over that is lost (the stager unreachable when the owner unstages): the volume moves once the stager is back")
+    func lostHintIsSentAgain() async throws {
+        let cluster = try PeerCluster(nodes: ["a", "b"])
+        defer { cluster.tearDown() }
+        for node in ["a", "b"] { try cluster.start(node) }
+        let a = cluster["a"], b = cluster["b"]
+        let disk = try await a.controller {
+            try await $0.createVolume(ReadWriteManyTests.sharedVolume("vm-lost-hint", bytes: Self.volumeBytes))
+        }.volume.volumeID
+        _ = try await a.attach(disk, capability: ReadWriteManyTests.sharedBlock)
+        let deviceB = try await b.attach(disk, capability: ReadWriteManyTests.sharedBlock)
+        var image = SparseImage(size: Self.volumeBytes)
+        try image.write(SparseImage.Extent(offset: 1 << 20, data: MultiNode.pattern(seed: 77, count: 128 << 10)), to: deviceB)
+
+        try cluster.setLink("b", up: false)
+        try await a.detach(disk)
+        try await ReadWriteManyTests.waitFor("A giving up on its hint to B") {
+            a.log.contains("could not offer a volume to the node that stages it")
+        }
+        try cluster.setLink("b", up: true)
+        do {
+            try await ReadWriteManyTests.waitUntilOwned(disk, by: b)
+        } catch {
+            Issue.record("the volume did not move to B after its hint was lost\n\(cluster.complaints())")
+            throw error
+        }
+        try ReadWriteManyTests.dropCache(deviceB)
+        try image.verify(deviceB, "B, owner now")
+        try await b.detach(disk)
+        try await ReadWriteManyTests.waitFor("A holding nothing of the moved volume") { a.layerFileCount == 0 }
+        _ = try await b.controller { try await $0.deleteVolume(.with { $0.volumeID = disk }) }
+    }
 }

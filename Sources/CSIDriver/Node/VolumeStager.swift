@@ -110,8 +110,9 @@ final class VolumeStager: Sendable {
     }
 
     /// A multi-node volume of this node that another node still stages (a live migration ended
-    /// there) should move to that node: tell it (a hint; it takes the volume over).
-    private func offerToRemoteStagers(_ volumeID: String) {
+    /// there) should move to that node: tell it (a hint; it takes the volume over). Sent again
+    /// on every peer check until the volume moved (`DriverContext.offerVolumesLetGo`).
+    func offerToRemoteStagers(_ volumeID: String) {
         guard let peers = context.peers, let store = try? context.store(),
               let stagers = try? store.remoteStagers(ofVolume: volumeID), !stagers.isEmpty else { return }
         let owner = context.configuration.nodeID

@@ -132,6 +132,27 @@ extension DriverContext {
     }
 
     func tidyHandedOver(stagerForgotten: @escaping @Sendable (String) -> Void) async {
+        await offerVolumesLetGo()
+        await deleteVolumesHandedOver(stagerForgotten: stagerForgotten)
+    }
+
+    /// Offers again every volume that lives here, is staged only on other nodes, and has not
+    /// moved: its unstage here (a live migration that ended elsewhere) sent the stager a hint
+    /// to take it over, but a hint is lost when this process dies before it is sent, or the
+    /// stager's driver was down. Sent at start and on every check, it makes the volume follow its
+    /// VM after all; the stager takes it over or learns it cannot (the owner decides either way).
+    private func offerVolumesLetGo() async {
+        guard let stager, let store = try? store() else { return }
+        let letGo = (try? await BlockingWork.run {
+            try store.listVolumes(after: nil, limit: 0).items.filter { volume in
+                volume.multiNode && volume.movedTo == nil && !stager.isStaged(volume.id)
+                    && (try? store.remoteStagers(ofVolume: volume.id))?.isEmpty == false
+            }
+        }) ?? []
+        for volume in letGo { stager.offerToRemoteStagers(volume.id) }
+    }
+
+    private func deleteVolumesHandedOver(stagerForgotten: @escaping @Sendable (String) -> Void) async {
         guard let store = try? store(), let peers,
               let moved = try? await BlockingWork.run({ try store.listVolumes(after: nil, limit: 0).items.filter { $0.movedTo != nil } }),
               !moved.isEmpty else { return }

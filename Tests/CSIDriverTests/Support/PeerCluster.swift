@@ -131,6 +131,13 @@ final class PeerCluster: @unchecked Sendable {
 
     subscript(node: String) -> ClusterNode { nodes[node]! }
 
+    /// Cuts `node` off the network (its port on the bridge down), or joins it again: its driver
+    /// keeps running, its peers' packets to it are dropped.
+    func setLink(_ node: String, up: Bool) throws {
+        let index = names.firstIndex(of: node)!
+        try ExternalTool.run("ip", "-n", hub, "link", "set", "s\(tag)\(index)b", up ? "up" : "down")
+    }
+
     /// The last notices, warnings and errors of each node's log (every run of its driver), for a failure's
     /// message.
     func complaints(last count: Int = 12) -> String {
