@@ -3,8 +3,10 @@
 Usage: python_client.py PROTO_DIR SOCKET_PATH
 Prints one JSON object describing what the driver answered.
 """
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -15,6 +17,7 @@ from grpc_tools import protoc
 
 def load_stubs(proto_dir):
     out = tempfile.mkdtemp(prefix="strata-py-stubs-")
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     status = protoc.main(["protoc", f"-I{proto_dir}", f"-I{well_known}",
                           f"--python_out={out}", f"--grpc_python_out={out}", "csi.proto"])

@@ -1,14 +1,26 @@
 import Foundation
 import StrataTestSupport
+import Synchronization
 
 /// A GOPATH-mode Go workspace in a temporary directory (there is no module proxy here), built
-/// against Debian's Go packages in /usr/share/gocode.
+/// against Debian's Go packages in /usr/share/gocode. The binaries built in it serve the whole
+/// test process, so it is removed when the process exits.
 struct GoWorkspace {
     let path: String
 
     init(named name: String) throws {
         path = FileManager.default.temporaryDirectory.appendingPathComponent("strata-go-\(name)-\(getpid())").path
         try FileManager.default.createDirectory(atPath: path + "/src", withIntermediateDirectories: true)
+        Self.removedAtExit.withLock { paths in
+            if paths.isEmpty { atexit { GoWorkspace.removeAll() } }
+            paths.append(path)
+        }
+    }
+
+    private static let removedAtExit = Mutex<[String]>([])
+
+    private static func removeAll() {
+        for path in removedAtExit.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: path) }
     }
 
     /// Copies `sources` (paths inside the repository) into package `package` and builds it;
