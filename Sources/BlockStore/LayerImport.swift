@@ -170,31 +170,37 @@ final class LayerWriter {
         }
     }
 
-    /// Writes data bytes directly where they are aligned and the filesystem allows it, else
-    /// through the page cache with writeback started every `writebackBytes`.
+    /// Writes data bytes directly where they are aligned and the filesystem allows it; what is
+    /// left goes through the page cache.
     private func writeData(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
-        let alignment = Self.directAlignment
-        if direct != nil, offset % UInt64(alignment) == 0, bytes.count % alignment == 0 {
-            let buffer = directBuffer ?? UnsafeMutableRawBufferPointer.allocate(byteCount: Self.directBufferBytes, alignment: alignment)
-            directBuffer = buffer
-            var done = 0
-            while done < bytes.count, let file = direct {
-                let count = min(buffer.count, bytes.count - done)
-                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[done..<done + count]))
-                if try !file.writeDirect(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), at: offset + UInt64(done)) {
-                    file.close()
-                    direct = nil
-                    break
-                }
-                done += count
-            }
-            if done == bytes.count { return }
-            try bufferedWrite(UnsafeRawBufferPointer(rebasing: bytes[done...]), at: offset + UInt64(done))
-            return
-        }
-        try bufferedWrite(bytes, at: offset)
+        let written = try writeDirectly(bytes, at: offset)
+        guard written < bytes.count else { return }
+        try bufferedWrite(UnsafeRawBufferPointer(rebasing: bytes[written...]), at: offset + UInt64(written))
     }
 
+    /// Writes what it can of `bytes` with direct I/O, through the reused aligned buffer, and says
+    /// how much: nothing when they are not aligned or direct I/O is off; a refusal turns it off
+    /// for the rest of the layer.
+    private func writeDirectly(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws -> Int {
+        let alignment = Self.directAlignment
+        guard let file = direct, offset % UInt64(alignment) == 0, bytes.count % alignment == 0 else { return 0 }
+        let buffer = directBuffer ?? UnsafeMutableRawBufferPointer.allocate(byteCount: Self.directBufferBytes, alignment: alignment)
+        directBuffer = buffer
+        var done = 0
+        while done < bytes.count {
+            let count = min(buffer.count, bytes.count - done)
+            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[done..<done + count]))
+            guard try file.writeDirect(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), at: offset + UInt64(done)) else {
+                file.close()
+                direct = nil
+                break
+            }
+            done += count
+        }
+        return done
+    }
+
+    /// Writes through the page cache, starting writeback every `writebackBytes`.
     private func bufferedWrite(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
         try files.data.write(bytes, at: offset)
         unsubmittedBytes += bytes.count

@@ -5,8 +5,8 @@ import PeerProto
 
 /// The owner's side of the Exchange stream: the stager's block requests, many in flight on one
 /// stream, each run as its unary call would be (same authorisation, same checks) on the block
-/// I/O threads (BlockingWork), and answered as it completes. Nothing per request touches the cooperative threads but
-/// reading the request and writing the reply.
+/// I/O threads (BlockingWork), and answered as it completes. Nothing per request touches the
+/// cooperative threads but reading the request and writing the reply.
 extension RemoteVolumeService {
     /// Requests of one stream being served at once; later ones wait to be read (HTTP/2 flow
     /// control then slows the sender), so a peer cannot queue unbounded work here.

@@ -41,12 +41,7 @@ struct HandOverCrashTests {
             try cluster.start(victim)
 
             let owner = cluster["b"], previous = cluster["a"]
-            do {
-                try await ReadWriteManyTests.waitUntilOwned(disk, by: owner)
-            } catch {
-                Issue.record("round \(round) (\(victim) killed): the handover did not finish\n\(cluster.complaints())")
-                throw error
-            }
+            try await Self.waitUntilOwned(disk, by: owner, in: cluster, "round \(round) (\(victim) killed): the handover did not finish")
             try ReadWriteManyTests.dropCache(deviceB)
             try image.verify(deviceB, "round \(round) (\(victim) killed): the acknowledged write")
             let late = SparseImage.Extent(offset: 12 << 20, data: MultiNode.pattern(seed: 1000 + UInt64(round), count: 64 << 10))
@@ -62,6 +57,17 @@ struct HandOverCrashTests {
         }
         let leftovers = NodeEnvironment.leftovers(under: cluster.directory.path).filter { $0.hasPrefix("mount") && !$0.contains("/state/exports") }
         #expect(leftovers.isEmpty, "\(leftovers)")
+    }
+
+    /// `ReadWriteManyTests.waitUntilOwned`, and when it times out, `failure` with each node's last
+    /// notices, warnings and errors.
+    static func waitUntilOwned(_ volumeID: String, by node: ClusterNode, in cluster: PeerCluster, _ failure: String) async throws {
+        do {
+            try await ReadWriteManyTests.waitUntilOwned(volumeID, by: node)
+        } catch {
+            Issue.record("\(failure)\n\(cluster.complaints())")
+            throw error
+        }
     }
 
     /// The owner's unstage sends the other stager a hint to take the volume over; a hint lost
@@ -87,12 +93,7 @@ struct HandOverCrashTests {
             a.log.contains("could not offer a volume to the node that stages it")
         }
         try cluster.setLink("b", up: true)
-        do {
-            try await ReadWriteManyTests.waitUntilOwned(disk, by: b)
-        } catch {
-            Issue.record("the volume did not move to B after its hint was lost\n\(cluster.complaints())")
-            throw error
-        }
+        try await Self.waitUntilOwned(disk, by: b, in: cluster, "the volume did not move to B after its hint was lost")
         try ReadWriteManyTests.dropCache(deviceB)
         try image.verify(deviceB, "B, owner now")
         try await b.detach(disk)

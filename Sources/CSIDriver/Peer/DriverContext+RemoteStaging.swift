@@ -132,8 +132,10 @@ extension DriverContext {
     }
 
     func tidyHandedOver(stagerForgotten: @escaping @Sendable (String) -> Void) async {
-        await offerVolumesLetGo()
-        await deleteVolumesHandedOver(stagerForgotten: stagerForgotten)
+        guard let store = try? store(),
+              let volumes = try? await BlockingWork.run({ try store.listVolumes(after: nil, limit: 0).items }) else { return }
+        await offerVolumesLetGo(volumes, store: store)
+        await deleteVolumesHandedOver(volumes.filter { $0.movedTo != nil }, store: store, stagerForgotten: stagerForgotten)
     }
 
     /// Offers again every volume that lives here, is staged only on other nodes, and has not
@@ -141,21 +143,19 @@ extension DriverContext {
     /// to take it over, but a hint is lost when this process dies before it is sent, or the
     /// stager's driver was down. Sent at start and on every check, it makes the volume follow its
     /// VM after all; the stager takes it over or learns it cannot (the owner decides either way).
-    private func offerVolumesLetGo() async {
-        guard let stager, let store = try? store() else { return }
+    private func offerVolumesLetGo(_ volumes: [Volume], store: BlockStore) async {
+        guard let stager else { return }
+        let candidates = volumes.filter { $0.multiNode && $0.movedTo == nil && !stager.isStaged($0.id) }
+        guard !candidates.isEmpty else { return }
         let letGo = (try? await BlockingWork.run {
-            try store.listVolumes(after: nil, limit: 0).items.filter { volume in
-                volume.multiNode && volume.movedTo == nil && !stager.isStaged(volume.id)
-                    && (try? store.remoteStagers(ofVolume: volume.id))?.isEmpty == false
-            }
+            candidates.filter { (try? store.remoteStagers(ofVolume: $0.id))?.isEmpty == false }
         }) ?? []
         for volume in letGo { stager.offerToRemoteStagers(volume.id) }
     }
 
-    private func deleteVolumesHandedOver(stagerForgotten: @escaping @Sendable (String) -> Void) async {
-        guard let store = try? store(), let peers,
-              let moved = try? await BlockingWork.run({ try store.listVolumes(after: nil, limit: 0).items.filter { $0.movedTo != nil } }),
-              !moved.isEmpty else { return }
+    /// Volumes frozen for a node that now owns them (its release was lost to a crash): deleted.
+    private func deleteVolumesHandedOver(_ moved: [Volume], store: BlockStore, stagerForgotten: @escaping @Sendable (String) -> Void) async {
+        guard let peers, !moved.isEmpty else { return }
         let endpoints = await peers.directory.endpoints()
         for volume in moved {
             guard let node = volume.movedTo, let endpoint = endpoints.first(where: { $0.nodeID == node }) else { continue }
