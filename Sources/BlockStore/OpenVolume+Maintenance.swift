@@ -12,13 +12,19 @@ extension OpenVolume {
     }
 
     /// Makes every write that returned before this call durable: data, then map, then catalog
-    /// (`persistAllocation` records the head's allocated bytes when they changed).
-    func flush(persistAllocation: (_ layerID: Int64, _ bytes: UInt64) throws -> Void) throws {
+    /// (`persistAllocation` records the head's allocated bytes when they changed). A closed
+    /// volume is `.invalidArgument`, or nothing to do with `closedIsDone` (its close already made
+    /// everything durable).
+    func flush(persistAllocation: (_ layerID: Int64, _ bytes: UInt64) throws -> Void, closedIsDone: Bool = false) throws {
         try flushLock.withLock { _ in
-            let captured = try structure.withWriteLock { () throws -> CapturedMap in
-                guard !isClosed else { throw StoreError(.invalidArgument, "volume \(volumeID) is closed") }
+            let capturedIfOpen = try structure.withWriteLock { () throws -> CapturedMap? in
+                guard !isClosed else {
+                    if closedIsDone { return nil }
+                    throw StoreError(.invalidArgument, "volume \(volumeID) is closed")
+                }
                 return captureDirtyMap()
             }
+            guard let captured = capturedIfOpen else { return }
             defer { captured.release() }
             try persist(captured, holdingStructure: false, persistAllocation: persistAllocation)
         }

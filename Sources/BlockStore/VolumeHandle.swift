@@ -53,10 +53,16 @@ public final class VolumeHandle: Sendable {
         try engine.flush(persistAllocation: store.persistAllocation)
     }
 
-    /// Flushes and releases the handle; the last handle of a volume closes its files.
+    /// Flushes and releases the handle; the last user of a volume closes its files.
     public func close() throws {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        // The release writes nothing while another user (a handle, a background flatten) keeps
+        // the volume open, so the flush comes first: every write this handle saw return is
+        // durable when close returns, last user or not. The handle is released even when the
+        // flush fails, so it never leaks.
+        let flushed = Result { try engine.flush(persistAllocation: store.persistAllocation, closedIsDone: true) }
         try store.releaseOpenVolume(engine, external: true)
+        try flushed.get()
     }
 
     private func checkOpen() throws {

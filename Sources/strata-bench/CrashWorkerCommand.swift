@@ -9,7 +9,7 @@ import Glibc
 ///
 /// Journal lines (one write(2) each, O_APPEND; completion records are fsync'd):
 /// `R seed` store open, workload starting · `N? name size cluster` / `N! name` create · `W name offset length seed` write ·
-/// `D name offset length` discard · `F! name` flush done · `S? snap volume` / `S! snap` snapshot ·
+/// `D name offset length` discard · `F! name` flush done (`F! name close`: by closing the handle) · `S? snap volume` / `S! snap` snapshot ·
 /// `C? clone snap size` / `C! clone` clone of a snapshot · `K? clone volume` / `K! clone` clone of
 /// a volume · `X? V|S name` / `X! V|S name` delete · `E? name size` / `E! name` expand ·
 /// `L? name` / `L! name` flatten. Written bytes are `CrashPattern.bytes(seed:count:)`.

@@ -67,7 +67,7 @@ struct CrashWorkload {
         case 78..<80:
             if let handle = handles.removeValue(forKey: volume) {
                 try handle.close()
-                journal.record("F! \(volume)", durable: true)
+                journal.record("F! \(volume) close", durable: true)
             }
         case 80..<85:
             guard snapshots.count < 8 else { return try deleteSnapshot() }

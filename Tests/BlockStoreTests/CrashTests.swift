@@ -33,6 +33,18 @@ import Testing
         }
     }
 
+    /// Copies a failed run's directory (store, every worker's journal and stderr since the
+    /// directory was fresh) where it outlives the test, so the failure can be replayed.
+    static func keepForInspection(_ path: String) -> String {
+        let kept = "/tmp/strata-crash-kept-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        do {
+            try FileManager.default.copyItem(atPath: path, toPath: kept)
+            return kept
+        } catch {
+            return "nowhere (\(error))"
+        }
+    }
+
     @Test func acknowledgedWritesSurviveSIGKILL() throws {
         let executable = try Self.benchExecutable()
         var generator = SeededGenerator(seed: 0x5EED_C7A5)
@@ -82,6 +94,10 @@ import Testing
             let journal = (try? String(contentsOfFile: journalPath, encoding: .utf8)) ?? ""
             do {
                 try model.apply(journal: journal)
+                // The store as the kill left it, so a failure can be replayed from it.
+                let asKilled = directory.path + "/store-as-killed"
+                try? FileManager.default.removeItem(atPath: asKilled)
+                if FileManager.default.fileExists(atPath: storePath) { try FileManager.default.copyItem(atPath: storePath, toPath: asKilled) }
                 let store = try BlockStore(directory: storePath, options: testOptions())
                 defer { store.close() }
                 let report = try store.checkConsistency()
@@ -91,7 +107,8 @@ import Testing
                 let after = try store.checkConsistency()
                 guard after.isClean else { throw CrashModel.Failure(description: "after verification: \(after)") }
             } catch {
-                Issue.record("kill \(kill) in \(directory.path): \(error)")
+                let kept = Self.keepForInspection(directory.path)
+                Issue.record("kill \(kill) (reopened \(kill % 2 == 1 ? "as after a reboot" : "in the same boot")) in \(directory.path), kept in \(kept): \(error)")
                 return
             }
         }
