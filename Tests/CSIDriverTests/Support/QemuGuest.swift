@@ -45,6 +45,7 @@ final class QemuGuest: @unchecked Sendable {
         var disk: String
         /// The network namespace (a name under /run/netns) to start QEMU in; nil for the host's.
         var networkNamespace: String?
+        /// The guest's RAM, less 8 KiB (see `memoryArgument`).
         var memoryMebibytes = 256
         var asyncIO = AsyncIO.native
         var errorPolicy = ErrorPolicy.report
@@ -146,12 +147,26 @@ final class QemuGuest: @unchecked Sendable {
         let policy = configuration.errorPolicy.rawValue
         let drive = ["file=\(configuration.disk)", "if=virtio", "format=raw", "cache=none", "aio=\(configuration.asyncIO.rawValue)",
                      "werror=\(policy)", "rerror=\(policy)"].joined(separator: ",")
+        let memory = memoryArgument(mebibytes: configuration.memoryMebibytes)
         var arguments = ["-name", name, "-accel", "tcg", "-machine", "pc", "-cpu", "qemu64", "-smp", "1",
-                         "-m", "\(configuration.memoryMebibytes)", "-nodefaults", "-no-user-config", "-display", "none",
+                         "-m", memory, "-nodefaults", "-no-user-config", "-display", "none",
                          "-no-reboot", "-kernel", image.kernel, "-initrd", image.initramfs, "-append", commandLine,
                          "-drive", drive, "-serial", "file:\(serialPath)", "-qmp", "unix:\(qmpSocketPath),server=on,wait=off"]
         if let handover { arguments += (handover == .libvirt ? ["-S"] : []) + ["-incoming", "defer"] }
         return arguments
+    }
+
+    /// QEMU's `-m` for a guest of `mebibytes`, 8 KiB short of it (the smallest step `-m` takes),
+    /// so that its RAM is not a multiple of 256 KiB. QEMU before 9.0 (Debian 12 has 7.2) loses
+    /// guest writes in a TCG live migration: its fast path for RAM blocks made of whole 256 KiB
+    /// words of the dirty bitmap clears the migration's dirty bits without re-arming the TCG TLB's
+    /// not-dirty trap, so stores through TLB entries cached before mark nothing and the page is
+    /// not sent again (fixed upstream by commit 03bfc2188f, "physmem: Fix migration dirty bitmap
+    /// coherency with TCG memory access"). The target then runs on stale kernel pages: list or
+    /// slab corruption BUGs, "scheduling while atomic", or a guest that falls silent. A RAM block
+    /// of any other size takes the page-by-page path, which re-arms the trap for each page.
+    static func memoryArgument(mebibytes: Int) -> String {
+        "\(mebibytes * 1024 - 8)k"
     }
 
     var isRunning: Bool { process.isRunning }
