@@ -24,7 +24,8 @@ struct FullDiskTests {
     func fillTheDisk() async throws {
         guard let disk = try LoopFilesystem.makeIfPossible(mebibytes: 64) else { return }
         defer {
-            disk.tearDown()
+            let problem = disk.tearDown()
+            #expect(problem == nil, "tearing the test filesystem down: \(problem ?? "")")
             #expect(!HostFootprint.isMountPoint(disk.mountPoint), "the test filesystem is still mounted")
             #expect(!disk.isAttached, "\(disk.device) is still attached")
         }

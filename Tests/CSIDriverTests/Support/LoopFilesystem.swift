@@ -44,14 +44,39 @@ final class LoopFilesystem: @unchecked Sendable {
     }
 
     /// Unmounts (retrying while a closing file keeps it busy, lazily as a last resort) and
-    /// detaches the loop device.
-    func tearDown() {
+    /// detaches the loop device. Returns what went wrong, nil when nothing did: a lazy unmount
+    /// (naming the processes that still had files open on the filesystem), or a device still
+    /// attached 10 s after the detach.
+    @discardableResult
+    func tearDown() -> String? {
+        var problems: [String] = []
         for attempt in 0..<50 where HostFootprint.isMountPoint(mountPoint) {
             if (try? ExternalTool.run("umount", [mountPoint])) != nil { break }
-            if attempt == 49 { _ = try? ExternalTool.run("umount", ["-l", mountPoint]) }
+            if attempt == 49 {
+                problems.append("busy for 5 s, unmounted lazily; files open on it: \(Self.openFiles(under: mountPoint))")
+                _ = try? ExternalTool.run("umount", ["-l", mountPoint])
+            }
             usleep(100_000)
         }
         _ = try? ExternalTool.run("losetup", ["-d", device])
+        // LOOP_CLR_FD only marks a device to be cleared at its last close when anyone else has it
+        // open (Linux 5.19 on), so a process that opened it for a moment delays the detach.
+        for _ in 0..<100 where isAttached { usleep(100_000) }
+        if isAttached { problems.append("\(device) still attached 10 s after losetup -d") }
+        return problems.isEmpty ? nil : problems.joined(separator: "; ")
+    }
+
+    /// "pid: path" for every descriptor of any process that points under `directory`.
+    static func openFiles(under directory: String) -> [String] {
+        let processes = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return processes.filter { Int($0) != nil }.flatMap { pid -> [String] in
+            let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+            return descriptors.compactMap { descriptor in
+                guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(descriptor)"),
+                      target.hasPrefix(directory + "/") else { return nil }
+                return "\(pid): \(target)"
+            }
+        }
     }
 
     /// Whether the device is still attached to anything (for leak checks).
