@@ -12,7 +12,7 @@ extension VolumeStager {
     /// does not match is never served and its volume is reported abnormal. Otherwise the export
     /// is mounted afresh and every staged volume brought back as after a crash (`recover()`).
     func startServing() throws {
-        guard let keeper else {
+        guard let keeper, let resumableExporter = resumable else {
             try exporter.start()
             recover()
             return
@@ -45,7 +45,7 @@ extension VolumeStager {
             }
             proven.append(item)
         }
-        guard let connection = proven.first, exporter.hasMountToResume else {
+        guard let connection = proven.first, resumableExporter.hasMountToResume else {
             // Whatever the keeper held belongs to a connection nobody will resume (start() aborts it).
             for item in held { try? keeper.drop(volumeID: item.entry.volumeID) }
             try exporter.start()
@@ -61,7 +61,7 @@ extension VolumeStager {
         for item in proven { _ = try exportedFile(for: item.entry.volumeID, handingToKeeper: false) }
         let descriptor = dup(connection.descriptor)
         guard descriptor >= 0 else { throw CSIError.internalError("dup of the FUSE descriptor failed: errno \(errno)") }
-        try exporter.resume(descriptor: descriptor, parameters: FuseInitParameters(
+        try resumableExporter.resume(descriptor: descriptor, parameters: FuseInitParameters(
             protocolMinor: connection.entry.protocolMinor, maxReadahead: connection.entry.maxReadahead))
         for item in proven {
             guard let record = registry[item.entry.volumeID] else { continue }

@@ -12,7 +12,10 @@ import Synchronization
 /// them to their targets. Every step is idempotent; the registry is written before a step acts,
 /// so a crash in between is finished or undone by `recover()`.
 final class VolumeStager: Sendable {
-    let exporter: FuseExporter
+    let exporter: any VolumeExporter
+    /// The exporter again when its connection can outlive this process (FUSE): only then can
+    /// the keeper hold it across a restart.
+    let resumable: (any ResumableExporter)?
     let attacher: any Attacher
     let mounter: any Mounter
     let backends: any VolumeBackendProvider
@@ -54,11 +57,12 @@ final class VolumeStager: Sendable {
     static let ext4FormatOptions = ["-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"]
 
     init(
-        context: DriverContext, exporter: FuseExporter, attacher: any Attacher, mounter: any Mounter,
+        context: DriverContext, exporter: any VolumeExporter, attacher: any Attacher, mounter: any Mounter,
         backends: any VolumeBackendProvider, registry: StagingRegistry
     ) {
         self.context = context
         self.exporter = exporter
+        self.resumable = exporter as? any ResumableExporter
         self.attacher = attacher
         self.mounter = mounter
         self.backends = backends
@@ -146,7 +150,7 @@ final class VolumeStager: Sendable {
             return Array(state.running.values)
         }
         for takeover in takeovers { takeover.cancel() }
-        if keeper != nil && !registry.all.isEmpty { exporter.suspend() } else { exporter.stop() }
+        if keeper != nil, !registry.all.isEmpty, let resumable { resumable.suspend() } else { exporter.stop() }
         for backend in opened.withLock({ opened in defer { opened = [:] }; return Array(opened.values) }) {
             try? backend.close()
         }
@@ -252,7 +256,7 @@ final class VolumeStager: Sendable {
     /// reached leaves the volume working, but a restart of this process would cut it.
     func handToKeeper(_ volumeID: String) {
         guard let keeper, let record = registry[volumeID], let identity = record.export, let cookie = record.cookie else { return }
-        guard let descriptor = exporter.connectionDescriptor, let parameters = exporter.initParameters() else {
+        guard let resumable, let descriptor = resumable.connectionDescriptor, let parameters = resumable.initParameters(waiting: 5) else {
             logger.warning("no FUSE connection to hand to the keeper yet", metadata: ["volumeId": "\(volumeID)"])
             return
         }
