@@ -101,6 +101,10 @@ public struct LinuxMounter: Mounter {
         throw NodeHostError(.busy, "\(target) is still mounted after 16 unmounts")
     }
 
+    public func detachLazily(target: String) throws {
+        try Quiescing.detachMount(target: target)
+    }
+
     public func isMountPoint(_ path: String) throws -> Bool {
         try mountInfo(for: path) != nil
     }

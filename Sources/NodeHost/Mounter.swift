@@ -21,6 +21,16 @@ public struct FilesystemStats: Equatable, Sendable {
     public var totalInodes: UInt64
     public var freeInodes: UInt64
     public var usedInodes: UInt64
+
+    /// Public so that other `Mounter` implementations (the tests' in-memory one) can report.
+    public init(totalBytes: UInt64, availableBytes: UInt64, usedBytes: UInt64, totalInodes: UInt64, freeInodes: UInt64, usedInodes: UInt64) {
+        self.totalBytes = totalBytes
+        self.availableBytes = availableBytes
+        self.usedBytes = usedBytes
+        self.totalInodes = totalInodes
+        self.freeInodes = freeInodes
+        self.usedInodes = usedInodes
+    }
 }
 
 /// Mounting, formatting and growing filesystems on the node. Every operation is idempotent:
@@ -36,6 +46,10 @@ public protocol Mounter: Sendable {
     func bindMount(source: String, target: String, readOnly: Bool) throws
     /// Unmounts everything mounted at `target`; a path that is not a mount point is fine.
     func unmount(target: String) throws
+    /// Detaches the mount at `target` even while it is busy or its device is gone (a lazy
+    /// unmount: what a dead process left must go before it is mounted anew); a path that is not
+    /// a mount point is fine.
+    func detachLazily(target: String) throws
     func isMountPoint(_ path: String) throws -> Bool
     /// The visible mount at `path`, or nil when it is not a mount point.
     func mountInfo(for path: String) throws -> MountInfo?

@@ -13,8 +13,8 @@ extension VolumeStager {
     func recover() {
         for record in registry.all {
             do {
-                for target in record.targets.keys { try Quiescing.detachMount(target: target) }
-                if case .filesystem = record.access { try Quiescing.detachMount(target: record.stagingPath) }
+                for target in record.targets.keys { try mounter.detachLazily(target: target) }
+                if case .filesystem = record.access { try mounter.detachLazily(target: record.stagingPath) }
                 // At this point nothing of this process backs the volume yet, so every loop device
                 // over this export's file of that name is stale: on the dead export the kernel
                 // shows it as `/<name>`, on this export as its path. Another driver's live export
