@@ -44,4 +44,17 @@ public struct LoopAttachment: Equatable, Sendable {
     /// The backing file's device and inode numbers, when the device node could be queried.
     public var backingDevice: UInt64?
     public var backingInode: UInt64?
+
+    /// Public so that other `Attacher` implementations (NBD, ublk, the tests' in-memory one)
+    /// can describe their devices.
+    public init(device: String, number: Int, backingFile: String, readOnly: Bool, directIO: Bool,
+                backingDevice: UInt64? = nil, backingInode: UInt64? = nil) {
+        self.device = device
+        self.number = number
+        self.backingFile = backingFile
+        self.readOnly = readOnly
+        self.directIO = directIO
+        self.backingDevice = backingDevice
+        self.backingInode = backingInode
+    }
 }
