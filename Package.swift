@@ -167,6 +167,9 @@ let package = Package(
         // environment check, the external-tool runner, and where the repository and the built
         // binaries are. Mount tables are read through KernelFiles' `MountTable`, the product's own.
         .target(name: "StrataTestSupport", dependencies: ["KernelFiles"], path: "Tests/StrataTestSupport"),
+        // In-memory exporter, attacher and mounter behind NodeHost's protocols, so that the node's
+        // staging, recovery and restart logic runs in tests without root, FUSE or loop devices.
+        .target(name: "NodeHostFakes", dependencies: ["NodeHost", "KernelFiles"], path: "Tests/NodeHostFakes"),
         .testTarget(
             name: "BlockStoreTests",
             dependencies: ["BlockStore", "StrataTestSupport", .product(name: "GRDB", package: "GRDB.swift")]
@@ -177,7 +180,7 @@ let package = Package(
             name: "CSIDriverTests",
             dependencies: [
                 "CSIDriver", "CSIProto", "AdminProto", "PeerProto", "Peering", "CSIValidation", "BlockStore", "FuseKeeperProtocol",
-                "KernelFiles", "NodeHost", "StrataTestSupport",
+                "KernelFiles", "NodeHost", "NodeHostFakes", "StrataTestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
