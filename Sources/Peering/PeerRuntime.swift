@@ -17,15 +17,17 @@ public final class PeerRuntime: Sendable {
     let metrics: any PeerMetricsRecorder
     let logger: Logger
 
+    /// `connector` reaches the peers; nil: mutual TLS over TCP (`PeerClientPool`). Tests pass
+    /// an in-process one, to drive node-to-node logic (a handover) without sockets or TLS.
     public init(
         settings: PeerSettings, nodeID: String, metrics: any PeerMetricsRecorder, logger: Logger,
-        store: @escaping @Sendable () throws -> BlockStore
+        connector: (any PeerConnecting)? = nil, store: @escaping @Sendable () throws -> BlockStore
     ) {
         self.settings = settings
         self.metrics = metrics
         self.logger = logger
         pool = PeerClientPool(settings: settings)
-        directory = PeerDirectory(settings: settings, localNode: nodeID, connector: pool)
+        directory = PeerDirectory(settings: settings, localNode: nodeID, connector: connector ?? pool)
         fetcher = ReplicaFetcher(directory: directory, metrics: metrics, logger: logger, store: store)
         janitor = ReplicaJanitor(directory: directory, logger: logger, store: store)
         sends = SendSlots(settings.maxConcurrentSends)
@@ -69,6 +71,17 @@ public final class PeerRuntime: Sendable {
         sessions.stopServing()
     }
 
+    /// The services of the peer protocol this node serves: layers and handovers, and block I/O
+    /// on its volumes. Public so that tests can serve them over another transport.
+    public func services(host: any HandOverHost) -> [any RegistrableRPCService] {
+        [
+            PeerService(
+                host: host, sessions: sessions, metrics: metrics, sends: sends, fetcher: fetcher, janitor: janitor,
+                sendBytesPerSecond: settings.sendBytesPerSecond),
+            RemoteVolumeService(host: host, sessions: sessions),
+        ]
+    }
+
     private func serve(host: any HandOverHost) async throws {
         let sessions = self.sessions
         defer { sessions.closeAll() }
@@ -78,14 +91,7 @@ public final class PeerRuntime: Sendable {
                     address: address.host.contains(":") ? .ipv6(host: address.host, port: address.port) : .ipv4(host: address.host, port: address.port),
                     transportSecurity: settings.serverSecurity,
                     config: .defaults { $0.http2.targetWindowSize = 16 << 20; $0.http2.maxFrameSize = 1 << 20 })
-                let server = GRPCServer(
-                    transport: transport,
-                    services: [
-                        PeerService(
-                            host: host, sessions: sessions, metrics: metrics, sends: sends, fetcher: fetcher, janitor: janitor,
-                            sendBytesPerSecond: settings.sendBytesPerSecond),
-                        RemoteVolumeService(host: host, sessions: sessions),
-                    ])
+                let server = GRPCServer(transport: transport, services: services(host: host))
                 group.addTask {
                     try await withTaskCancellationHandler {
                         try await server.serve()
