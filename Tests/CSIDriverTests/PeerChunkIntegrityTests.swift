@@ -233,9 +233,3 @@ private struct AlteringPeer: Strata_Peer_V1_Peer.SimpleServiceProtocol {
         -> Strata_Peer_V1_OwnershipOfferedResponse
     { throw RPCError(code: .unimplemented, message: "") }
 }
-
-private struct NoPeerMetrics: PeerMetricsRecorder {
-    func recordPeerBytes(received: Int, sent: Int) {}
-    func recordPeerFetch(result: String) {}
-    func adjustPeerTransfers(_ direction: String, by delta: Double) {}
-}

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NodeHost
 import NodeHostFakes
+import Peering
 import StrataTestSupport
 
 /// What outlives a driver process on a node: the kernel's devices and mounts (here the fake
@@ -31,24 +32,41 @@ final class FakeNode {
     let kernel: FakeKernel
     let exporter: FakeExporter
     let stager: VolumeStager
+    let context: DriverContext
+    let peering: Peering?
 
-    convenience init() throws {
+    /// How this node reaches its peers (in process, see `InProcessConnector`).
+    struct Peering {
+        var connector: any PeerConnecting
+        var peers: [PeerSettings.StaticPeer]
+    }
+
+    convenience init(nodeID: String = "fake-node", peering: Peering? = nil) throws {
         let directory = try TemporaryDirectory(.fast, label: "strata-fake-node")
         try FileManager.default.createDirectory(atPath: directory.path + "/state", withIntermediateDirectories: true)
         let store = try BlockStore(directory: directory.path + "/state/store")
-        try self.init(directory: directory, store: store, kernel: FakeKernel())
+        try self.init(directory: directory, store: store, kernel: FakeKernel(), nodeID: nodeID, peering: peering)
     }
 
-    private init(directory: TemporaryDirectory, store: BlockStore, kernel: FakeKernel) throws {
+    private init(directory: TemporaryDirectory, store: BlockStore, kernel: FakeKernel, nodeID: String, peering: Peering?) throws {
         self.directory = directory
         self.store = store
         self.kernel = kernel
+        self.peering = peering
+        let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         let configuration = DriverConfiguration(
-            nodeID: "fake-node", stateDirectory: directory.path + "/state", mode: .node,
-            kubeletDirectory: directory.path + "/kubelet",
-            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+            nodeID: nodeID, stateDirectory: directory.path + "/state", mode: .node,
+            kubeletDirectory: directory.path + "/kubelet", logger: logger)
         let context = DriverContext(configuration: configuration)
+        self.context = context
         context.storeDidOpen(store)
+        if let peering {
+            var settings = PeerSettings(tlsDirectory: directory.path + "/tls")
+            settings.staticPeers = peering.peers
+            context.peersDidStart(PeerRuntime(
+                settings: settings, nodeID: nodeID, metrics: NoPeerMetrics(), logger: logger, connector: peering.connector,
+                store: { store }))
+        }
         exporter = FakeExporter(directory: configuration.exportDirectory, table: kernel.files)
         stager = VolumeStager(
             context: context, exporter: exporter, attacher: kernel.attacher, mounter: kernel.mounter,
@@ -62,7 +80,7 @@ final class FakeNode {
     /// over the same kernel, store and registry, as the driver does at start.
     func restarted() throws -> FakeNode {
         stager.shutDown()
-        return try FakeNode(directory: directory, store: store, kernel: kernel)
+        return try FakeNode(directory: directory, store: store, kernel: kernel, nodeID: context.configuration.nodeID, peering: peering)
     }
 
     /// Stops the stager and closes the store.

@@ -41,3 +41,10 @@ struct InProcessConnector: PeerConnecting {
         try await body(Strata_Peer_V1_RemoteVolume.Client(wrapping: try client(for: endpoint)))
     }
 }
+
+/// Peer metrics nobody reads, for peering parts run alone in tests.
+struct NoPeerMetrics: PeerMetricsRecorder {
+    func recordPeerBytes(received: Int, sent: Int) {}
+    func recordPeerFetch(result: String) {}
+    func adjustPeerTransfers(_ direction: String, by delta: Double) {}
+}
