@@ -81,7 +81,7 @@ extension DeviceTests {
                 #expect(DeviceIO.writeError(boundWritable) == 0)
 
                 for path in [target, readOnlyTarget, boundWritable] { try mounter.unmount(target: path) }
-                #expect(try fixture.attacher.detach(device: readOnlyDevice))
+                #expect(try fixture.detachFreeing(readOnlyDevice))
                 try fixture.unstage(name: "block", device: device)
             }
         }

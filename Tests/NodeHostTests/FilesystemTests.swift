@@ -47,7 +47,7 @@ extension DeviceTests {
                 }
 
                 // Detach and attach again, as a later stage does: the files are all there.
-                #expect(try fixture.attacher.detach(device: device))
+                #expect(try fixture.detachFreeing(device))
                 let again = try fixture.attacher.attach(file: file, readOnly: false, directIO: true)
                 try mounter.mount(source: again, target: staging, fsType: fsType.rawValue, options: [], readOnly: false)
                 #expect(try DeviceIO.readFile("\(staging)/dir/data.bin") == data)

@@ -28,7 +28,7 @@ extension DeviceTests {
                 #expect(try Syscall.readText("/sys/block/loop\(number)/queue/read_ahead_kb") == "1024\n")
                 #expect(try attacher.refreshSize(device: device) == 16 << 20)
 
-                #expect(try attacher.detach(device: device))
+                #expect(try fixture.detachFreeing(device))
                 #expect(try attacher.detach(device: device))
                 #expect(try attacher.device(backingFile: file) == nil)
                 // Other test targets may attach devices meanwhile: only ours is known to be free.

@@ -18,10 +18,10 @@ extension DeviceTests {
                 var deviceB: String?
                 // Other suites attach devices meanwhile: repeat until B gets A's freed number.
                 for _ in 0..<20 {
-                    #expect(try attacher.detach(stale))
+                    #expect(try fixture.detachFreeing(stale))
                     let attached = try attacher.attach(file: fileB, readOnly: false, directIO: true)
                     if attached == stale.device { deviceB = attached; break }
-                    #expect(try attacher.detach(device: attached))
+                    #expect(try fixture.detachFreeing(attached))
                     _ = try attacher.attach(file: fileA, readOnly: false, directIO: true)
                     stale = try #require(try attacher.attachments(backingFile: fileA).first)
                 }
@@ -36,7 +36,7 @@ extension DeviceTests {
                 #expect(try DeviceIO.read(reused, at: 0, count: bytes.count, direct: true) == bytes)
 
                 let attachmentB = try #require(try attacher.attachments(backingFile: fileB).first)
-                #expect(try attacher.detach(attachmentB))
+                #expect(try fixture.detachFreeing(attachmentB))
                 try fixture.exporter.remove(name: "reuse-a")
                 try fixture.exporter.remove(name: "reuse-b")
             }
