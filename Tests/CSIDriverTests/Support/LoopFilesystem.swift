@@ -60,7 +60,8 @@ final class LoopFilesystem: @unchecked Sendable {
         }
         _ = try? ExternalTool.run("losetup", ["-d", device])
         // LOOP_CLR_FD only marks a device to be cleared at its last close when anyone else has it
-        // open (Linux 5.19 on), so a process that opened it for a moment delays the detach.
+        // open (Linux 5.19 on): a child another thread is spawning holds copies of this process's
+        // descriptors until it execs, so one of the device (mount's or losetup's) can delay it.
         for _ in 0..<100 where isAttached { usleep(100_000) }
         if isAttached { problems.append("\(device) still attached 10 s after losetup -d") }
         return problems.isEmpty ? nil : problems.joined(separator: "; ")
