@@ -25,13 +25,10 @@ struct HandOverCrashTests {
         for round in 0..<Self.rounds {
             let a = cluster["a"], b = cluster["b"]
             print("handover round \(round): starting (cluster \(cluster.directory.path))")
-            let disk = try await a.controller {
-                try await $0.createVolume(ReadWriteManyTests.sharedVolume("vm-\(round)", bytes: Self.volumeBytes))
-            }.volume.volumeID
-            _ = try await a.attach(disk, capability: ReadWriteManyTests.sharedBlock)
-            let deviceB = try await b.attach(disk, capability: ReadWriteManyTests.sharedBlock)
-            var image = SparseImage(size: Self.volumeBytes)
-            try image.write(SparseImage.Extent(offset: Int64(round % 8) << 20, data: MultiNode.pattern(seed: UInt64(round), count: 256 << 10)), to: deviceB)
+            let (disk, deviceB, written) = try await Self.stagedOnBoth(
+                "vm-\(round)", a: a, b: b,
+                writing: SparseImage.Extent(offset: Int64(round % 8) << 20, data: MultiNode.pattern(seed: UInt64(round), count: 256 << 10)))
+            var image = written
 
             // A lets go (the migration ended on B): B takes the volume over; one side dies on the way.
             try await a.detach(disk)
@@ -59,6 +56,21 @@ struct HandOverCrashTests {
         #expect(leftovers.isEmpty, "\(leftovers)")
     }
 
+    /// An RWX volume made on A and staged on both nodes (A owns it), with `extent` written
+    /// through B's device: the start of every handover here. Returns B's device and what the
+    /// volume holds.
+    static func stagedOnBoth(_ name: String, a: ClusterNode, b: ClusterNode, writing extent: SparseImage.Extent)
+        async throws -> (disk: String, deviceB: String, image: SparseImage) {
+        let disk = try await a.controller {
+            try await $0.createVolume(ReadWriteManyTests.sharedVolume(name, bytes: Self.volumeBytes))
+        }.volume.volumeID
+        _ = try await a.attach(disk, capability: ReadWriteManyTests.sharedBlock)
+        let deviceB = try await b.attach(disk, capability: ReadWriteManyTests.sharedBlock)
+        var image = SparseImage(size: Self.volumeBytes)
+        try image.write(extent, to: deviceB)
+        return (disk, deviceB, image)
+    }
+
     /// `ReadWriteManyTests.waitUntilOwned`, and when it times out, `failure` with each node's last
     /// notices, warnings and errors.
     static func waitUntilOwned(_ volumeID: String, by node: ClusterNode, in cluster: PeerCluster, _ failure: String) async throws {
@@ -79,13 +91,8 @@ struct HandOverCrashTests {
         defer { cluster.tearDown() }
         for node in ["a", "b"] { try cluster.start(node) }
         let a = cluster["a"], b = cluster["b"]
-        let disk = try await a.controller {
-            try await $0.createVolume(ReadWriteManyTests.sharedVolume("vm-lost-hint", bytes: Self.volumeBytes))
-        }.volume.volumeID
-        _ = try await a.attach(disk, capability: ReadWriteManyTests.sharedBlock)
-        let deviceB = try await b.attach(disk, capability: ReadWriteManyTests.sharedBlock)
-        var image = SparseImage(size: Self.volumeBytes)
-        try image.write(SparseImage.Extent(offset: 1 << 20, data: MultiNode.pattern(seed: 77, count: 128 << 10)), to: deviceB)
+        let (disk, deviceB, image) = try await Self.stagedOnBoth(
+            "vm-lost-hint", a: a, b: b, writing: SparseImage.Extent(offset: 1 << 20, data: MultiNode.pattern(seed: 77, count: 128 << 10)))
 
         try cluster.setLink("b", up: false)
         try await a.detach(disk)
