@@ -15,8 +15,8 @@
 #     veth during the first (TCP payload and headers, TLS, HTTP/2, protobuf) against the allocated
 #     bytes, and each driver's CPU seconds (user + system, /proc/PID/stat) per GiB moved;
 #   - small requests (--requests per case, 0 skips them): `strata-bench remote-io` in B's
-#     namespace reads 4 KiB of a ReadWriteMany volume owned by A over one pooled peer connection
-#     (p50/p99 at depth 1 and 32), beside a mutual-TLS echo of 4 KiB in Python
+#     namespace reads 4 KiB of a ReadWriteMany volume owned by A over the block wire and over the
+#     gRPC Exchange stream (p50/p99 at depth 1 and 32), beside a mutual-TLS echo of 4 KiB in Python
 #     (scripts/bench/tls-echo.py) between the same namespaces.
 # --perf DIR records both drivers with perf during the first clone (DIR/a.data, DIR/b.data).
 # Prints figures and ratios. STRATA_CSI / STRATA_BENCH select given binaries. Cleans up on exit.
@@ -113,12 +113,15 @@ strata, echo = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(f"\n{'4 KiB round trips over one long-lived mutual-TLS connection':<58} {'p50 µs':>8} {'p99 µs':>8} {'per s':>8}")
 rows = [("TLS echo anchor (Python ssl), depth 1", echo["d1"]["p50_us"], echo["d1"]["p99_us"], echo["d1"]["per_second"]),
         ("TLS echo anchor (Python ssl), depth 32", echo["d32"]["p50_us"], echo["d32"]["p99_us"], echo["d32"]["per_second"])]
-for key, label in [("link_d1", "strata RemoteVolume Read, FUSE worker path, depth 1"),
-                   ("link_d32", "strata RemoteVolume Read, FUSE worker path, depth 32"),
-                   ("client_d1", "strata RemoteVolume Read, async client, depth 1")]:
+for key, label in [("wire_d1", "strata read, FUSE worker path, block wire, depth 1"),
+                   ("wire_d32", "strata read, FUSE worker path, block wire, depth 32"),
+                   ("link_d1", "strata read, FUSE worker path, gRPC stream, depth 1"),
+                   ("link_d32", "strata read, FUSE worker path, gRPC stream, depth 32"),
+                   ("client_d1", "strata unary Read, gRPC async client, depth 1")]:
     rows.append((label, strata[key + "_p50_us"], strata[key + "_p99_us"], strata[key + "_per_second"]))
 for label, p50, p99, rate in rows:
     print(f"{label:<58} {p50:8.0f} {p99:8.0f} {rate:8.0f}")
-print(f"strata p50 / anchor p50: depth 1 {strata['link_d1_p50_us'] / echo['d1']['p50_us']:.2f}x, "
-      f"depth 32 {strata['link_d32_p50_us'] / echo['d32']['p50_us']:.2f}x")
+for key, name in [("wire", "block wire"), ("link", "gRPC stream")]:
+    print(f"strata {name} p50 / anchor p50: depth 1 {strata[key + '_d1_p50_us'] / echo['d1']['p50_us']:.2f}x, "
+          f"depth 32 {strata[key + '_d32_p50_us'] / echo['d32']['p50_us']:.2f}x")
 PY

@@ -29,6 +29,14 @@ final class ReadWriteLock: @unchecked Sendable {
         return try body()
     }
 
+    /// Runs `body` under the read lock if it can be had at once (no writer holds it or waits
+    /// for it); nil, without running it, otherwise.
+    func withReadLockIfFree<T>(_ body: () throws -> T) rethrows -> T? {
+        guard pthread_rwlock_tryrdlock(lock) == 0 else { return nil }
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
     func withWriteLock<T>(_ body: () throws -> T) rethrows -> T {
         let result = pthread_rwlock_wrlock(lock)
         precondition(result == 0, "pthread_rwlock_wrlock failed (\(result)): taken again by a thread that holds it?")

@@ -1,7 +1,7 @@
 /// Mixed clusters: reads and writes of clusters whose subclusters come from different layers.
 extension OpenVolume {
     /// Reads part of one mixed cluster: runs of subclusters with one owner become one pread.
-    func readMixed(_ cluster: Int, into target: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+    func readMixed(_ cluster: Int, into target: UnsafeMutableRawBufferPointer, at offset: UInt64, cachedOnly: Bool = false) throws {
         let record = index.entries(cluster / ClusterIndex.chunkSize)!.record(cluster % ClusterIndex.chunkSize)
         let clusterStart = UInt64(cluster) << UInt64(clusterShift)
         let shift = UInt64(subclusters.shift)
@@ -15,7 +15,7 @@ extension OpenVolume {
             let runEnd = min(end, clusterStart + (UInt64(subcluster) << shift))
             let piece = UnsafeMutableRawBufferPointer(rebasing: target[Int(position - offset)..<Int(runEnd - offset)])
             if owner.hasData, let layer = owner.position {
-                try layers[layer]!.data.read(into: piece, at: position)
+                try layers[layer]!.data.read(into: piece, at: position, cachedOnly: cachedOnly)
             } else {
                 piece.initializeMemory(as: UInt8.self, repeating: 0)
             }

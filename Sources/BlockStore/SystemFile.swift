@@ -4,6 +4,9 @@ import Glibc
 /// A raw file descriptor with the few system calls the store needs: positioned I/O that retries
 /// short transfers and EINTR, fsync, hole punching and hole seeking. All system calls of the
 /// store's data path go through here.
+/// A read that asked for cached data only would have waited for the disk.
+struct NotCached: Error {}
+
 package struct SystemFile: Sendable, Hashable {
     let descriptor: Int32
 
@@ -45,12 +48,17 @@ package struct SystemFile: Sendable, Hashable {
     }
 
     /// Reads exactly `buffer.count` bytes; what lies past the end of the file reads as zeros.
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+    /// `cachedOnly`: reads only what the page cache holds, and throws `NotCached` (having
+    /// filled part of `buffer` perhaps) where it would have to wait for the disk.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, cachedOnly: Bool = false) throws {
         var done = 0
         while done < buffer.count {
-            let n = Glibc.pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            let n = cachedOnly
+                ? strata_pread_nowait(descriptor, buffer.baseAddress! + done, UInt(buffer.count - done), UInt(offset) + UInt(done))
+                : Glibc.pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
+                if cachedOnly { throw NotCached() }
                 throw StoreError.system("pread", errno: errno)
             }
             if n == 0 {

@@ -36,6 +36,14 @@ public final class VolumeHandle: Sendable {
         try engine.read(into: buffer, at: offset)
     }
 
+    /// `read`, only if it can be done at once: from the page cache, without waiting for the
+    /// volume's lock. False (`buffer` perhaps partly filled) when it would have waited; for a
+    /// caller that must not block, such as a network event loop, which then hands it on.
+    public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Bool {
+        try checkOpen()
+        return try engine.readIfCached(into: buffer, at: offset)
+    }
+
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
         try checkOpen()
         try engine.write(bytes, at: offset)

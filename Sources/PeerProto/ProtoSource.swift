@@ -1,4 +1,4 @@
 // Written by scripts/generate-proto.sh; do not edit.
 
 /// SHA-256 of proto/peer.proto when the code in this module was generated.
-public let peerProtoSourceSHA256 = "ec27cc0796f30914ab0811c26719ad57ef45bc6b74757b76e315828629c85c63"
+public let peerProtoSourceSHA256 = "2f371c293a895d69cc9652eb161efb8f54f40d629048742e2876a44a6101ba97"

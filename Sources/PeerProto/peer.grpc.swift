@@ -2969,6 +2969,19 @@ public enum Strata_Peer_V1_RemoteVolume: Sendable {
                 type: .bidirectionalStreaming
             )
         }
+        /// Namespace for "DescribeBlockWire" metadata.
+        public enum DescribeBlockWire: Sendable {
+            /// Request type for "DescribeBlockWire".
+            public typealias Input = Strata_Peer_V1_DescribeBlockWireRequest
+            /// Response type for "DescribeBlockWire".
+            public typealias Output = Strata_Peer_V1_DescribeBlockWireResponse
+            /// Descriptor for "DescribeBlockWire".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "strata.peer.v1.RemoteVolume"),
+                method: "DescribeBlockWire",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "strata.peer.v1.RemoteVolume" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Attach.descriptor,
@@ -2977,7 +2990,8 @@ public enum Strata_Peer_V1_RemoteVolume: Sendable {
             Write.descriptor,
             Discard.descriptor,
             Flush.descriptor,
-            Exchange.descriptor
+            Exchange.descriptor,
+            DescribeBlockWire.descriptor
         ]
     }
 }
@@ -3135,6 +3149,27 @@ extension Strata_Peer_V1_RemoteVolume {
             request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_BlockRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_BlockReply>
+
+        /// Handle the "DescribeBlockWire" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Where this node serves the block wire: the same requests as Exchange in a binary framing of
+        /// > their own on a TLS port beside this one (same certificates; ALPN "strata-block/1"), answered
+        /// > on the connection's event loop instead of through per-message tasks. Port 0: not served
+        /// > (use Exchange). The framing is described in Sources/Peering/BlockWire/BlockWireFrame.swift.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Strata_Peer_V1_DescribeBlockWireRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Strata_Peer_V1_DescribeBlockWireResponse` messages.
+        func describeBlockWire(
+            request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_DescribeBlockWireRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_DescribeBlockWireResponse>
     }
 
     /// Service protocol for the "strata.peer.v1.RemoteVolume" service.
@@ -3276,6 +3311,27 @@ extension Strata_Peer_V1_RemoteVolume {
             request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_BlockRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_BlockReply>
+
+        /// Handle the "DescribeBlockWire" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Where this node serves the block wire: the same requests as Exchange in a binary framing of
+        /// > their own on a TLS port beside this one (same certificates; ALPN "strata-block/1"), answered
+        /// > on the connection's event loop instead of through per-message tasks. Port 0: not served
+        /// > (use Exchange). The framing is described in Sources/Peering/BlockWire/BlockWireFrame.swift.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_DescribeBlockWireRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Strata_Peer_V1_DescribeBlockWireResponse` message.
+        func describeBlockWire(
+            request: GRPCCore.ServerRequest<Strata_Peer_V1_DescribeBlockWireRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_DescribeBlockWireResponse>
     }
 
     /// Simple service protocol for the "strata.peer.v1.RemoteVolume" service.
@@ -3416,6 +3472,27 @@ extension Strata_Peer_V1_RemoteVolume {
             response: GRPCCore.RPCWriter<Strata_Peer_V1_BlockReply>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "DescribeBlockWire" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Where this node serves the block wire: the same requests as Exchange in a binary framing of
+        /// > their own on a TLS port beside this one (same certificates; ALPN "strata-block/1"), answered
+        /// > on the connection's event loop instead of through per-message tasks. Port 0: not served
+        /// > (use Exchange). The framing is described in Sources/Peering/BlockWire/BlockWireFrame.swift.
+        ///
+        /// - Parameters:
+        ///   - request: A `Strata_Peer_V1_DescribeBlockWireRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Strata_Peer_V1_DescribeBlockWireResponse` to respond with.
+        func describeBlockWire(
+            request: Strata_Peer_V1_DescribeBlockWireRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Strata_Peer_V1_DescribeBlockWireResponse
     }
 }
 
@@ -3500,6 +3577,17 @@ extension Strata_Peer_V1_RemoteVolume.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Strata_Peer_V1_RemoteVolume.Method.DescribeBlockWire.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_DescribeBlockWireRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_DescribeBlockWireResponse>(),
+            handler: { request, context in
+                try await self.describeBlockWire(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -3566,6 +3654,17 @@ extension Strata_Peer_V1_RemoteVolume.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_FlushResponse> {
         let response = try await self.flush(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func describeBlockWire(
+        request: GRPCCore.StreamingServerRequest<Strata_Peer_V1_DescribeBlockWireRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Strata_Peer_V1_DescribeBlockWireResponse> {
+        let response = try await self.describeBlockWire(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -3668,6 +3767,19 @@ extension Strata_Peer_V1_RemoteVolume.SimpleServiceProtocol {
                 )
                 return [:]
             }
+        )
+    }
+
+    public func describeBlockWire(
+        request: GRPCCore.ServerRequest<Strata_Peer_V1_DescribeBlockWireRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Strata_Peer_V1_DescribeBlockWireResponse> {
+        return GRPCCore.ServerResponse<Strata_Peer_V1_DescribeBlockWireResponse>(
+            message: try await self.describeBlockWire(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
         )
     }
 }
@@ -3846,6 +3958,32 @@ extension Strata_Peer_V1_RemoteVolume {
             deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_BlockReply>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Strata_Peer_V1_BlockReply>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DescribeBlockWire" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Where this node serves the block wire: the same requests as Exchange in a binary framing of
+        /// > their own on a TLS port beside this one (same certificates; ALPN "strata-block/1"), answered
+        /// > on the connection's event loop instead of through per-message tasks. Port 0: not served
+        /// > (use Exchange). The framing is described in Sources/Peering/BlockWire/BlockWireFrame.swift.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_DescribeBlockWireRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_DescribeBlockWireRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_DescribeBlockWireResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func describeBlockWire<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_DescribeBlockWireRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_DescribeBlockWireRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_DescribeBlockWireResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_DescribeBlockWireResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -4106,6 +4244,43 @@ extension Strata_Peer_V1_RemoteVolume {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "DescribeBlockWire" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Where this node serves the block wire: the same requests as Exchange in a binary framing of
+        /// > their own on a TLS port beside this one (same certificates; ALPN "strata-block/1"), answered
+        /// > on the connection's event loop instead of through per-message tasks. Port 0: not served
+        /// > (use Exchange). The framing is described in Sources/Peering/BlockWire/BlockWireFrame.swift.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Strata_Peer_V1_DescribeBlockWireRequest` message.
+        ///   - serializer: A serializer for `Strata_Peer_V1_DescribeBlockWireRequest` messages.
+        ///   - deserializer: A deserializer for `Strata_Peer_V1_DescribeBlockWireResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func describeBlockWire<Result>(
+            request: GRPCCore.ClientRequest<Strata_Peer_V1_DescribeBlockWireRequest>,
+            serializer: some GRPCCore.MessageSerializer<Strata_Peer_V1_DescribeBlockWireRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Strata_Peer_V1_DescribeBlockWireResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_DescribeBlockWireResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Strata_Peer_V1_RemoteVolume.Method.DescribeBlockWire.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4306,6 +4481,38 @@ extension Strata_Peer_V1_RemoteVolume.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_BlockRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_BlockReply>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DescribeBlockWire" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Where this node serves the block wire: the same requests as Exchange in a binary framing of
+    /// > their own on a TLS port beside this one (same certificates; ALPN "strata-block/1"), answered
+    /// > on the connection's event loop instead of through per-message tasks. Port 0: not served
+    /// > (use Exchange). The framing is described in Sources/Peering/BlockWire/BlockWireFrame.swift.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Strata_Peer_V1_DescribeBlockWireRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func describeBlockWire<Result>(
+        request: GRPCCore.ClientRequest<Strata_Peer_V1_DescribeBlockWireRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_DescribeBlockWireResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.describeBlockWire(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Strata_Peer_V1_DescribeBlockWireRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Strata_Peer_V1_DescribeBlockWireResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -4537,6 +4744,42 @@ extension Strata_Peer_V1_RemoteVolume.ClientProtocol {
             producer: producer
         )
         return try await self.exchange(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DescribeBlockWire" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Where this node serves the block wire: the same requests as Exchange in a binary framing of
+    /// > their own on a TLS port beside this one (same certificates; ALPN "strata-block/1"), answered
+    /// > on the connection's event loop instead of through per-message tasks. Port 0: not served
+    /// > (use Exchange). The framing is described in Sources/Peering/BlockWire/BlockWireFrame.swift.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func describeBlockWire<Result>(
+        _ message: Strata_Peer_V1_DescribeBlockWireRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Strata_Peer_V1_DescribeBlockWireResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Strata_Peer_V1_DescribeBlockWireRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.describeBlockWire(
             request: request,
             options: options,
             onResponse: handleResponse

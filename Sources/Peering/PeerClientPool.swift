@@ -14,6 +14,12 @@ public protocol PeerConnecting: Sendable {
     func withRemoteVolumeClient<Result: Sendable>(
         _ endpoint: PeerEndpoint, _ body: @Sendable (any Strata_Peer_V1_RemoteVolume.ClientProtocol) async throws -> Result
     ) async throws -> Result
+    /// How to reach peers' block wire (`BlockWire`); nil: never, block I/O uses the Exchange stream.
+    var blockWireDialer: BlockWireDialer? { get }
+}
+
+extension PeerConnecting {
+    public var blockWireDialer: BlockWireDialer? { nil }
 }
 
 /// One long-lived mutual-TLS HTTP/2 client per peer address, shared by every call to that peer:
@@ -23,6 +29,9 @@ public protocol PeerConnecting: Sendable {
 /// wait-for-ready), so callers move on to the next holder.
 public final class PeerClientPool: PeerConnecting {
     private let security: HTTP2ClientTransport.Posix.TransportSecurity
+    /// The same certificates for the block wire; nil if NIOSSL cannot load them (the driver
+    /// checked the files at start: block I/O then goes over the Exchange stream).
+    public let blockWireDialer: BlockWireDialer?
     private let state = Mutex(State())
 
     private struct State {
@@ -38,6 +47,7 @@ public final class PeerClientPool: PeerConnecting {
 
     public init(settings: PeerSettings) {
         security = settings.clientSecurity
+        blockWireDialer = settings.blockWire ? (try? BlockWireDialer.tlsContext(settings)).map { BlockWireDialer(tls: $0) } : nil
     }
 
     /// Unary calls: a peer that does not answer within this is skipped.

@@ -14,6 +14,8 @@ public final class PeerRuntime: Sendable {
     let sends: SendSlots
     /// Who may do block I/O on which volume here, and the handles it goes through.
     let sessions = RemoteSessions()
+    /// Where this node serves the block wire, once it does (RemoteVolume.DescribeBlockWire).
+    let wirePort = BlockWirePort()
     let metrics: any PeerMetricsRecorder
     let logger: Logger
 
@@ -78,13 +80,37 @@ public final class PeerRuntime: Sendable {
             PeerService(
                 host: host, sessions: sessions, metrics: metrics, sends: sends, fetcher: fetcher, janitor: janitor,
                 sendBytesPerSecond: settings.sendBytesPerSecond),
-            RemoteVolumeService(host: host, sessions: sessions),
+            RemoteVolumeService(host: host, sessions: sessions, wirePort: wirePort),
         ]
     }
 
     private func serve(host: any HandOverHost) async throws {
         let sessions = self.sessions
         defer { sessions.closeAll() }
+        // The block wire listens first, so that DescribeBlockWire never answers a port not yet served.
+        let wire = try await startBlockWire(host: host)
+        defer { wirePort.set(0) }
+        do {
+            try await serveGRPC(host: host)
+        } catch {
+            await wire?.close()
+            throw error
+        }
+        await wire?.close()
+    }
+
+    private func startBlockWire(host: any HandOverHost) async throws -> BlockWireServer? {
+        guard let address = settings.listenAddress, let port = settings.wireListenPort else { return nil }
+        let server = try await BlockWireServer.start(
+            host: address.host, port: port, tls: try BlockWireServer.tlsContext(settings),
+            serving: BlockWireServing(host: host, sessions: sessions), logger: logger)
+        wirePort.set(server.port)
+        logger.notice("serving the block wire", metadata: ["address": "\(address.host):\(server.port)"])
+        return server
+    }
+
+    private func serveGRPC(host: any HandOverHost) async throws {
+        let sessions = self.sessions
         try await withThrowingTaskGroup(of: Void.self) { group in
             if let address = settings.listenAddress {
                 let transport = HTTP2ServerTransport.Posix(

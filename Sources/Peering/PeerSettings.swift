@@ -35,11 +35,24 @@ public struct PeerSettings: Sendable {
     /// Caps each transfer this node serves (bytes per second), so copies do not starve the
     /// node's other traffic; nil: no cap.
     public var sendBytesPerSecond: Int?
+    /// The block wire's port (`--peer-wire-port`): nil, the peer port + 1 (any free port when
+    /// the peer port is 0). It serves remote block I/O beside the gRPC port, same certificates.
+    public var wirePort: Int?
+    /// Whether this node serves the block wire and uses its peers' (`--peer-wire-port off`: no;
+    /// block I/O then travels over RemoteVolume.Exchange).
+    public var blockWire = true
     /// How often replicas held here are checked against their origin (deleted there: dropped here).
     public var replicaCheckInterval: Duration = .seconds(60)
 
     public init(tlsDirectory: String) {
         self.tlsDirectory = tlsDirectory
+    }
+
+    /// Where the block wire listens, when it does.
+    var wireListenPort: Int? {
+        guard blockWire, let listen = listenAddress else { return nil }
+        if let wirePort { return wirePort }
+        return listen.port == 0 ? 0 : listen.port + 1
     }
 
     var caPath: String { (tlsDirectory as NSString).appendingPathComponent("ca.crt") }
@@ -51,6 +64,7 @@ public struct PeerSettings: Sendable {
         for path in [caPath, certificatePath, keyPath] where !FileManager.default.isReadableFile(atPath: path) {
             throw ConfigurationError("peer TLS file \(path) is missing or unreadable (--peer-tls-dir needs ca.crt, tls.crt and tls.key)")
         }
+        if let wirePort, !(0...65535).contains(wirePort) { throw ConfigurationError("--peer-wire-port must be 0 to 65535, or off") }
         guard (1...64).contains(maxConcurrentSends) else { throw ConfigurationError("--peer-max-sends must be 1 to 64") }
     }
 }

@@ -26,6 +26,8 @@ public final class RemoteVolumeLink: Sendable {
     let connector: any PeerConnecting
     private let inFlight: DispatchSemaphore
     private let channel: RemoteIOChannel
+    /// The block wire to the owner, when it serves one (`BlockWire`): the fast path.
+    private let wire: BlockWireRoute
     /// Set when the owner answered UNIMPLEMENTED to the stream: its driver predates it.
     private let streamUnsupported = Atomic<Bool>(false)
     private let unreachable = Mutex<ContinuousClock.Instant?>(nil)
@@ -47,6 +49,7 @@ public final class RemoteVolumeLink: Sendable {
         self.connector = connector
         inFlight = DispatchSemaphore(value: Self.maximumInFlight)
         channel = RemoteIOChannel(owner: owner, connector: connector)
+        wire = BlockWireRoute(owner: owner, session: session, connector: connector)
     }
 
     /// Finds the node that owns `volumeID` among the peers and records this node as staging it
@@ -108,28 +111,31 @@ public final class RemoteVolumeLink: Sendable {
     // MARK: - Block I/O (blocking: called from FUSE worker threads)
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        let reply = try perform(.with { $0.operation = .read; $0.offset = offset; $0.length = UInt64(buffer.count) })
-        guard reply.data.count == buffer.count else {
-            throw PeeringError.dataLoss("the owner of volume \(volumeID) answered \(reply.data.count) bytes for a read of \(buffer.count)")
+        let answer = try perform(.read, offset: offset, length: UInt64(buffer.count))
+        guard answer.count == buffer.count else {
+            throw PeeringError.dataLoss("the owner of volume \(volumeID) answered \(answer.count) bytes for a read of \(buffer.count)")
         }
-        reply.data.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        answer.copy(into: buffer)
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
-        _ = try perform(.with { $0.operation = .write; $0.offset = offset; $0.data = Data(bytes) })
+        _ = try perform(.write, offset: offset, length: UInt64(bytes.count), payload: bytes)
     }
 
     public func discard(at offset: UInt64, length: UInt64) throws {
-        _ = try perform(.with { $0.operation = .discard; $0.offset = offset; $0.length = length })
+        _ = try perform(.discard, offset: offset, length: length)
     }
 
     /// Returns once the owner has made every write answered before it durable.
     public func flush() throws {
-        _ = try perform(.with { $0.operation = .flush })
+        _ = try perform(.flush, offset: 0, length: 0)
     }
 
-    /// Ends the stream to the owner (the export is closed); I/O after it fails.
-    public func close() { channel.close() }
+    /// Ends the connections to the owner (the export is closed); I/O after it fails.
+    public func close() {
+        channel.close()
+        wire.close()
+    }
 
     /// Tells the owner this node no longer stages the volume (after the last flush).
     public func detach() async throws {
@@ -146,22 +152,39 @@ public final class RemoteVolumeLink: Sendable {
     }
 
     /// Sends one request and waits for its reply on this (non-cooperative) thread, sending it
-    /// again while the owner cannot be reached. Over the Exchange stream; over the unary calls
-    /// when the owner's driver predates it (a rolling upgrade: old and new drivers side by side).
-    private func perform(_ request: Strata_Peer_V1_BlockRequest) throws -> Strata_Peer_V1_BlockReply {
+    /// again while the owner cannot be reached. Over the block wire when the owner serves it;
+    /// over the Exchange stream, or the unary calls, when the owner's driver predates them (a
+    /// rolling upgrade: old and new drivers side by side).
+    private func perform(
+        _ kind: BlockWire.Kind, offset: UInt64, length: UInt64, payload: UnsafeRawBufferPointer? = nil
+    ) throws -> BlockAnswer {
         inFlight.wait()
         defer { inFlight.signal() }
-        var request = request
-        request.session = session
         var delay: Duration = .milliseconds(50)
         while true {
-            let viaStream = !streamUnsupported.load(ordering: .relaxed)
-            let outcome = viaStream ? streamed(request) : unary(request)
+            let outcome: Result<BlockAnswer, RPCError>
+            var route = RemoteIORoute.stream
+            switch wire.route() {
+            case .success(let wireChannel?):
+                route = .wire
+                outcome = Result { () throws(RPCError) in
+                    BlockAnswer.buffer(try wireChannel.call(kind, offset: offset, length: length, payload: payload, timeout: Self.requestTimeout))
+                }
+                if case .failure(let error) = outcome, error.code == .unavailable || error.code == .deadlineExceeded {
+                    wire.forget(wireChannel)
+                }
+            case .success(nil):
+                let request = Self.request(kind, offset: offset, length: length, payload: payload, session: session)
+                route = streamUnsupported.load(ordering: .relaxed) ? .unary : .stream
+                outcome = (route == .stream ? streamed(request) : unary(request)).map { .data($0.data) }
+            case .failure(let error):
+                outcome = .failure(error)
+            }
             switch outcome {
-            case .success(let reply):
+            case .success(let answer):
                 unreachable.withLock { $0 = nil }
-                return reply
-            case .failure(let error) where error.code == .unimplemented && viaStream:
+                return answer
+            case .failure(let error) where error.code == .unimplemented && route == .stream:
                 streamUnsupported.store(true, ordering: .relaxed)
             case .failure(let error) where error.code == .aborted:
                 unreachable.withLock { $0 = nil }
@@ -173,6 +196,22 @@ public final class RemoteVolumeLink: Sendable {
             case .failure(let error):
                 unreachable.withLock { $0 = nil }
                 throw error
+            }
+        }
+    }
+
+    private static func request(
+        _ kind: BlockWire.Kind, offset: UInt64, length: UInt64, payload: UnsafeRawBufferPointer?, session: Strata_Peer_V1_VolumeSession
+    ) -> Strata_Peer_V1_BlockRequest {
+        .with {
+            $0.session = session
+            $0.offset = offset
+            switch kind {
+            case .read: $0.operation = .read; $0.length = length
+            case .write: $0.operation = .write; $0.data = payload.map { Data($0) } ?? Data()
+            case .discard: $0.operation = .discard; $0.length = length
+            case .flush: $0.operation = .flush
+            case .open: $0.operation = .unspecified
             }
         }
     }

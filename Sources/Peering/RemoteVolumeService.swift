@@ -12,6 +12,8 @@ import Synchronization
 struct RemoteVolumeService: Strata_Peer_V1_RemoteVolume.SimpleServiceProtocol {
     let host: any RemoteStagingHost
     let sessions: RemoteSessions
+    /// Where this node serves the block wire, once it listens.
+    var wirePort = BlockWirePort()
 
     /// Largest read or write in one request (the FUSE export sends at most 1 MiB).
     static let maximumTransfer = 4 << 20
@@ -57,6 +59,12 @@ struct RemoteVolumeService: Strata_Peer_V1_RemoteVolume.SimpleServiceProtocol {
         return .init()
     }
 
+    func describeBlockWire(
+        request _: Strata_Peer_V1_DescribeBlockWireRequest, context _: ServerContext
+    ) async throws -> Strata_Peer_V1_DescribeBlockWireResponse {
+        .with { $0.port = UInt32(wirePort.port) }
+    }
+
     // MARK: - The block operations (blocking), shared by the unary calls and the Exchange stream
 
     func readBlock(_ session: Strata_Peer_V1_VolumeSession, at offset: UInt64, length: UInt64) throws -> Data {
@@ -94,6 +102,13 @@ struct RemoteVolumeService: Strata_Peer_V1_RemoteVolume.SimpleServiceProtocol {
             throw RPCError(code: .outOfRange, message: "\(length) bytes at \(offset) pass the end of the volume (\(size) bytes)")
         }
     }
+}
+
+/// The port the block wire listens on (0 until it does, and when it does not).
+final class BlockWirePort: Sendable {
+    private let value = Atomic<Int>(0)
+    var port: Int { value.load(ordering: .relaxed) }
+    func set(_ port: Int) { value.store(port, ordering: .relaxed) }
 }
 
 /// Who may do I/O on which volume here, read from the catalog once and kept until an Attach or
@@ -140,6 +155,28 @@ final class RemoteSessions: Sendable {
             state.running += 1
             return handle
         }
+        defer { state.withLock { $0.running -= 1 } }
+        return try body(handle)
+    }
+
+    /// `withHandle`, without touching the catalog: nil when the volume's stagers are not loaded
+    /// yet (the caller, an event loop that must not block, hands the request to a thread).
+    func withLoadedHandle<Value>(
+        for session: Strata_Peer_V1_VolumeSession, _ body: (VolumeHandle) throws -> Value
+    ) throws -> Value? {
+        let volumeID = session.volumeID
+        let loaded = try state.withLock { state -> VolumeHandle? in
+            guard !state.stopping, let entry = state.admitted[volumeID] else { return nil }
+            guard entry.nodes.contains(session.nodeID), let handle = state.handles[volumeID] else {
+                throw RPCError(code: .permissionDenied, message: "node \(session.nodeID) does not stage volume \(volumeID) here")
+            }
+            guard session.epoch == entry.epoch else {
+                throw RPCError(code: .aborted, message: "epoch \(session.epoch) of volume \(volumeID) is stale; it is at \(entry.epoch)")
+            }
+            state.running += 1
+            return handle
+        }
+        guard let handle = loaded else { return nil }
         defer { state.withLock { $0.running -= 1 } }
         return try body(handle)
     }

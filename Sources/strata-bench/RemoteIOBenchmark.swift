@@ -10,9 +10,10 @@ import Synchronization
 /// peer connection a node keeps to a volume's owner, as a live-migrated VM's I/O pays it. Run it
 /// on the remote node's side (another network namespace) against a driver that owns a multi-node
 /// volume: it attaches as node `--node`, writes the region it reads, reads `--block` bytes at
-/// random aligned offsets at depth 1 and `--depth`, then detaches. Two paths are timed: the
-/// blocking link the FUSE worker threads use (`RemoteVolumeLink`), and the async client it
-/// wraps, so the bridge's own cost shows apart from the transport's.
+/// random aligned offsets at depth 1 and `--depth`, then detaches. Three paths are timed side by
+/// side: the blocking link the FUSE worker threads use (`RemoteVolumeLink`) over the block wire
+/// (what a driver uses), the same link over the RemoteVolume.Exchange gRPC stream (what it used
+/// before, and uses with an owner that serves no wire), and a unary Read on the async gRPC client.
 struct RemoteIOBenchmarkCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "remote-io", abstract: "Round trips of small RemoteVolume reads over one pooled mutual-TLS peer connection.")
@@ -50,14 +51,27 @@ struct RemoteIOBenchmarkCommand: ParsableCommand {
 
         let blocks = span / block
         let session = Strata_Peer_V1_VolumeSession.with { $0.volumeID = link.volumeID; $0.nodeID = link.nodeID; $0.epoch = link.epoch }
+        var streamSettings = settings
+        streamSettings.blockWire = false
+        let streamPool = PeerClientPool(settings: streamSettings)
+        let streamLink = RemoteVolumeLink(
+            volumeID: link.volumeID, nodeID: link.nodeID, owner: link.owner, epoch: link.epoch, size: link.size, connector: streamPool)
+        defer {
+            streamLink.close()
+            Self.wait { await streamPool.shutDown() }
+        }
         let report = Report()
         report.section("\(block)-byte reads over one pooled mutual-TLS connection to \(ownerNode) (\(requests) per case)")
         _ = try linkReads(link, blocks: blocks, count: min(requests, 2000), depth: 1)  // warm-up
+        _ = try linkReads(streamLink, blocks: blocks, count: min(requests, 2000), depth: 1)
         for (label, key, samples) in [
-            ("RemoteVolumeLink (FUSE worker path), depth 1", "link_d1", try linkReads(link, blocks: blocks, count: requests, depth: 1)),
-            ("RemoteVolumeLink (FUSE worker path), depth \(depth)", "link_d\(depth)",
+            ("RemoteVolumeLink over the block wire, depth 1", "wire_d1", try linkReads(link, blocks: blocks, count: requests, depth: 1)),
+            ("RemoteVolumeLink over the Exchange stream, depth 1", "link_d1", try linkReads(streamLink, blocks: blocks, count: requests, depth: 1)),
+            ("RemoteVolumeLink over the block wire, depth \(depth)", "wire_d\(depth)",
              try linkReads(link, blocks: blocks, count: requests, depth: depth)),
-            ("async client, depth 1", "client_d1", try clientReads(pool, owner: link.owner, session: session, blocks: blocks, count: requests)),
+            ("RemoteVolumeLink over the Exchange stream, depth \(depth)", "link_d\(depth)",
+             try linkReads(streamLink, blocks: blocks, count: requests, depth: depth)),
+            ("unary Read, async client, depth 1", "client_d1", try clientReads(pool, owner: link.owner, session: session, blocks: blocks, count: requests)),
         ] {
             report.add(key + "_p50_us", percentile(samples.latencies, 0.5) * 1e6, "µs", label + ", p50")
             report.add(key + "_p99_us", percentile(samples.latencies, 0.99) * 1e6, "µs", label + ", p99")

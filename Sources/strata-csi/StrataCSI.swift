@@ -67,6 +67,9 @@ struct StrataCSI: AsyncParsableCommand {
     @Option(help: "Serve the peer protocol (layer transfers to other nodes, mutual TLS) on this address (host:port, :port for every interface).")
     var peerListen: String?
 
+    @Option(help: "Serve remote block I/O of ReadWriteMany volumes (the block wire: same TLS files, its own binary framing) on this port of the --peer-listen host; 'off' sends it over the peer protocol's gRPC stream instead. Default: the --peer-listen port + 1 (any free port when that is 0).")
+    var peerWirePort: String?
+
     @Option(help: "A peer node and its peer address, NODE=HOST:PORT; repeat for each node (a static list, for bare metal and tests).")
     var peer: [String] = []
 
@@ -138,6 +141,13 @@ struct StrataCSI: AsyncParsableCommand {
             settings.dnsNames.append(address)
         }
         settings.maxConcurrentSends = peerMaxSends
+        switch peerWirePort {
+        case nil: break
+        case "off": settings.blockWire = false
+        case let text?:
+            guard let port = Int(text), (0...65535).contains(port) else { throw ConfigurationError("--peer-wire-port must be a port (0 to 65535) or off, not \"\(text)\"") }
+            settings.wirePort = port
+        }
         guard peerSendLimitMibps >= 0 else { throw ConfigurationError("--peer-send-limit-mibps must be 0 or more") }
         settings.sendBytesPerSecond = peerSendLimitMibps > 0 ? peerSendLimitMibps << 20 : nil
         settings.replicaCheckInterval = .seconds(peerCheckInterval)

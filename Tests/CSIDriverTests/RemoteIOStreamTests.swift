@@ -125,7 +125,7 @@ struct RemoteIOStreamTests {
 
     /// Each thread writes its own region in pieces of varied sizes (4 KiB to 256 KiB), flushes,
     /// then reads every piece back; all at once. Returns what was written where.
-    private static func writeAndReadBack(_ link: RemoteVolumeLink, threads: Int) async throws -> [(offset: UInt64, bytes: [UInt8])] {
+    static func writeAndReadBack(_ link: RemoteVolumeLink, threads: Int) async throws -> [(offset: UInt64, bytes: [UInt8])] {
         let region = Int(volumeSize) / threads
         let results = try await withThrowingTaskGroup(of: [(offset: UInt64, bytes: [UInt8])].self) { group in
             for thread in 0..<threads {
@@ -165,7 +165,7 @@ struct RemoteIOStreamTests {
         return results
     }
 
-    private static func expectOnStore(_ owner: OwnerHost, holds pieces: [(offset: UInt64, bytes: [UInt8])]) throws {
+    static func expectOnStore(_ owner: OwnerHost, holds pieces: [(offset: UInt64, bytes: [UInt8])]) throws {
         let store = try owner.store()
         let volumeID = try #require(try store.listVolumes(after: nil, limit: 0).items.first?.id)
         let handle = try store.open(volumeID: volumeID)
@@ -268,5 +268,13 @@ private struct OwnerService: Strata_Peer_V1_RemoteVolume.SimpleServiceProtocol {
             }
             throw RPCError(code: .unavailable, message: "the connection to the owner broke")
         }
+    }
+
+    /// As an owner without a block wire answers (port 0): these tests are of the stream.
+    func describeBlockWire(
+        request: Strata_Peer_V1_DescribeBlockWireRequest, context: ServerContext
+    ) async throws -> Strata_Peer_V1_DescribeBlockWireResponse {
+        calls.record("describe")
+        return try await inner.describeBlockWire(request: request, context: context)
     }
 }

@@ -9,6 +9,8 @@ import Peering
 struct InProcessConnector: PeerConnecting {
     private let clients: [String: GRPCClient<InProcessTransport.Client>]
     private let everyPeer: GRPCClient<InProcessTransport.Client>?
+    /// The block wire is reached over real TCP and TLS when set (the owner listens on loopback).
+    var blockWireDialer: BlockWireDialer?
 
     /// Every peer is the one server behind `client`.
     init(client: GRPCClient<InProcessTransport.Client>) {

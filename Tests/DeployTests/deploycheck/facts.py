@@ -19,7 +19,7 @@ STRATA_CSI_FLAGS_FALLBACK = {
     "endpoint", "drivername", "nodeid", "state-dir", "mode", "log-level",
     "kubelet-dir", "export-dir", "grace-period", "capability-profile", "controller-expansion",
     "chain-depth-soft-limit", "chain-depth-hard-limit", "space-reserve-mib", "metrics-address",
-    "peer-listen", "peer", "peer-dns", "peer-tls-dir", "peer-max-sends",
+    "peer-listen", "peer", "peer-dns", "peer-tls-dir", "peer-max-sends", "peer-wire-port",
     "admin-endpoint", "fuse-keeper-socket",
     "help", "version",
 }
@@ -45,6 +45,9 @@ PACKAGE_VERSION = "0.1.0"
 # Peer transfer of snapshot layers (issue 14): the files --peer-tls-dir must hold.
 PEER_TLS_FILES = ("ca.crt", "tls.crt", "tls.key")
 PEER_PORT_NAME = "peer"
+# Remote block I/O of ReadWriteMany volumes (the block wire): --peer-wire-port, by default the
+# peer port + 1, mutual TLS with the same files.
+PEER_WIRE_PORT_NAME = "peer-wire"
 # The admin CLI (issue 15): the env variable it reads its endpoint from, and the container
 # kubectl-strata runs it in.
 ADMIN_ENDPOINT_ENV = "STRATA_ADMIN_ENDPOINT"

@@ -37,7 +37,26 @@ def check_peers(manifests, plugin, findings):
                    f"{facts.PEER_PORT_NAME!r} ({declared}) is not --peer-listen's port ({port})")
     _check_discovery(manifests, plugin, args.get("peer-dns"), port, where, findings)
     _check_network_policy(manifests, plugin, port, findings)
+    wire = _wire_port(args.get("peer-wire-port"), port, where, findings)
+    if wire:
+        declared = container_port(plugin.pod, facts.PEER_WIRE_PORT_NAME)
+        findings.check(declared == wire, where, f"container port {facts.PEER_WIRE_PORT_NAME!r} "
+                       f"({declared}) is not the block wire's port ({wire})")
+        _check_network_policy(manifests, plugin, wire, findings, what="block wire port")
     return _check_tls_dir(plugin, args.get("peer-tls-dir"), where, findings)
+
+
+def _wire_port(flag, peer_port, where, findings):
+    """The port the driver serves the block wire on (None when off): --peer-wire-port, or the
+    peer port + 1."""
+    if flag == "off":
+        return None
+    if flag is None:
+        return peer_port + 1 if peer_port else None
+    if not findings.check(flag.isdigit() and 0 < int(flag) < 65536, where,
+                          f"--peer-wire-port={flag} is not a port or off"):
+        return None
+    return int(flag)
 
 
 def _check_discovery(manifests, plugin, dns, port, where, findings):
@@ -81,8 +100,8 @@ def service_named(manifests, host, where, flag, findings):
     return None
 
 
-def _check_network_policy(manifests, plugin, port, findings):
-    """Some policy isolates the node pods; every rule open to the peer port admits only them."""
+def _check_network_policy(manifests, plugin, port, findings, what="peer port"):
+    """Some policy isolates the node pods; every rule open to the port admits only them."""
     labels = pod_labels(plugin.manifest)
     policies = [m for m in manifests if m.kind == "NetworkPolicy"
                 and m.namespace == plugin.manifest.namespace
@@ -104,11 +123,11 @@ def _check_network_policy(manifests, plugin, port, findings):
                 set(source) == {"podSelector"}
                 and selects((source["podSelector"] or {}).get("matchLabels"), labels)
                 for source in sources)
-            findings.check(only_nodes, policy.where(), f"an ingress rule opens the peer port "
+            findings.check(only_nodes, policy.where(), f"an ingress rule opens the {what} "
                            f"{port} to more than the node pods")
             admitted = admitted or bool(only_nodes)
     findings.check(admitted, plugin.manifest.where(), f"no NetworkPolicy rule lets the node "
-                   f"pods reach each other's peer port {port}")
+                   f"pods reach each other's {what} {port}")
 
 
 def _check_tls_dir(plugin, directory, where, findings):
