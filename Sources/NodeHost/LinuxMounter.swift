@@ -87,15 +87,27 @@ public struct LinuxMounter: Mounter {
         logger.info("bind-mounted", metadata: ["source": "\(source)", "target": "\(target)", "readOnly": "\(readOnly)"])
     }
 
+    /// How long a busy mount is tried again before it is reported busy. A process may hold a
+    /// mount only for a moment: a child between fork and exec holds copies of every descriptor
+    /// of its parent (a program spawning helpers while it reads the device, kubelet, a runtime),
+    /// and the mount is busy until that child execs. Seen in the suite: a NodeUnpublish failed
+    /// EBUSY while another test of the same process was starting a program.
+    static let busyPatience: Duration = .seconds(2)
+
     public func unmount(target: String) throws {
+        let deadline = ContinuousClock.now + Self.busyPatience
         // Several mounts may be stacked on the target (a retried mount): remove them all.
-        for _ in 0..<16 {
+        var unmounts = 0
+        while unmounts < 16 {
             guard try mountInfo(for: target) != nil else { return }
             do {
                 try unmountOnce(target)
+                unmounts += 1
                 logger.info("unmounted", metadata: ["target": "\(target)"])
             } catch let error as NodeHostError where error.errno == EINVAL || error.errno == ENOENT {
                 return
+            } catch let error as NodeHostError where error.errno == EBUSY && ContinuousClock.now < deadline {
+                usleep(20_000)
             }
         }
         throw NodeHostError(.busy, "\(target) is still mounted after 16 unmounts")

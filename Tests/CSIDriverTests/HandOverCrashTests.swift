@@ -50,7 +50,8 @@ struct HandOverCrashTests {
             try await owner.detach(disk)
             _ = try await previous.controller { try await $0.deleteVolume(.with { $0.volumeID = disk }) }
             print("handover round \(round): \(victim) killed; the volume moved to B")
-            #expect(owner.layerFileCount == 0 && previous.layerFileCount == 0, "round \(round): layers left after the delete")
+            #expect(owner.layerFileCount == 0 && previous.layerFileCount == 0,
+                    "round \(round): layers left after the delete: B \(owner.layerFiles), A \(previous.layerFiles); \(cluster.complaints())")
         }
         let leftovers = NodeEnvironment.leftovers(under: cluster.directory.path).filter { $0.hasPrefix("mount") && !$0.contains("/state/exports") }
         #expect(leftovers.isEmpty, "\(leftovers)")

@@ -133,7 +133,7 @@ struct QemuMigrationHarnessTests {
     /// Writes 4 KiB of a foreign pattern over one block of the disk and syncs it (QEMU reads the
     /// file with O_DIRECT, which sees written-back page cache).
     private func overwriteBlock(_ index: Int, of path: String) throws {
-        let fd = open(path, O_WRONLY)
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
         defer { close(fd) }
         let pattern = [UInt8](repeating: 0x5A, count: 4096)

@@ -65,9 +65,11 @@ extension Requests {
 }
 
 /// Reads and writes raw bytes on a device node (or any file) with plain POSIX calls.
+/// Opens close on exec: a test's descriptor must not outlive it in a program another test of
+/// this process starts meanwhile (a driver inheriting it would keep the device busy).
 enum RawDevice {
     static func write(_ data: Data, to path: String, at offset: Int64) throws {
-        let fd = open(path, O_WRONLY)
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
         defer { close(fd) }
         let written = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
@@ -75,7 +77,7 @@ enum RawDevice {
     }
 
     static func read(_ count: Int, from path: String, at offset: Int64) throws -> Data {
-        let fd = open(path, O_RDONLY)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
         defer { close(fd) }
         var data = Data(count: count)

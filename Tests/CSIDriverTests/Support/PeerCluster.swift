@@ -258,8 +258,11 @@ final class ClusterNode: @unchecked Sendable {
     }
 
     /// Layer files in this node's store.
-    var layerFileCount: Int {
-        ((try? FileManager.default.contentsOfDirectory(atPath: stateDirectory + "/store/layers")) ?? []).filter { $0.hasPrefix("layer-") }.count
+    var layerFileCount: Int { layerFiles.count }
+
+    /// The store's layer files, by name.
+    var layerFiles: [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: stateDirectory + "/store/layers")) ?? []).filter { $0.hasPrefix("layer-") }.sorted()
     }
 
     // MARK: Block volumes as kubelet stages them

@@ -79,7 +79,7 @@ func runs(blocks count: Int, block: Int, _ differs: (Int) -> Bool) -> [ClosedExt
 
 /// Discards a range of a block device (BLKDISCARD), as a filesystem's trim would.
 func discardRange(of path: String, at offset: UInt64, length: UInt64) throws {
-    let fd = open(path, O_RDWR)
+    let fd = open(path, O_RDWR | O_CLOEXEC)
     guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
     defer { close(fd) }
     var range: (UInt64, UInt64) = (offset, length)
