@@ -35,7 +35,10 @@ extension VolumeStager {
         }
         if try await BlockingWork.run({ (try? store.volume(id: volumeID)) != nil }) {
             // Committed here already, and a crash came before the registry said so: the old
-            // owner may have deleted its copy since; only the switch is left.
+            // owner may have deleted its copy since; only the switch is left, and the earlier
+            // copies if the crash came before they were dropped (the commit and the drop are two
+            // store calls): kept, they would hold their layers after the volume is deleted.
+            try await BlockingWork.run { _ = try store.dropHandOverReplicas(ofVolume: volumeID) }
             let pause = try await switchToLocal(volumeID, store: store, flushFirst: false)
             let epoch = try await BlockingWork.run { try store.volume(id: volumeID).epoch }
             step("finished taking over a volume committed here before a restart", epoch: epoch, ["ioPause": "\(pause)"])
