@@ -146,14 +146,7 @@ final class RemoteSessions: Sendable {
         let handle = try state.withLock { state -> VolumeHandle in
             guard !state.stopping else { throw Self.stoppingError(host) }
             let entry = try state.admitted[volumeID] ?? Self.reload(volumeID, into: &state, host: host)
-            guard entry.nodes.contains(session.nodeID), let handle = state.handles[volumeID] else {
-                throw RPCError(code: .permissionDenied, message: "node \(session.nodeID) does not stage volume \(volumeID) here")
-            }
-            guard session.epoch == entry.epoch else {
-                throw RPCError(code: .aborted, message: "epoch \(session.epoch) of volume \(volumeID) is stale; it is at \(entry.epoch)")
-            }
-            state.running += 1
-            return handle
+            return try Self.admit(session, entry, into: &state)
         }
         defer { state.withLock { $0.running -= 1 } }
         return try body(handle)
@@ -167,18 +160,25 @@ final class RemoteSessions: Sendable {
         let volumeID = session.volumeID
         let loaded = try state.withLock { state -> VolumeHandle? in
             guard !state.stopping, let entry = state.admitted[volumeID] else { return nil }
-            guard entry.nodes.contains(session.nodeID), let handle = state.handles[volumeID] else {
-                throw RPCError(code: .permissionDenied, message: "node \(session.nodeID) does not stage volume \(volumeID) here")
-            }
-            guard session.epoch == entry.epoch else {
-                throw RPCError(code: .aborted, message: "epoch \(session.epoch) of volume \(volumeID) is stale; it is at \(entry.epoch)")
-            }
-            state.running += 1
-            return handle
+            return try Self.admit(session, entry, into: &state)
         }
         guard let handle = loaded else { return nil }
         defer { state.withLock { $0.running -= 1 } }
         return try body(handle)
+    }
+
+    /// The handle `session` may use, counted as running; or why not: PERMISSION_DENIED for a node
+    /// `entry` does not record as staging the volume, ABORTED for a stale epoch.
+    private static func admit(_ session: Strata_Peer_V1_VolumeSession, _ entry: Admitted, into state: inout State) throws -> VolumeHandle {
+        let volumeID = session.volumeID
+        guard entry.nodes.contains(session.nodeID), let handle = state.handles[volumeID] else {
+            throw RPCError(code: .permissionDenied, message: "node \(session.nodeID) does not stage volume \(volumeID) here")
+        }
+        guard session.epoch == entry.epoch else {
+            throw RPCError(code: .aborted, message: "epoch \(session.epoch) of volume \(volumeID) is stale; it is at \(entry.epoch)")
+        }
+        state.running += 1
+        return handle
     }
 
     /// Reads `volumeID`'s stagers again (an Attach or Detach changed them), opening its handle

@@ -54,11 +54,7 @@ struct BlockWireTests {
             }
             #expect(outcomes == ["\(RPCError.Code.permissionDenied)", "fenced"])
             #expect(calls.count("exchange") == 0 && calls.count("unary") == 0, "refused over the wire, not over gRPC: \(calls.snapshot)")
-            let handle = try owner.store().open(volumeID: link.volumeID)
-            defer { try? handle.close() }
-            var first = [UInt8](repeating: 1, count: 4096)
-            try first.withUnsafeMutableBytes { try handle.read(into: $0, at: 0) }
-            #expect(first == [UInt8](repeating: 0, count: 4096), "a refused write changed nothing")
+            try Self.expectFirstBlockUnwritten(owner, link.volumeID, "a refused write changed nothing")
         }
     }
 
@@ -98,11 +94,7 @@ struct BlockWireTests {
                 }
             }
             #expect(outcome == "\(RPCError.Code.unavailable)", "no connection for a stranger")
-            let handle = try owner.store().open(volumeID: link.volumeID)
-            defer { try? handle.close() }
-            var first = [UInt8](repeating: 1, count: 4096)
-            try first.withUnsafeMutableBytes { try handle.read(into: $0, at: 0) }
-            #expect(first == [UInt8](repeating: 0, count: 4096), "the stranger wrote nothing")
+            try Self.expectFirstBlockUnwritten(owner, link.volumeID, "the stranger wrote nothing")
         }
     }
 
@@ -130,6 +122,14 @@ struct BlockWireTests {
         reply.writeBytes([0x6E, 0x6F])
         let decoded = try #require(try BlockWireReplyDecoder.take(from: &reply))
         #expect(decoded.id == 4 && decoded.code == 7 && decoded.payload.map { String(decoding: $0.readableBytesView, as: UTF8.self) } == "no")
+    }
+
+    private static func expectFirstBlockUnwritten(_ owner: OwnerHost, _ volumeID: String, _ what: Comment) throws {
+        let handle = try owner.store().open(volumeID: volumeID)
+        defer { try? handle.close() }
+        var first = [UInt8](repeating: 1, count: 4096)
+        try first.withUnsafeMutableBytes { try handle.read(into: $0, at: 0) }
+        #expect(first == [UInt8](repeating: 0, count: 4096), what)
     }
 
     // MARK: - The owner
@@ -191,7 +191,7 @@ struct BlockWireTests {
         let wirePort = BlockWirePort()
         let wire = try await WireListener(
             certificates: directory.path, serving: BlockWireServing(host: host, sessions: sessions), wirePort: wirePort)
-        let service = CountedOwnerService(inner: RemoteVolumeService(host: host, sessions: sessions, wirePort: wirePort), calls: calls)
+        let service = OwnerService(inner: RemoteVolumeService(host: host, sessions: sessions, wirePort: wirePort), behaviour: .current, calls: calls)
         let transport = InProcessTransport()
         let server = GRPCServer(transport: transport.server, services: [service])
         let client = GRPCClient(transport: transport.client)
@@ -213,47 +213,5 @@ struct BlockWireTests {
         }
         sessions.closeAll()
         try outcome.get()
-    }
-}
-
-/// The real RemoteVolume service, its calls counted by kind.
-private struct CountedOwnerService: Strata_Peer_V1_RemoteVolume.SimpleServiceProtocol {
-    let inner: RemoteVolumeService
-    let calls: CallCounter
-
-    func attach(request: Strata_Peer_V1_AttachRequest, context: ServerContext) async throws -> Strata_Peer_V1_AttachResponse {
-        try await inner.attach(request: request, context: context)
-    }
-    func detach(request: Strata_Peer_V1_DetachRequest, context: ServerContext) async throws -> Strata_Peer_V1_DetachResponse {
-        try await inner.detach(request: request, context: context)
-    }
-    func read(request: Strata_Peer_V1_ReadRequest, context: ServerContext) async throws -> Strata_Peer_V1_ReadResponse {
-        calls.record("unary")
-        return try await inner.read(request: request, context: context)
-    }
-    func write(request: Strata_Peer_V1_WriteRequest, context: ServerContext) async throws -> Strata_Peer_V1_WriteResponse {
-        calls.record("unary")
-        return try await inner.write(request: request, context: context)
-    }
-    func discard(request: Strata_Peer_V1_DiscardRequest, context: ServerContext) async throws -> Strata_Peer_V1_DiscardResponse {
-        calls.record("unary")
-        return try await inner.discard(request: request, context: context)
-    }
-    func flush(request: Strata_Peer_V1_FlushRequest, context: ServerContext) async throws -> Strata_Peer_V1_FlushResponse {
-        calls.record("unary")
-        return try await inner.flush(request: request, context: context)
-    }
-    func exchange(
-        request: RPCAsyncSequence<Strata_Peer_V1_BlockRequest, any Error>, response: RPCWriter<Strata_Peer_V1_BlockReply>,
-        context: ServerContext
-    ) async throws {
-        calls.record("exchange")
-        try await inner.exchange(request: request, response: response, context: context)
-    }
-    func describeBlockWire(
-        request: Strata_Peer_V1_DescribeBlockWireRequest, context: ServerContext
-    ) async throws -> Strata_Peer_V1_DescribeBlockWireResponse {
-        calls.record("describe")
-        return try await inner.describeBlockWire(request: request, context: context)
     }
 }

@@ -218,8 +218,8 @@ final class OwnerHost: RemoteStagingHost {
     }
 }
 
-/// The real service, counted, and altered as the test asks.
-private struct OwnerService: Strata_Peer_V1_RemoteVolume.SimpleServiceProtocol {
+/// The real service, counted (unary, exchange, describe), and altered as the test asks.
+struct OwnerService: Strata_Peer_V1_RemoteVolume.SimpleServiceProtocol {
     let inner: RemoteVolumeService
     let behaviour: RemoteIOStreamTests.Behaviour
     let calls: CallCounter
