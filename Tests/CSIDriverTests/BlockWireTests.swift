@@ -29,32 +29,9 @@ struct BlockWireTests {
     @Test("A node the owner does not admit reads and writes nothing over the wire; a stale epoch is fenced")
     func refusalsKeepTheirCode() async throws {
         try await withWireOwner { owner, link, calls, _ in
-            let volume = try owner.store().volume(id: link.volumeID)
-            let stranger = RemoteVolumeLink(
-                volumeID: link.volumeID, nodeID: "node-c", owner: link.owner, epoch: volume.epoch, size: link.size, connector: link.connector)
-            let stale = RemoteVolumeLink(
-                volumeID: link.volumeID, nodeID: "node-b", owner: link.owner, epoch: volume.epoch + 1, size: link.size, connector: link.connector)
-            defer { stranger.close(); stale.close() }
-            let outcomes = try await RemoteIOStreamTests.onWorkerThread { () -> [String] in
-                let block = [UInt8](repeating: 0xEE, count: 4096)
-                var seen: [String] = []
-                for link in [stranger, stale] {
-                    do {
-                        try block.withUnsafeBytes { try link.write($0, at: 0) }
-                        seen.append("accepted")
-                    } catch let error as RPCError {
-                        seen.append("\(error.code)")
-                    } catch is VolumeFenced {
-                        seen.append("fenced")
-                    } catch {
-                        seen.append("\(error)")
-                    }
-                }
-                return seen
-            }
-            #expect(outcomes == ["\(RPCError.Code.permissionDenied)", "fenced"])
+            #expect(try await RemoteIOStreamTests.strangerAndStaleWrites(owner, link) == ["\(RPCError.Code.permissionDenied)", "fenced"])
             #expect(calls.count("exchange") == 0 && calls.count("unary") == 0, "refused over the wire, not over gRPC: \(calls.snapshot)")
-            try Self.expectFirstBlockUnwritten(owner, link.volumeID, "a refused write changed nothing")
+            try RemoteIOStreamTests.expectFirstBlockUnwritten(owner, link.volumeID, "a refused write changed nothing")
         }
     }
 
@@ -94,7 +71,7 @@ struct BlockWireTests {
                 }
             }
             #expect(outcome == "\(RPCError.Code.unavailable)", "no connection for a stranger")
-            try Self.expectFirstBlockUnwritten(owner, link.volumeID, "the stranger wrote nothing")
+            try RemoteIOStreamTests.expectFirstBlockUnwritten(owner, link.volumeID, "the stranger wrote nothing")
         }
     }
 
@@ -122,14 +99,6 @@ struct BlockWireTests {
         reply.writeBytes([0x6E, 0x6F])
         let decoded = try #require(try BlockWireReplyDecoder.take(from: &reply))
         #expect(decoded.id == 4 && decoded.code == 7 && decoded.payload.map { String(decoding: $0.readableBytesView, as: UTF8.self) } == "no")
-    }
-
-    private static func expectFirstBlockUnwritten(_ owner: OwnerHost, _ volumeID: String, _ what: Comment) throws {
-        let handle = try owner.store().open(volumeID: volumeID)
-        defer { try? handle.close() }
-        var first = [UInt8](repeating: 1, count: 4096)
-        try first.withUnsafeMutableBytes { try handle.read(into: $0, at: 0) }
-        #expect(first == [UInt8](repeating: 0, count: 4096), what)
     }
 
     // MARK: - The owner

@@ -49,36 +49,45 @@ struct RemoteIOStreamTests {
     @Test("A node the owner does not admit reads and writes nothing; a stale epoch is fenced")
     func refusalsKeepTheirCode() async throws {
         try await withOwner(.current) { owner, link, _ in
-            let volume = try owner.store().volume(id: link.volumeID)
-            let stranger = RemoteVolumeLink(
-                volumeID: link.volumeID, nodeID: "node-c", owner: link.owner, epoch: volume.epoch, size: link.size, connector: link.connector)
-            let stale = RemoteVolumeLink(
-                volumeID: link.volumeID, nodeID: "node-b", owner: link.owner, epoch: volume.epoch + 1, size: link.size, connector: link.connector)
-            defer { stranger.close(); stale.close() }
-            let outcomes = try await Self.onWorkerThread { () -> [String] in
-                let block = [UInt8](repeating: 0xEE, count: 4096)
-                var seen: [String] = []
-                for link in [stranger, stale] {
-                    do {
-                        try block.withUnsafeBytes { try link.write($0, at: 0) }
-                        seen.append("accepted")
-                    } catch let error as RPCError {
-                        seen.append("\(error.code)")
-                    } catch is VolumeFenced {
-                        seen.append("fenced")
-                    } catch {
-                        seen.append("\(error)")
-                    }
-                }
-                return seen
-            }
-            #expect(outcomes == ["\(RPCError.Code.permissionDenied)", "fenced"])
-            let handle = try owner.store().open(volumeID: link.volumeID)
-            defer { try? handle.close() }
-            var first = [UInt8](repeating: 1, count: 4096)
-            try first.withUnsafeMutableBytes { try handle.read(into: $0, at: 0) }
-            #expect(first == [UInt8](repeating: 0, count: 4096), "a refused write changed nothing")
+            #expect(try await Self.strangerAndStaleWrites(owner, link) == ["\(RPCError.Code.permissionDenied)", "fenced"])
+            try Self.expectFirstBlockUnwritten(owner, link.volumeID, "a refused write changed nothing")
         }
+    }
+
+    /// A 4 KiB write at 0 through a link of a node the owner never admitted, then through a link of
+    /// the admitted node at a stale epoch: how each ended.
+    static func strangerAndStaleWrites(_ owner: OwnerHost, _ link: RemoteVolumeLink) async throws -> [String] {
+        let volume = try owner.store().volume(id: link.volumeID)
+        let stranger = RemoteVolumeLink(
+            volumeID: link.volumeID, nodeID: "node-c", owner: link.owner, epoch: volume.epoch, size: link.size, connector: link.connector)
+        let stale = RemoteVolumeLink(
+            volumeID: link.volumeID, nodeID: "node-b", owner: link.owner, epoch: volume.epoch + 1, size: link.size, connector: link.connector)
+        defer { stranger.close(); stale.close() }
+        return try await onWorkerThread { () -> [String] in
+            let block = [UInt8](repeating: 0xEE, count: 4096)
+            var seen: [String] = []
+            for link in [stranger, stale] {
+                do {
+                    try block.withUnsafeBytes { try link.write($0, at: 0) }
+                    seen.append("accepted")
+                } catch let error as RPCError {
+                    seen.append("\(error.code)")
+                } catch is VolumeFenced {
+                    seen.append("fenced")
+                } catch {
+                    seen.append("\(error)")
+                }
+            }
+            return seen
+        }
+    }
+
+    static func expectFirstBlockUnwritten(_ owner: OwnerHost, _ volumeID: String, _ what: Comment) throws {
+        let handle = try owner.store().open(volumeID: volumeID)
+        defer { try? handle.close() }
+        var first = [UInt8](repeating: 1, count: 4096)
+        try first.withUnsafeMutableBytes { try handle.read(into: $0, at: 0) }
+        #expect(first == [UInt8](repeating: 0, count: 4096), what)
     }
 
     // MARK: - The owner and the link
