@@ -170,7 +170,7 @@ public final class RemoteVolumeLink: Sendable {
                 outcome = Result { () throws(RPCError) in
                     BlockAnswer.buffer(try wireChannel.call(kind, offset: offset, length: length, payload: payload, timeout: Self.requestTimeout))
                 }
-                if case .failure(let error) = outcome, error.code == .unavailable || error.code == .deadlineExceeded {
+                if case .failure(let error) = outcome, error.cause is BlockWireConnectionFailure {
                     wire.forget(wireChannel)
                 }
             case .success(nil):

@@ -30,6 +30,12 @@ public struct BlockWireDialer: Sendable {
     }
 }
 
+/// The cause of an UNAVAILABLE that came from the connection (it could not be made, it ended,
+/// it was dropped), not from the owner's reply: only then is it worth asking the owner again
+/// where its wire is. An owner that is stopping answers UNAVAILABLE on a working connection,
+/// and asking it then would open new calls on a server that is shutting down.
+struct BlockWireConnectionFailure: Error {}
+
 /// One block-wire connection to a volume's owner, shared by every FUSE worker thread serving the
 /// volume: a worker writes its request and blocks until the event loop hands it the reply, while
 /// the others' requests travel beside it. Per request: one hop onto the event loop, one back to
@@ -97,7 +103,7 @@ final class BlockWireChannel: Sendable {
         let waiter = Waiter()
         let id = try state.withLock { state throws(RPCError) -> UInt64 in
             guard state.connection?.generation == connection.generation else {
-                throw RPCError(code: .unavailable, message: "the block wire to \(owner) ended")
+                throw RPCError(code: .unavailable, message: "the block wire to \(owner) ended", cause: BlockWireConnectionFailure())
             }
             let id = state.nextID
             state.nextID &+= 1
@@ -116,7 +122,7 @@ final class BlockWireChannel: Sendable {
             let stillWaiting = state.withLock { $0.waiting.removeValue(forKey: id) } != nil
             if stillWaiting {
                 drop(connection.generation, reason: "request \(id) waited \(timeout) for its reply")
-                throw RPCError(code: .deadlineExceeded, message: "\(owner) did not answer within \(timeout)")
+                throw RPCError(code: .deadlineExceeded, message: "\(owner) did not answer within \(timeout)", cause: BlockWireConnectionFailure())
             }
             waiter.done.wait()  // answered while the deadline passed: the reply is set or about to be
         }
@@ -173,7 +179,7 @@ final class BlockWireChannel: Sendable {
                 .connect(host: owner.host, port: port).wait()
         } catch {
             handler.negotiated.fail(error)
-            throw RPCError(code: .unavailable, message: "no block wire to \(owner) on port \(port): \(error)")
+            throw RPCError(code: .unavailable, message: "no block wire to \(owner) on port \(port): \(error)", cause: BlockWireConnectionFailure())
         }
         // An owner that takes the connection but never completes the handshake is not waited on.
         let handshakeTimer = channel.eventLoop.scheduleTask(in: Self.connectTimeout) { [handler] in
@@ -185,7 +191,7 @@ final class BlockWireChannel: Sendable {
         } catch {
             channel.close(promise: nil)
             handler.negotiated.fail(error)
-            throw RPCError(code: .unavailable, message: "no block wire to \(owner) on port \(port): \(error)")
+            throw RPCError(code: .unavailable, message: "no block wire to \(owner) on port \(port): \(error)", cause: BlockWireConnectionFailure())
         }
         var open = channel.allocator.buffer(capacity: 256)
         let sessionBytes: [UInt8]
@@ -205,7 +211,7 @@ final class BlockWireChannel: Sendable {
         }
         guard installed else {
             channel.close(promise: nil)
-            throw RPCError(code: .unavailable, message: "the block wire to \(owner) ended as it opened")
+            throw RPCError(code: .unavailable, message: "the block wire to \(owner) ended as it opened", cause: BlockWireConnectionFailure())
         }
         return connection
     }
@@ -250,7 +256,7 @@ final class BlockWireChannel: Sendable {
     }
 
     private func drop(_ generation: UInt64, reason: String) {
-        fail(generation, with: RPCError(code: .unavailable, message: "the block wire to \(owner) was dropped: \(reason)"))
+        fail(generation, with: RPCError(code: .unavailable, message: "the block wire to \(owner) was dropped: \(reason)", cause: BlockWireConnectionFailure()))
     }
 }
 
@@ -289,7 +295,7 @@ private final class BlockWireClientHandler: ChannelInboundHandler, Sendable {
 
     func channelInactive(context: ChannelHandlerContext) {
         negotiated.fail(ChannelError.ioOnClosedChannel)
-        channel.fail(generation, with: RPCError(code: .unavailable, message: "the block wire to \(channel.owner) closed"))
+        channel.fail(generation, with: RPCError(code: .unavailable, message: "the block wire to \(channel.owner) closed", cause: BlockWireConnectionFailure()))
         context.fireChannelInactive()
     }
 
