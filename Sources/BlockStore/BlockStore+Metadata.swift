@@ -154,13 +154,13 @@ extension BlockStore {
         }
     }
 
-    private func mapSource(of layer: LayerRow, withCopies: Bool) -> MapPaths {
+    func mapSource(of layer: LayerRow, withCopies: Bool) -> MapPaths {
         guard layer.materialized else { return MapPaths(map: nil, copies: nil) }
         return MapPaths(map: layerDirectory.mapPath(layer.id), copies: withCopies ? lineageDirectory.copiesPath(layer.id) : nil)
     }
 
     /// Opens every source, or none (a failure closes those already open).
-    private func openAll(_ paths: [MapPaths]) throws -> [MapSource] {
+    func openAll(_ paths: [MapPaths]) throws -> [MapSource] {
         var sources: [MapSource] = []
         do {
             for path in paths { sources.append(try MapSource(path)) }

@@ -1,4 +1,4 @@
-/// Flush, head changes, growth, flatten and close of an open volume.
+/// Flush, head changes, growth and close of an open volume (flatten: `OpenVolume+Flatten.swift`).
 extension OpenVolume {
     /// Head map pages captured for writing, with the head they belong to.
     struct CapturedMap {
@@ -108,85 +108,6 @@ extension OpenVolume {
             try commit()
             size = newSize
             index.grow(toClusterCount: Int((newSize + UInt64(clusterSize) - 1) / UInt64(clusterSize)))
-        }
-    }
-
-    // MARK: Flatten
-
-    /// Copies every cluster the volume inherits into its head, a cluster at a time so I/O goes on.
-    /// Returns false when `shouldStop` asked to give up.
-    func copyUpInheritedClusters(shouldStop: () -> Bool, progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> Bool {
-        var cluster = 0
-        while true {
-            if shouldStop() { return false }
-            progress(cluster, structure.withReadLock { index.clusterCount })
-            let done = try structure.withReadLock { () throws -> Bool in
-                guard !isClosed else { throw StoreError(.invalidArgument, "volume \(volumeID) is closed") }
-                try markHeadDirtyIfNeeded()
-                var scratch: UnsafeMutableRawBufferPointer?
-                defer { scratch?.deallocate() }
-                let batchEnd = min(index.clusterCount, cluster + 256)
-                while cluster < batchEnd {
-                    try copyUpIfInherited(cluster, scratch: &scratch)
-                    cluster += 1
-                }
-                return cluster >= index.clusterCount
-            }
-            if done { return true }
-        }
-    }
-
-    private func copyUpIfInherited(_ cluster: Int, scratch: inout UnsafeMutableRawBufferPointer?) throws {
-        let headPosition = self.headPosition
-        let slot = cluster % ClusterIndex.chunkSize
-        func inherited(_ entry: IndexEntry) -> Bool {
-            entry.isMixed || (entry.hasData && entry.position! < headPosition)
-        }
-        guard inherited(index.entry(of: cluster)) else { return }
-        let clusterStart = UInt64(cluster) << UInt64(clusterShift)
-        try index.modifyChunk(cluster / ClusterIndex.chunkSize) { entries -> ((), Bool) in
-            let current = IndexEntry(rawValue: entries[slot])
-            guard inherited(current) else { return ((), false) }
-            if current.isMixed {
-                let held = entries.record(slot).mask(of: IndexEntry(position: headPosition, state: .data), count: subclusters.count)
-                try completeMixedCluster(entries, cluster: cluster, scratch: &scratch)
-                copies.record(cluster: cluster, mask: subclusters.fullMask & ~held)
-                return ((), true)
-            }
-            try copyIntoHead(from: current.position!, at: clusterStart, length: clusterSize, scratch: &scratch)
-            entries[slot] = IndexEntry(position: headPosition, state: .data).rawValue
-            headDataSubclusters.add(subclusters.count, ordering: .relaxed)
-            copies.record(cluster: cluster, mask: subclusters.fullMask)
-            return ((), true)
-        }
-    }
-
-    /// Last step of a flatten, with no I/O in flight: copies what is still inherited, makes the
-    /// head durable, runs `commit` (the catalog detaches the head from its parent), then drops the
-    /// lower layers from the chain and renumbers the index. Returns the head's allocated bytes.
-    func finishFlatten(commit: (_ headLayerID: Int64, _ headBytes: UInt64) throws -> Void) throws {
-        try flushLock.withLock { _ in
-            try structure.withWriteLock {
-                guard !isClosed else { throw StoreError(.invalidArgument, "volume \(volumeID) is closed") }
-                guard headPosition > 0 else { return }
-                try markHeadDirtyIfNeeded()
-                var scratch: UnsafeMutableRawBufferPointer?
-                defer { scratch?.deallocate() }
-                for cluster in 0..<index.clusterCount { try copyUpIfInherited(cluster, scratch: &scratch) }
-                let captured = captureDirtyMap()
-                defer { captured.release() }
-                try persist(captured, holdingStructure: true) { _, _ in }
-                try commit(head.layerID, captured.headBytes)
-                persistedHeadBytes = captured.headBytes
-                recordsDiscardsAtBottom = true
-                let oldHeadPosition = headPosition
-                index.transformAll { entry in
-                    entry.position == oldHeadPosition ? IndexEntry(position: 0, state: entry.isZero ? .zero : .data) : .none
-                }
-                let lower = layers.dropLast()
-                layers = [head]
-                for layer in lower { layer?.close() }
-            }
         }
     }
 

@@ -151,10 +151,14 @@ import Testing
                 let volume = try store.expandVolume(id: model.volumes[name]!.id, to: UInt64(model.volumes[name]!.bytes.count + growth))
                 model.volumes[name]!.bytes += [UInt8](repeating: 0, count: growth)
                 guard volume.size == UInt64(model.volumes[name]!.bytes.count) else { throw StoreError(.corrupt, "expand returned \(volume.size)") }
-            case 95..<97:
+            case 95:
                 guard let name = pick(volumeNames) else { return }
                 log.append("flatten \(name)")
                 try store.flatten(volumeID: model.volumes[name]!.id)
+            case 96:
+                guard let name = pick(volumeNames) else { return }
+                log.append("collapse \(name)")
+                try store.collapsePrivateLayers(volumeID: model.volumes[name]!.id)
             case 97..<99:
                 guard let name = pick(volumeNames) else { return }
                 log.append("close handle \(name)")

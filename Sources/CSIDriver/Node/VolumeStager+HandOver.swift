@@ -38,7 +38,10 @@ extension VolumeStager {
             // owner may have deleted its copy since; only the switch is left, and the earlier
             // copies if the crash came before they were dropped (the commit and the drop are two
             // store calls): kept, they would hold their layers after the volume is deleted.
-            try await BlockingWork.run { _ = try store.dropHandOverReplicas(ofVolume: volumeID) }
+            try await BlockingWork.run {
+                _ = try store.dropHandOverReplicas(ofVolume: volumeID)
+                store.collapsePrivateLayersInBackground(volumeID: volumeID)
+            }
             let pause = try await switchToLocal(volumeID, store: store, flushFirst: false)
             let epoch = try await BlockingWork.run { try store.volume(id: volumeID).epoch }
             step("finished taking over a volume committed here before a restart", epoch: epoch, ["ioPause": "\(pause)"])
@@ -68,6 +71,10 @@ extension VolumeStager {
                 // Earlier copies (this takeover's first one, or those of an attempt a restart
                 // cut short): their layers stay, read through the volume's chain.
                 try store.dropHandOverReplicas(ofVolume: volumeID, except: last.manifest.snapshotID)
+                // The copied layers are the volume's history: each holds every cluster written
+                // while it was the head, superseded above or not. Kept, the next handover would
+                // send them all again (and the chain would grow by two layers per move).
+                store.collapsePrivateLayersInBackground(volumeID: volumeID)
             }
         }
         context.metrics?.recordHandOverCompleted(ioPause: pause)
