@@ -66,6 +66,7 @@ final class BlockWireChannel: Sendable {
     private struct Connection {
         let generation: UInt64
         let channel: any Channel
+        let outbox: BlockWireOutbox
     }
 
     private struct State {
@@ -114,7 +115,7 @@ final class BlockWireChannel: Sendable {
         var frame = connection.channel.allocator.buffer(capacity: BlockWire.requestHeaderSize + payloadLength)
         BlockWire.writeRequestHeader(kind, id: id, offset: offset, length: length, payloadLength: payloadLength, to: &frame)
         if let payload { frame.writeBytes(payload) }
-        connection.channel.writeAndFlush(frame, promise: nil)
+        connection.outbox.send(frame)
 
         let (seconds, attoseconds) = timeout.components
         let deadline = DispatchTime.now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))
@@ -203,7 +204,7 @@ final class BlockWireChannel: Sendable {
         open.writeBytes(sessionBytes)
         channel.writeAndFlush(open, promise: nil)
 
-        let connection = Connection(generation: generation, channel: channel)
+        let connection = Connection(generation: generation, channel: channel, outbox: BlockWireOutbox(channel: channel))
         let installed = state.withLock { state -> Bool in
             guard !state.closed, state.endedGeneration < generation else { return false }
             state.connection = connection
@@ -257,6 +258,39 @@ final class BlockWireChannel: Sendable {
 
     private func drop(_ generation: UInt64, reason: String) {
         fail(generation, with: RPCError(code: .unavailable, message: "the block wire to \(owner) was dropped: \(reason)", cause: BlockWireConnectionFailure()))
+    }
+}
+
+/// The requests the workers wrote since the connection's event loop last took them: the first
+/// one wakes the loop, and the loop writes them all and flushes once. Each wake-up is an eventfd
+/// write and each flush a TLS record and a send(2); at depth 32 many requests share both.
+final class BlockWireOutbox: Sendable {
+    private let channel: any Channel
+    private let pending = Mutex<(frames: [ByteBuffer], scheduled: Bool)>(([], false))
+
+    init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    func send(_ frame: ByteBuffer) {
+        let wake = pending.withLock { pending -> Bool in
+            pending.frames.append(frame)
+            defer { pending.scheduled = true }
+            return !pending.scheduled
+        }
+        if wake { channel.eventLoop.execute { self.drain() } }
+    }
+
+    private func drain() {
+        let frames = pending.withLock { pending -> [ByteBuffer] in
+            defer {
+                pending.frames.removeAll(keepingCapacity: true)
+                pending.scheduled = false
+            }
+            return pending.frames
+        }
+        for frame in frames { channel.write(frame, promise: nil) }
+        channel.flush()
     }
 }
 

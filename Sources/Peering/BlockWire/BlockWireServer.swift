@@ -102,6 +102,12 @@ final class BlockWireServerHandler: ChannelInboundHandler, RemovableChannelHandl
     /// as running ones finish, in order.
     private var waiting = CircularBuffer<(BlockWire.Request, Strata_Peer_V1_VolumeSession)>()
     private var readHeld = false
+    /// Replies written and not flushed yet: cached reads answered while the socket's bytes are
+    /// decoded are flushed together when the read completes, and replies of the block I/O
+    /// threads that reach the loop in one turn together at its end (one TLS record and one
+    /// send(2) for many, instead of one each).
+    private var unflushed = false
+    private var flushScheduled = false
 
     init(serving: BlockWireServing, logger: Logger) {
         self.serving = serving
@@ -138,7 +144,8 @@ final class BlockWireServerHandler: ChannelInboundHandler, RemovableChannelHandl
         // A read the page cache holds is answered here, on the event loop: no thread hand-off
         // either way, which is most of a small request's cost.
         if waiting.isEmpty, let reply = serving.answerIfCached(request, session: session, allocator: context.channel.allocator) {
-            context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+            context.write(wrapOutboundOut(reply), promise: nil)
+            unflushed = true
             return
         }
         guard running < Self.concurrency else {
@@ -163,10 +170,32 @@ final class BlockWireServerHandler: ChannelInboundHandler, RemovableChannelHandl
         }
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushIfNeeded(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    private func flushIfNeeded(context: ChannelHandlerContext) {
+        guard unflushed else { return }
+        unflushed = false
+        context.flush()
+    }
+
     private func finished(_ reply: ByteBuffer, context: ChannelHandlerContext) {
         running -= 1
         guard context.channel.isActive else { return }
-        context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+        context.write(wrapOutboundOut(reply), promise: nil)
+        unflushed = true
+        if !flushScheduled {
+            // Runs after the tasks already queued on the loop: the other replies finished meanwhile.
+            flushScheduled = true
+            let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                let (handler, context) = bound.value
+                handler.flushScheduled = false
+                handler.flushIfNeeded(context: context)
+            }
+        }
         if !waiting.isEmpty {
             let (request, session) = waiting.removeFirst()
             start(request, session: session, context: context)
