@@ -12,7 +12,7 @@ import Glibc
 /// `D name offset length` discard · `F! name` flush done (`F! name close`: by closing the handle) · `S? snap volume` / `S! snap` snapshot ·
 /// `C? clone snap size` / `C! clone` clone of a snapshot · `K? clone volume` / `K! clone` clone of
 /// a volume · `X? V|S name` / `X! V|S name` delete · `E? name size` / `E! name` expand ·
-/// `L? name` / `L! name` flatten. Written bytes are `CrashPattern.bytes(seed:count:)`.
+/// `L? name` / `L! name` flatten · `P? name` / `P! name` collapse of its private layers. Written bytes are `CrashPattern.bytes(seed:count:)`.
 struct CrashWorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crash-worker", abstract: "Crash-test workload (used by the test suite).", shouldDisplay: false)

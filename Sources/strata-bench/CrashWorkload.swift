@@ -113,9 +113,19 @@ struct CrashWorkload {
             volumes[volume]!.size = newSize
             journal.record("E! \(volume)", durable: true)
         default:
-            journal.record("L? \(volume)")
-            try store.flatten(volumeID: volumes[volume]!.id)
-            journal.record("L! \(volume)")
+            if random(0..<2) == 0 {
+                journal.record("L? \(volume)")
+                try store.flatten(volumeID: volumes[volume]!.id)
+                journal.record("L! \(volume)")
+            } else {
+                journal.record("P? \(volume)")
+                do {
+                    try store.collapsePrivateLayers(volumeID: volumes[volume]!.id)
+                } catch let error as StoreError where error.code == .busy {
+                    // A background flatten changed the chain meanwhile: nothing changed.
+                }
+                journal.record("P! \(volume)")
+            }
         }
     }
 

@@ -100,7 +100,7 @@ struct CrashModel {
             if kind == "V" { volumes[name] = nil } else { snapshots[name] = nil }
         case ("E!", .expand(let name, let size)?):
             volumes[name]!.durable += [UInt8](repeating: 0, count: size - volumes[name]!.durable.count)
-        case ("C-", _), ("K-", _), ("L?", _), ("L!", _), ("R", _):
+        case ("C-", _), ("K-", _), ("L?", _), ("L!", _), ("P?", _), ("P!", _), ("R", _):
             break
         default:
             throw Failure(description: "journal line \(fields) does not follow \(String(describing: started))")
