@@ -47,6 +47,27 @@ struct FakeNodeStagingTests {
         #expect(try node.storedBytes(of: sibling, count: written.count, at: 4096) == Array(golden[4096..<4096 + written.count]))
     }
 
+    @Test("A read-only publish refuses a pod's writes (EROFS) and nothing reaches the store; a read-write publish beside it writes, and the read-only one reads that")
+    func readOnlyPublish() throws {
+        let node = try FakeNode()
+        defer { node.close() }
+        let golden = pattern(seed: 3, count: 256 << 10)
+        let (volume, _) = try node.twoClones(of: golden)
+        try node.stage(volume, .block)
+        let reader = try node.publish(volume, pod: "reader", readOnly: true)
+        let writer = try node.publish(volume, pod: "writer")
+        let refused = pattern(seed: 4, count: 4096)
+        #expect(throws: NodeHostError.self) { try node.write(refused, at: 0, through: reader) }
+        #expect(try node.storedBytes(of: volume, count: 4096, at: 0) == Array(golden[0..<4096]))
+        let written = pattern(seed: 5, count: 4096)
+        try node.write(written, at: 0, through: writer)
+        #expect(try node.read(4096, at: 0, through: reader) == written)
+        try node.stager.unpublish(volumeID: volume, targetPath: reader)
+        try node.stager.unpublish(volumeID: volume, targetPath: writer)
+        try node.stager.unstage(volumeID: volume, stagingPath: node.stagingPath(of: volume))
+        #expect(try node.kernel.attacher.attachments().isEmpty, "the device must go with the last mount that held it")
+    }
+
     @Test("A filesystem volume is formatted once, mounted at its staging path and bound to its target; staged again later it is not reformatted")
     func filesystemVolume() throws {
         let node = try FakeNode()

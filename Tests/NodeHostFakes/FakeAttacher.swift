@@ -5,11 +5,15 @@ import Synchronization
 /// (/dev/fakeloopN) and holds the file open, as a loop device does, until it is detached. The
 /// devices outlive the exporter that served their file (a restart must find and detach them).
 /// Every attach and detach is recorded, and an attach can be told to fail, so a test can cut a
-/// stage short at that point.
+/// stage short at that point. As the kernel's loop driver does since Linux 5.19, a detach of a
+/// device something holds (a mount of the fake mounter) only marks it: it goes when the last
+/// holder lets go.
 public final class FakeAttacher: Attacher {
     public enum Event: Equatable, Sendable {
         case attached(device: String, file: String, readOnly: Bool)
         case detached(device: String)
+        /// Detached while held: the device stays until its last holder lets go.
+        case detachDeferred(device: String)
         case attachFailed(file: String)
     }
 
@@ -26,6 +30,8 @@ public final class FakeAttacher: Attacher {
         let file: FakeExportedFile
         let readOnly: Bool
         let directIO: Bool
+        var holders = 0
+        var detachPending = false
     }
 
     /// How many device numbers exist (the loop driver's max_loop).
@@ -56,7 +62,7 @@ public final class FakeAttacher: Attacher {
             throw NodeHostError(.systemCall, "stat \(path): no such file", errno: 2)
         }
         return try state.withLock { state in
-            if let existing = state.devices.first(where: { $0.value.file === file && $0.value.readOnly == readOnly }) {
+            if let existing = state.devices.first(where: { $0.value.file === file && $0.value.readOnly == readOnly && !$0.value.detachPending }) {
                 return Self.path(of: existing.key)
             }
             if !state.failures.isEmpty {
@@ -77,11 +83,43 @@ public final class FakeAttacher: Attacher {
     public func detach(device: String) throws -> Bool {
         guard let number = Self.number(of: device) else { throw NodeHostError(.invalidArgument, "\(device) is not a loop device") }
         state.withLock { state in
-            guard let detached = state.devices.removeValue(forKey: number) else { return }
-            detached.file.openHandles.subtract(1, ordering: .sequentiallyConsistent)
-            state.events.append(.detached(device: device))
+            guard let held = state.devices[number] else { return }
+            guard held.holders == 0 else {
+                if !held.detachPending { state.events.append(.detachDeferred(device: device)) }
+                state.devices[number]!.detachPending = true
+                return
+            }
+            Self.remove(number, device: device, &state)
         }
         return true
+    }
+
+    private static func remove(_ number: Int, device: String, _ state: inout State) {
+        guard let detached = state.devices.removeValue(forKey: number) else { return }
+        detached.file.openHandles.subtract(1, ordering: .sequentiallyConsistent)
+        state.events.append(.detached(device: device))
+    }
+
+    /// Something (a mount) holds the device open; nothing when it is not attached.
+    public func hold(device: String) {
+        guard let number = Self.number(of: device) else { return }
+        state.withLock { state in state.devices[number]?.holders += 1 }
+    }
+
+    /// A holder let go; a device detached meanwhile goes with its last holder.
+    public func release(device: String) {
+        guard let number = Self.number(of: device) else { return }
+        state.withLock { state in
+            guard let held = state.devices[number] else { return }
+            state.devices[number]!.holders = max(0, held.holders - 1)
+            if held.holders <= 1, held.detachPending { Self.remove(number, device: device, &state) }
+        }
+    }
+
+    /// Whether the device was attached read-only; nil when it is not attached.
+    public func isReadOnly(device: String) -> Bool? {
+        guard let number = Self.number(of: device) else { return nil }
+        return state.withLock { $0.devices[number]?.readOnly }
     }
 
     @discardableResult

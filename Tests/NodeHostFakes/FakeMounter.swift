@@ -59,6 +59,7 @@ public final class FakeMounter: Mounter {
         table.withLock {
             $0.append(Mount(target: target, source: source, device: source, fsType: fsType, readOnly: readOnly, isBind: false))
         }
+        devices.hold(device: source)
     }
 
     public func bindMount(source: String, target: String, readOnly: Bool) throws {
@@ -94,16 +95,28 @@ public final class FakeMounter: Mounter {
         table.withLock {
             $0.append(Mount(target: target, source: source, device: origin.device, fsType: origin.fsType, readOnly: readOnly, isBind: true))
         }
+        if let device = origin.device { devices.hold(device: device) }
     }
 
     public func unmount(target: String) throws {
-        table.withLock { $0.removeAll { $0.target == target } }
+        let removed = table.withLock { mounts -> [Mount] in
+            defer { mounts.removeAll { $0.target == target } }
+            return mounts.filter { $0.target == target }
+        }
+        for mount in removed { if let device = mount.device { devices.release(device: device) } }
     }
 
     public func detachLazily(target: String) throws {
-        table.withLock { mounts in
-            if let last = mounts.lastIndex(where: { $0.target == target }) { mounts.remove(at: last) }
+        let removed = table.withLock { mounts -> Mount? in
+            guard let last = mounts.lastIndex(where: { $0.target == target }) else { return nil }
+            return mounts.remove(at: last)
         }
+        if let device = removed?.device { devices.release(device: device) }
+    }
+
+    /// Whether the mount seen at `path` is read-only; nil when nothing is mounted there.
+    public func isReadOnly(at path: String) -> Bool? {
+        table.withLock { $0.last { $0.target == path }?.readOnly }
     }
 
     public func isMountPoint(_ path: String) throws -> Bool { try mountInfo(for: path) != nil }

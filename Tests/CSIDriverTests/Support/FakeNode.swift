@@ -131,10 +131,10 @@ final class FakeNode {
     }
 
     @discardableResult
-    func publish(_ volumeID: String, pod: String) throws -> String {
+    func publish(_ volumeID: String, pod: String, readOnly: Bool = false) throws -> String {
         let target = targetPath(of: volumeID, pod: pod)
         try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try stager.publish(volumeID: volumeID, stagingPath: stagingPath(of: volumeID), targetPath: target, readOnly: false)
+        try stager.publish(volumeID: volumeID, stagingPath: stagingPath(of: volumeID), targetPath: target, readOnly: readOnly)
         return target
     }
 
@@ -149,7 +149,12 @@ final class FakeNode {
         return try file.liveBackend()
     }
 
+    /// Refused with EROFS, as open(2) for writing is, when the mount at `path` or the loop
+    /// device under it is read-only.
     func write(_ bytes: [UInt8], at offset: UInt64, through path: String) throws {
+        if kernel.mounter.isReadOnly(at: path) == true || kernel.mounter.device(at: path).flatMap({ kernel.attacher.isReadOnly(device: $0) }) == true {
+            throw NodeHostError(.systemCall, "open \(path) for writing: read-only file system", errno: EROFS)
+        }
         let backend = try backend(at: path)
         try bytes.withUnsafeBytes { try backend.write($0, at: offset) }
         try backend.flush()
