@@ -92,6 +92,12 @@ extension BlockStore {
         scheduleFlatten(volumeID, keepingSharedBase: true)
     }
 
+    /// Whether `collapsePrivateLayers` would find layers to collapse (a catalog read only).
+    public func hasPrivateLayersToCollapse(volumeID: String) throws -> Bool {
+        guard Identifier.isVolumeID(volumeID) else { throw StoreError.notFound("volume \(volumeID)") }
+        return try catalog.read { try collapsePlan(of: volumeID, $0) } != .nothing
+    }
+
     /// Copies into a volume's head what the layers only it reads hold, and drops those layers: the
     /// chain keeps the layers something else reads (a snapshot, another clone, a golden image
     /// copied from another node), and the head moves onto the highest of them. With no such

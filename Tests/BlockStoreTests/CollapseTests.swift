@@ -59,8 +59,11 @@ import Testing
         let goldenLayer = try store.layerID(ofSnapshot: setup.golden.id)
         #expect(try store.volume(id: setup.clone.id).chainDepth == 4)
         let layersBefore = try store.layerCount()
+        #expect(try store.hasPrivateLayersToCollapse(volumeID: setup.clone.id))
+        #expect(try !store.hasPrivateLayersToCollapse(volumeID: setup.sibling.id))
 
         #expect(try store.collapsePrivateLayers(volumeID: setup.clone.id))
+        #expect(try !store.hasPrivateLayersToCollapse(volumeID: setup.clone.id))
         let head = try store.headLayerID(ofVolume: setup.clone.id)
         #expect(try store.parentLayerID(of: head) == goldenLayer)
         #expect(try store.volume(id: setup.clone.id).chainDepth == 2)

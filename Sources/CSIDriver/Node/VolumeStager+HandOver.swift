@@ -150,10 +150,18 @@ extension VolumeStager {
     }
 
     /// Takes over every volume served from another node whose owner no longer stages it (after
-    /// a restart of this process, a handover may have been cut short), in the background.
+    /// a restart of this process, a handover may have been cut short), in the background; and
+    /// collapses again the multi-node volumes owned here, in case a restart cut the collapse that
+    /// followed their takeover (it finds nothing to do otherwise, reading only the catalog).
     func resumeHandOvers() {
-        for record in registry.all where record.remoteOwner != nil {
-            offerOwnership(record.volumeID)
+        for record in registry.all {
+            if record.remoteOwner != nil {
+                offerOwnership(record.volumeID)
+            } else if let store = try? context.store(), (try? store.volume(id: record.volumeID))?.multiNode == true,
+                (try? store.hasPrivateLayersToCollapse(volumeID: record.volumeID)) == true
+            {
+                store.collapsePrivateLayersInBackground(volumeID: record.volumeID)
+            }
         }
     }
 
