@@ -12,8 +12,8 @@ extension OpenVolume {
     }
 
     /// Copies every cluster the head inherits from above the scope's base (no scope: from any
-    /// layer) into the head, a cluster at a
-    /// time so I/O goes on. Returns false when `shouldStop` asked to give up.
+    /// layer) into the head, a cluster at a time so I/O goes on. Returns false when `shouldStop`
+    /// asked to give up.
     func copyUpInheritedClusters(
         above scope: CollapseScope? = nil, shouldStop: () -> Bool, progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
     ) throws -> Bool {

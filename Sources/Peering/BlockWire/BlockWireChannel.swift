@@ -263,7 +263,7 @@ final class BlockWireChannel: Sendable {
 
 /// The requests the workers wrote since the connection's event loop last took them: the first
 /// one wakes the loop, and the loop writes them all and flushes once. Each wake-up is an eventfd
-/// write and each flush a TLS record and a send(2); at depth 32 many requests share both.
+/// write and each flush a send(2) of what TLS sealed; at depth 32 many requests share both.
 final class BlockWireOutbox: Sendable {
     private let channel: any Channel
     private let pending = Mutex<(frames: [ByteBuffer], scheduled: Bool)>(([], false))

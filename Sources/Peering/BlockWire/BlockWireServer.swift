@@ -104,8 +104,8 @@ final class BlockWireServerHandler: ChannelInboundHandler, RemovableChannelHandl
     private var readHeld = false
     /// Replies written and not flushed yet: cached reads answered while the socket's bytes are
     /// decoded are flushed together when the read completes, and replies of the block I/O
-    /// threads that reach the loop in one turn together at its end (one TLS record and one
-    /// send(2) for many, instead of one each).
+    /// threads that reach the loop in one turn together at its end (one send(2) for many,
+    /// instead of one each).
     private var unflushed = false
     private var flushScheduled = false
 
