@@ -26,6 +26,8 @@ struct DriverCrashTests {
 
         // Fixtures that live through every crash: a golden snapshot and a published block volume.
         var driver = try DriverProcess.started(arguments: arguments, directory: directory)
+        // A failed round leaves the published device staged: nothing of it may outlive the test.
+        defer { NodeLeftovers.clear(under: directory.path) { driver.stop() } }
         let (goldenSnapshot, device) = try await driver.withClient { client in
             try await CrashWorkload.prepare(client: client, kubelet: kubelet)
         }

@@ -29,10 +29,12 @@ extension DeviceTests {
                 #expect(try attacher.refreshSize(device: device) == 16 << 20)
 
                 #expect(try fixture.detachFreeing(device))
-                #expect(try attacher.detach(device: device))
+                // Detaching again is idempotent, and acts only on what was found: other tests
+                // (and drivers they run) attach devices meanwhile, and the number just freed is
+                // the next one handed out. A second detach by number alone cut a restarted
+                // driver's fresh device in a whole run (its reads failed with EIO).
+                #expect(try attacher.detach(attachment))
                 #expect(try attacher.device(backingFile: file) == nil)
-                // Other test targets may attach devices meanwhile: only ours is known to be free.
-                #expect(try Syscall.readText(LoopAttacher.backingFilePath(number)) == nil)
                 #expect(try attacher.freeDeviceCount() >= 1)
 
                 #expect(try attacher.detach(device: "/dev/loop987654"))
@@ -77,7 +79,7 @@ extension DeviceTests {
                 let data = pattern(seed: 41, count: 65536)
                 try DeviceIO.write(data, to: device, at: 0, direct: true)
                 #expect(backend.bytes(at: 0, count: data.count) == data)
-                #expect(try attacher.detach(device: device))
+                #expect(try fixture.detachFreeing(device))
                 try fixture.exporter.remove(name: "nodes")
             }
         }
@@ -119,7 +121,7 @@ extension DeviceTests {
                 #expect(!fixture.exporter.isServing)
                 #expect(try !fixture.mounter.isMountPoint(fixture.exporter.mountPoint), "the mount is detached lazily")
                 #expect(throws: NodeHostError.self) { try DeviceIO.read(device, at: 0, count: 4096, direct: true) }
-                #expect(try fixture.attacher.detach(device: device))
+                #expect(try fixture.detachFreeing(device))
             }
         }
 
@@ -154,7 +156,7 @@ extension DeviceTests {
 
                 // Recovery: unmount what sits on the dead device, detach it, attach afresh, remount.
                 try mounter.unmount(target: staging)
-                #expect(try attacher.detach(device: device))
+                #expect(try fixture.detachFreeing(device))
                 let fresh = try attacher.attach(file: file, readOnly: false, directIO: true)
                 try mounter.mount(source: fresh, target: staging, fsType: "ext4", options: [], readOnly: false)
                 #expect(try DeviceIO.readFile("\(staging)/kept.bin") == data)
@@ -164,7 +166,7 @@ extension DeviceTests {
                 #expect(second.isServing)
                 #expect(try mounter.mountInfo(for: second.mountPoint)?.deviceNumber == second.filesystemDevice)
                 try mounter.unmount(target: staging)
-                #expect(try attacher.detach(device: fresh))
+                #expect(try fixture.detachFreeing(fresh))
                 try second.remove(name: "vol")
             }
         }

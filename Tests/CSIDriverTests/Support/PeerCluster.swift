@@ -150,19 +150,8 @@ final class PeerCluster: @unchecked Sendable {
 
     /// Stops every driver, removes what they staged, and the namespaces.
     func tearDown() {
-        // A test that failed half-way leaves its staged volumes' loop devices over exports that
-        // die with their drivers, or every later test of the run has one loop device fewer. They
-        // are cleared while their backing files still show this directory's paths (a stopped
-        // driver's export is unmounted lazily, and then they show "/vol-..."), each only while it
-        // still serves the file it was listed with; one still in use goes on its last close.
-        let loops = LoopAttacher()
-        for attachment in (try? loops.attachments()) ?? [] where attachment.backingFile.hasPrefix(directory.path + "/") {
-            _ = try? loops.detach(attachment)
-        }
-        for node in nodes.values { node.stop() }
-        // A driver killed with volumes staged leaves its mounts: lazily unmount what remains, newest first.
-        for mount in ((try? MountTable.read()) ?? []).reversed() where mount.mountPoint.hasPrefix(directory.path + "/") {
-            _ = try? ExternalTool.run("umount", "-l", mount.mountPoint)
+        NodeLeftovers.clear(under: directory.path) {
+            for node in nodes.values { node.stop() }
         }
         tearDownNetwork()
     }
