@@ -16,17 +16,3 @@ public protocol BlockBackend: AnyObject, Sendable {
     /// Makes every write that completed before the call durable.
     func flush() throws
 }
-
-/// A backend whose reads can complete later, on a thread of its own (a network event loop),
-/// instead of holding a FUSE worker thread until the answer comes: a worker parked per request
-/// and woken for its reply costs two context switches a read, which on a two-core node is most
-/// of what a remote 4 KiB read costs.
-public protocol AsyncReadingBackend: BlockBackend {
-    /// Starts reading `count` bytes at `offset` when that can be done without blocking the
-    /// caller, and returns true; `completion` then runs exactly once, on any thread, with the
-    /// bytes (valid only during the call), or with nil when the read could not be answered that
-    /// way (a connection ended, the volume moved, a deadline passed): the caller then reads
-    /// with `read(into:at:)`, which waits, retries and reports errors. Returns false (and never
-    /// calls `completion`) when it cannot start one now.
-    func startRead(count: Int, at offset: UInt64, completion: @escaping @Sendable (UnsafeRawBufferPointer?) -> Void) -> Bool
-}

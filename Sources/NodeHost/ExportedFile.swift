@@ -9,8 +9,6 @@ final class ExportedFile: Sendable {
     let inode: UInt64
     let generation: UInt64
     let backend: any BlockBackend
-    /// The backend again when its reads can complete later (found once, not cast per read).
-    let asyncReader: (any AsyncReadingBackend)?
     /// Open handles from the kernel (a loop device holds one while attached).
     let openHandles = Atomic<Int>(0)
 
@@ -19,7 +17,6 @@ final class ExportedFile: Sendable {
         self.inode = inode
         self.generation = generation
         self.backend = backend
-        asyncReader = backend as? any AsyncReadingBackend
     }
 
     /// The attributes the kernel sees: a root-only regular file as large as the backend.

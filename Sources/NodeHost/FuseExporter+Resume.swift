@@ -132,14 +132,6 @@ extension FuseExporter {
                 return
             }
         }
-        // A read answered later is answered through this session: it is waited for (its
-        // requests were read, so the kernel would not resend them to the successor).
-        guard pendingReplies.closeAndWait(seconds: 10) else {
-            logger.error("FUSE replies still pending; leaking the session", metadata: [
-                "mountPoint": "\(mountPoint)", "pending": "\(pendingReplies.outstanding)",
-            ])
-            return
-        }
         fuse_session_destroy(session.pointer)
         Unmanaged.passUnretained(self).release()
         logger.notice("FUSE export suspended, mount left for the next process", metadata: ["mountPoint": "\(mountPoint)"])

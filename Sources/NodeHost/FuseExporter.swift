@@ -52,8 +52,6 @@ public final class FuseExporter: Sendable {
     let startTime: timespec
     let inodes = InodeTable()
     let state = Mutex(State())
-    /// Reads answered after their worker returned: the session is not destroyed before them.
-    let pendingReplies = PendingReplies()
 
     struct State: ~Copyable {
         var phase = Phase.idle
@@ -316,12 +314,6 @@ public final class FuseExporter: Sendable {
                 logger.error("FUSE session threads did not end; leaking the session", metadata: ["mountPoint": "\(mountPoint)"])
                 return
             }
-        }
-        guard pendingReplies.closeAndWait(seconds: 10) else {
-            logger.error("FUSE replies still pending; leaking the session", metadata: [
-                "mountPoint": "\(mountPoint)", "pending": "\(pendingReplies.outstanding)",
-            ])
-            return
         }
         fuse_session_destroy(session.pointer)
         // Balances the retain taken in start(): libfuse will not call back any more.

@@ -43,13 +43,6 @@ enum FuseOperations {
         return exporter(request).file(inode: info.pointee.fh)
     }
 
-    /// A request handle that another thread answers (libfuse allows a reply from any thread,
-    /// once).
-    struct RequestPointer: @unchecked Sendable {
-        let pointer: fuse_req_t?
-        init(_ pointer: fuse_req_t?) { self.pointer = pointer }
-    }
-
     private static func reply(_ request: fuse_req_t?, error: Int32) {
         _ = fuse_reply_err(request, error)
     }
@@ -184,35 +177,6 @@ enum FuseOperations {
         }
         let count = Int(min(UInt64(requested), size - UInt64(offset)))
         let exporter = exporter(request)
-        if let reader = file.asyncReader, readLater(RequestPointer(request), reader, file, exporter, count: count, offset: offset) {
-            return
-        }
-        readNow(request, file, exporter, count: count, offset: offset)
-    }
-
-    /// Starts `reader`'s read and answers it when the bytes come, on whichever thread brings
-    /// them; false when it cannot be started (then this worker reads it now). A read the
-    /// backend could not answer that way is read the blocking way on the exporter's fallback
-    /// queue, never on the thread that reported it.
-    private static func readLater(_ request: RequestPointer, _ reader: any AsyncReadingBackend, _ file: ExportedFile,
-                                  _ exporter: FuseExporter, count: Int, offset: off_t) -> Bool {
-        guard exporter.pendingReplies.begin() else { return false }
-        let started = reader.startRead(count: count, at: UInt64(offset)) { bytes in
-            if let bytes, bytes.count == count {
-                _ = fuse_reply_buf(request.pointer, bytes.baseAddress, count)
-                exporter.pendingReplies.end()
-                return
-            }
-            exporter.pendingReplies.fallback.async {
-                readNow(request.pointer, file, exporter, count: count, offset: offset)
-                exporter.pendingReplies.end()
-            }
-        }
-        if !started { exporter.pendingReplies.end() }
-        return started
-    }
-
-    private static func readNow(_ request: fuse_req_t?, _ file: ExportedFile, _ exporter: FuseExporter, count: Int, offset: off_t) {
         exporter.buffers.withBuffer(count: count) { buffer in
             let region = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
             do {

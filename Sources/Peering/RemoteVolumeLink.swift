@@ -118,24 +118,6 @@ public final class RemoteVolumeLink: Sendable {
         answer.copy(into: buffer)
     }
 
-    /// A read answered on the block wire's event loop instead of a waiting worker (see
-    /// `AsyncReadingBackend` in NodeHost): only when the wire's connection is up and a slot of
-    /// the in-flight limit is free, so nothing here blocks. `completion` gets nil when the
-    /// answer is not the bytes asked for (the connection ended, the owner refused or moved, the
-    /// deadline passed): the caller reads again with `read(into:at:)`, which retries, waits
-    /// and reports errors.
-    public func startRead(count: Int, at offset: UInt64, completion: @escaping @Sendable (UnsafeRawBufferPointer?) -> Void) -> Bool {
-        guard inFlight.wait(timeout: .now()) == .success else { return false }
-        let started = wire.knownChannel?.start(.read, offset: offset, length: UInt64(count), timeout: Self.requestTimeout) { [self] outcome in
-            defer { inFlight.signal() }
-            guard case .success(let bytes?) = outcome, bytes.readableBytes == count else { return completion(nil) }
-            if unreachable.withLock({ $0 }) != nil { unreachable.withLock { $0 = nil } }
-            bytes.withUnsafeReadableBytes { completion($0) }
-        } ?? false
-        if !started { inFlight.signal() }
-        return started
-    }
-
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
         _ = try perform(.write, offset: offset, length: UInt64(bytes.count), payload: bytes)
     }

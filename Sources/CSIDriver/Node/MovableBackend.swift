@@ -9,13 +9,9 @@ import Peering
 /// A request the old owner refuses as fenced (it froze the volume for this node, and this node
 /// has not committed it yet: a handover cut by a restart) waits for the swap and runs again on
 /// the new backend; `fenced` is told, to get the handover going.
-final class MovableBackend: AsyncReadingBackend, @unchecked Sendable {
+final class MovableBackend: BlockBackend, @unchecked Sendable {
     private let condition = NSCondition()
-    private var current: any BlockBackend {
-        didSet { currentReader = current as? any AsyncReadingBackend }
-    }
-    /// `current` when its reads can complete later (a remote volume's link).
-    private var currentReader: (any AsyncReadingBackend)?
+    private var current: any BlockBackend
     private var closeCurrent: @Sendable () throws -> Void
     private var paused = false
     private var inFlight = 0
@@ -23,7 +19,6 @@ final class MovableBackend: AsyncReadingBackend, @unchecked Sendable {
 
     init(_ backend: any BlockBackend, close: @escaping @Sendable () throws -> Void = {}, fenced: @escaping @Sendable () -> Void = {}) {
         current = backend
-        currentReader = backend as? any AsyncReadingBackend
         closeCurrent = close
         self.fenced = fenced
     }
@@ -34,31 +29,6 @@ final class MovableBackend: AsyncReadingBackend, @unchecked Sendable {
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws { try call { try $0.write(bytes, at: offset) } }
     func discard(at offset: UInt64, length: UInt64) throws { try call { try $0.discard(at: offset, length: length) } }
     func flush() throws { try call { try $0.flush() } }
-
-    /// A read the current backend answers later counts as in flight until it is answered, so
-    /// `pause()` waits for it too; while paused (or when the backend cannot), the caller reads
-    /// the blocking way, which waits for `resume()` and follows a fenced volume to its new owner.
-    func startRead(count: Int, at offset: UInt64, completion: @escaping @Sendable (UnsafeRawBufferPointer?) -> Void) -> Bool {
-        let reader = condition.withLock { () -> (any AsyncReadingBackend)? in
-            guard !paused, let reader = currentReader else { return nil }
-            inFlight += 1
-            return reader
-        }
-        guard let reader else { return false }
-        let started = reader.startRead(count: count, at: offset) { [self] bytes in
-            completion(bytes)
-            finishedOne()
-        }
-        if !started { finishedOne() }
-        return started
-    }
-
-    private func finishedOne() {
-        condition.withLock {
-            inFlight -= 1
-            if inFlight == 0 { condition.broadcast() }
-        }
-    }
 
     /// Waits for the requests in flight; new ones wait until `resume()`.
     func pause() {

@@ -69,16 +69,13 @@ final class DriverBackends: VolumeBackendProvider {
 
 /// Serves a volume whose writable head lives on another node: every read, write, discard and
 /// flush goes to the owner (see `RemoteVolumeLink`).
-final class RemoteVolumeBackend: AsyncReadingBackend {
+final class RemoteVolumeBackend: BlockBackend {
     let link: RemoteVolumeLink
 
     init(link: RemoteVolumeLink) { self.link = link }
 
     var size: UInt64 { link.size }
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws { try link.read(into: buffer, at: offset) }
-    func startRead(count: Int, at offset: UInt64, completion: @escaping @Sendable (UnsafeRawBufferPointer?) -> Void) -> Bool {
-        link.startRead(count: count, at: offset, completion: completion)
-    }
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws { try link.write(bytes, at: offset) }
     func discard(at offset: UInt64, length: UInt64) throws { try link.discard(at: offset, length: length) }
     func flush() throws { try link.flush() }

@@ -51,29 +51,15 @@ final class BlockWireChannel: Sendable {
     private let session: Strata_Peer_V1_VolumeSession
     private let dialer: BlockWireDialer
 
-    /// Where a request's reply goes: to a worker blocked on `done` (`call`), or to a callback run
-    /// on whichever thread brings it (`start`). A blocked worker's outcome is written once,
-    /// before `done` is signalled, and read only after its wait returned: the semaphore orders
-    /// the two.
+    /// Where a waiting worker finds its reply. Written once, before `done` is signalled, and read
+    /// only after the worker's wait on `done` returned: the semaphore orders the two.
     final class Waiter: @unchecked Sendable {
-        typealias Callback = @Sendable (Result<ByteBuffer?, RPCError>) -> Void
-        let done: DispatchSemaphore?
-        let callback: Callback?
-        /// When a callback's request is overdue: no thread waits for it, so the connection's
-        /// event loop looks (`sweep`).
-        let deadline: NIODeadline
+        let done = DispatchSemaphore(value: 0)
         var outcome: Result<ByteBuffer?, RPCError>?
 
-        init(callback: Callback? = nil, deadline: NIODeadline = .distantFuture) {
-            self.callback = callback
-            done = callback == nil ? DispatchSemaphore(value: 0) : nil
-            self.deadline = deadline
-        }
-
         func finish(_ outcome: Result<ByteBuffer?, RPCError>) {
-            if let callback { return callback(outcome) }
             self.outcome = outcome
-            done?.signal()
+            done.signal()
         }
     }
 
@@ -116,45 +102,6 @@ final class BlockWireChannel: Sendable {
     ) throws(RPCError) -> ByteBuffer? {
         let connection = try currentConnection()
         let waiter = Waiter()
-        let id = try send(kind, offset: offset, length: length, payload: payload, on: connection, waiter: waiter)
-
-        let (seconds, attoseconds) = timeout.components
-        let deadline = DispatchTime.now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))
-        if waiter.done!.wait(timeout: deadline) == .timedOut {
-            let stillWaiting = state.withLock { $0.waiting.removeValue(forKey: id) } != nil
-            if stillWaiting {
-                drop(connection.generation, reason: "request \(id) waited \(timeout) for its reply")
-                throw RPCError(code: .deadlineExceeded, message: "\(owner) did not answer within \(timeout)", cause: BlockWireConnectionFailure())
-            }
-            waiter.done!.wait()  // answered while the deadline passed: the reply is set or about to be
-        }
-        return try waiter.outcome!.get()
-    }
-
-    /// Sends one request on the connection that is up, if one is, and returns true: `completion`
-    /// then runs once with the reply (on the event loop), or with the error that ended the
-    /// connection first, or DEADLINE_EXCEEDED when none came within `timeout` (the connection is
-    /// then dropped, as for `call`). Returns false, without sending, when no connection is up
-    /// (making one blocks: that is for `call`).
-    func start(
-        _ kind: BlockWire.Kind, offset: UInt64, length: UInt64, timeout: Duration,
-        completion: @escaping Waiter.Callback
-    ) -> Bool {
-        guard let connection = try? existing() else { return false }
-        let (seconds, attoseconds) = timeout.components
-        let waiter = Waiter(callback: completion, deadline: .now() + .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
-        do {
-            _ = try send(kind, offset: offset, length: length, payload: nil, on: connection, waiter: waiter)
-            return true
-        } catch {
-            return false
-        }
-    }
-
-    /// Registers `waiter` under a new request id on `connection` and queues the request's frame.
-    private func send(
-        _ kind: BlockWire.Kind, offset: UInt64, length: UInt64, payload: UnsafeRawBufferPointer?, on connection: Connection, waiter: Waiter
-    ) throws(RPCError) -> UInt64 {
         let id = try state.withLock { state throws(RPCError) -> UInt64 in
             guard state.connection?.generation == connection.generation else {
                 throw RPCError(code: .unavailable, message: "the block wire to \(owner) ended", cause: BlockWireConnectionFailure())
@@ -169,17 +116,18 @@ final class BlockWireChannel: Sendable {
         BlockWire.writeRequestHeader(kind, id: id, offset: offset, length: length, payloadLength: payloadLength, to: &frame)
         if let payload { frame.writeBytes(payload) }
         connection.outbox.send(frame)
-        return id
-    }
 
-    /// Run every second on the event loop of connection `generation`: a request started by
-    /// `start` that is past its deadline drops the connection (no thread waits to notice).
-    private func sweep(_ generation: UInt64) {
-        let now = NIODeadline.now()
-        let overdue = state.withLock { state in
-            state.waiting.values.contains { $0.generation == generation && $0.waiter.callback != nil && $0.waiter.deadline < now }
+        let (seconds, attoseconds) = timeout.components
+        let deadline = DispatchTime.now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))
+        if waiter.done.wait(timeout: deadline) == .timedOut {
+            let stillWaiting = state.withLock { $0.waiting.removeValue(forKey: id) } != nil
+            if stillWaiting {
+                drop(connection.generation, reason: "request \(id) waited \(timeout) for its reply")
+                throw RPCError(code: .deadlineExceeded, message: "\(owner) did not answer within \(timeout)", cause: BlockWireConnectionFailure())
+            }
+            waiter.done.wait()  // answered while the deadline passed: the reply is set or about to be
         }
-        if overdue { drop(generation, reason: "a request waited past its deadline for its reply") }
+        return try waiter.outcome!.get()
     }
 
     /// Closes the connection; later calls fail UNAVAILABLE (the export is closed).
@@ -256,10 +204,6 @@ final class BlockWireChannel: Sendable {
         open.writeBytes(sessionBytes)
         channel.writeAndFlush(open, promise: nil)
 
-        let sweeper = channel.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [weak self] _ in
-            self?.sweep(generation)
-        }
-        channel.closeFuture.whenComplete { _ in sweeper.cancel() }
         let connection = Connection(generation: generation, channel: channel, outbox: BlockWireOutbox(channel: channel))
         let installed = state.withLock { state -> Bool in
             guard !state.closed, state.endedGeneration < generation else { return false }

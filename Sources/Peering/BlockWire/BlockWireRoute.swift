@@ -86,14 +86,6 @@ final class BlockWireRoute: Sendable {
         }
     }
 
-    /// The channel when the owner's wire is known already; nil otherwise (never asks).
-    var knownChannel: BlockWireChannel? {
-        known.withLock { known in
-            if case .wire(let channel) = known { return channel }
-            return nil
-        }
-    }
-
     /// `channel` could not reach the owner: the next request asks the owner where its wire is.
     func forget(_ channel: BlockWireChannel) {
         let forgotten = known.withLock { known -> Bool in
