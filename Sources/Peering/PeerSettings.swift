@@ -65,6 +65,9 @@ public struct PeerSettings: Sendable {
             throw ConfigurationError("peer TLS file \(path) is missing or unreadable (--peer-tls-dir needs ca.crt, tls.crt and tls.key)")
         }
         if let wirePort, !(0...65535).contains(wirePort) { throw ConfigurationError("--peer-wire-port must be 0 to 65535, or off") }
+        if blockWire, wirePort == nil, listenAddress?.port == 65535 {
+            throw ConfigurationError("the block wire listens on the peer port + 1 by default, and the peer port is 65535: give --peer-wire-port (or off)")
+        }
         guard (1...64).contains(maxConcurrentSends) else { throw ConfigurationError("--peer-max-sends must be 1 to 64") }
     }
 }
