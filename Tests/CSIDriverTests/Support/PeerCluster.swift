@@ -182,7 +182,7 @@ final class ClusterNode: @unchecked Sendable {
         kubelet = base + "/kubelet"
         address = cluster.address(name)
         logPath = base + "/driver.log"
-        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
         process.arguments = ["--net=/run/netns/\(cluster.namespace(name))", DriverProcess.binaryPath,
                              "--endpoint", "unix://\(socketPath)", "--state-dir", stateDirectory, "--nodeid", nodeID,
