@@ -23,8 +23,11 @@ extension BlockStore {
     /// changed-block listings (which compare snapshots of one chain) lose no layer they name.
     func collapsePlan(of volumeID: String, _ db: Database) throws -> CollapsePlan {
         guard let row = try db.volumeRow(id: volumeID) else { throw StoreError.notFound("volume \(volumeID)") }
-        let chain = try db.chain(endingAt: row.headLayerID)
-        let ownHiddenLayer = try ownHiddenSnapshotLayer(of: row, db)
+        return Self.collapsePlan(chain: try db.chain(endingAt: row.headLayerID), ownHiddenLayer: try ownHiddenSnapshotLayer(of: row, db))
+    }
+
+    /// `collapsePlan(of:_:)` over a chain (root first, head last) already read.
+    private static func collapsePlan(chain: [LayerRow], ownHiddenLayer: Int64?) -> CollapsePlan {
         var position = chain.count - 2
         while position >= 0, chain[position].refCount == 1 + (chain[position].id == ownHiddenLayer ? 1 : 0) {
             position -= 1
@@ -89,17 +92,15 @@ extension BlockStore {
             var freed: [Int64] = []
             try volume.finishFlatten(keeping: scope) { headLayerID, headBytes in
                 freed = try catalog.write { db -> [Int64] in
-                    guard let row = try db.volumeRow(id: volume.volumeID), row.headLayerID == headLayerID,
-                        try collapsePlan(of: volume.volumeID, db) == .keeping(base)
-                    else {
-                        throw StoreError(.busy, "the chain of volume \(volume.volumeID) changed during the collapse")
-                    }
-                    let head = try db.requireLayer(headLayerID)
-                    guard let parentID = head.parentID else { return [] }
-                    var freed: [Int64] = []
+                    let changed = StoreError(.busy, "the chain of volume \(volume.volumeID) changed during the collapse")
+                    guard let row = try db.volumeRow(id: volume.volumeID), row.headLayerID == headLayerID else { throw changed }
                     let chain = try db.chain(endingAt: headLayerID)
+                    let hiddenLayer = try ownHiddenSnapshotLayer(of: row, db)
+                    guard Self.collapsePlan(chain: chain, ownHiddenLayer: hiddenLayer) == .keeping(base) else { throw changed }
+                    guard let parentID = chain.last?.parentID else { return [] }
+                    var freed: [Int64] = []
                     let dropped = Set(chain[(base.position + 1)..<(chain.count - 1)].map(\.id))
-                    if let hiddenLayer = try ownHiddenSnapshotLayer(of: row, db), dropped.contains(hiddenLayer),
+                    if let hiddenLayer, dropped.contains(hiddenLayer),
                         let hidden = row.hiddenSnapshotID, let snapshot = try db.snapshotRow(id: hidden)
                     {
                         try db.deleteSnapshotRow(id: hidden)
